@@ -1,0 +1,159 @@
+// Small CUDA helpers shared by the forward and backward kernels.
+#pragma once
+
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAFunctions.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <limits>
+
+#include "../dice_math.h"
+#include "../dice_problem.h"
+
+namespace fastdice {
+namespace cuda {
+
+constexpr int kThreads = 256;
+constexpr int kWarpSize = 32;
+constexpr int kWarps = kThreads / kWarpSize;
+constexpr int kMaxGridY = 65535;
+
+// Positions per thread per iteration: one 16-byte vector of input.
+template <typename scalar_t>
+struct ItemsPerThread {
+  static constexpr int value = 16 / sizeof(scalar_t);
+};
+
+template <typename T, int N>
+struct alignas(sizeof(T) * N) Pack {
+  T v[N];
+};
+
+// Butterfly sum: every lane ends with the same total, summed in the same
+// order on every run (deterministic, unlike atomics).
+template <typename acc_t>
+__device__ __forceinline__ acc_t warp_sum(acc_t v) {
+#pragma unroll
+  for (int offset = kWarpSize / 2; offset > 0; offset /= 2) v += __shfl_xor_sync(0xffffffffu, v, offset);
+  return v;
+}
+
+// input[b, c, s0 : s0 + kItems] as acc_t; positions at or past S read as 0.
+template <int kItems, typename scalar_t, typename acc_t>
+__device__ __forceinline__ void load_input_items(const scalar_t* __restrict__ input, const DiceProblem& pr,
+                                                 int64_t b, int64_t c, int64_t s0, bool vectorized,
+                                                 acc_t (&out)[kItems]) {
+  if (vectorized && s0 + kItems <= pr.spatial) {
+    const Pack<scalar_t, kItems> pack =
+        *reinterpret_cast<const Pack<scalar_t, kItems>*>(input + pr.input_offset(b, c, s0));
+#pragma unroll
+    for (int i = 0; i < kItems; ++i) out[i] = static_cast<acc_t>(pack.v[i]);
+  } else {
+#pragma unroll
+    for (int i = 0; i < kItems; ++i) {
+      out[i] = s0 + i < pr.spatial ? static_cast<acc_t>(input[pr.input_offset(b, c, s0 + i)]) : acc_t(0);
+    }
+  }
+}
+
+// Per-position target information for kItems consecutive positions.
+template <int kItems>
+struct ItemLabels {
+  int64_t label[kItems];  // label maps only
+  bool valid[kItems];     // in range and not ignored
+  bool out_of_range;      // a label outside [0, C) that is not ignore_index
+  int valid_count;
+};
+
+template <int kItems>
+__device__ __forceinline__ ItemLabels<kItems> load_item_labels(const DiceProblem& pr, int64_t b, int64_t s0) {
+  ItemLabels<kItems> r;
+  r.out_of_range = false;
+  r.valid_count = 0;
+#pragma unroll
+  for (int i = 0; i < kItems; ++i) {
+    const int64_t s = s0 + i;
+    r.label[i] = -1;
+    r.valid[i] = s < pr.spatial;
+    if (pr.target.is_label && s < pr.spatial) {
+      const int64_t v = load_label(pr.target.data, pr.target.dtype, pr.label_offset(b, s));
+      const LabelState state = classify_label(v, pr.classes, pr.has_ignore, pr.ignore_index);
+      r.valid[i] = state == LabelState::kValid;
+      r.out_of_range |= state == LabelState::kOutOfRange;
+      r.label[i] = v;
+    }
+    r.valid_count += r.valid[i];
+  }
+  return r;
+}
+
+template <typename acc_t>
+__device__ __forceinline__ acc_t item_target(const DiceProblem& pr, const int64_t label, int64_t b, int64_t c,
+                                             int64_t s) {
+  if (pr.target.is_label) return label == c ? acc_t(1) : acc_t(0);
+  return load_target_value<acc_t>(pr.target.data, pr.target.dtype, pr.dense_target_offset(b, c, s));
+}
+
+// Softmax normalizer of kItems positions: running max and 1 / sum exp(x - max),
+// in one pass over the classes.
+template <int kItems, typename scalar_t, typename acc_t>
+__device__ __forceinline__ void softmax_normalizer(const scalar_t* __restrict__ input, const DiceProblem& pr,
+                                                   int64_t b, int64_t s0, bool vectorized, acc_t (&row_max)[kItems],
+                                                   acc_t (&row_inv)[kItems]) {
+  acc_t row_sum[kItems];
+#pragma unroll
+  for (int i = 0; i < kItems; ++i) {
+    row_max[i] = -std::numeric_limits<acc_t>::infinity();
+    row_sum[i] = acc_t(0);
+  }
+  for (int64_t c = 0; c < pr.classes; ++c) {
+    acc_t x[kItems];
+    load_input_items<kItems>(input, pr, b, c, s0, vectorized, x);
+#pragma unroll
+    for (int i = 0; i < kItems; ++i) {
+      if (x[i] > row_max[i]) {
+        row_sum[i] = row_sum[i] * exp(row_max[i] - x[i]) + acc_t(1);
+        row_max[i] = x[i];
+      } else if (x[i] != -std::numeric_limits<acc_t>::infinity()) {
+        row_sum[i] += exp(x[i] - row_max[i]);  // NaN x (or max) makes the sum NaN
+      }
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < kItems; ++i) row_inv[i] = acc_t(1) / row_sum[i];
+}
+
+template <Activation kAct, typename acc_t>
+__device__ __forceinline__ acc_t activate(acc_t x, acc_t row_max, acc_t row_inv) {
+  if (kAct == Activation::kSigmoid) return sigmoid_from_exp_neg_abs(x, exp(-abs_of(x)));
+  if (kAct == Activation::kSoftmax) return exp(x - row_max) * row_inv;
+  return x;
+}
+
+inline int sm_count(int device) {
+  static int cached[64] = {0};
+  if (device < 0 || device >= 64) device = 0;
+  if (cached[device] == 0) {
+    int n = 0;
+    C10_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device));
+    cached[device] = n > 0 ? n : 1;
+  }
+  return cached[device];
+}
+
+// Blocks along the positions of one sample: enough to fill the GPU a few
+// times over, never more than there are tiles.
+template <int kItems>
+inline int64_t blocks_per_sample(int64_t spatial, int64_t batch, int device) {
+  const int64_t tiles = (spatial + int64_t(kThreads) * kItems - 1) / (int64_t(kThreads) * kItems);
+  const int64_t rows = batch < kMaxGridY ? batch : kMaxGridY;
+  const int64_t wanted = (int64_t(sm_count(device)) * 4 + rows - 1) / rows;
+  int64_t blocks = tiles < wanted ? tiles : wanted;
+  return blocks < 1 ? 1 : blocks;
+}
+
+inline bool is_aligned(const void* p, int64_t bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
+
+}  // namespace cuda
+}  // namespace fastdice

@@ -1,0 +1,167 @@
+// CUDA backward: grad_input from grad_stats in one pass over input and target
+// and one write of the gradient, recomputing the activation in registers.
+//
+// The per-(class) coefficients of d(loss)/dp for the block's sample sit in
+// shared memory. For softmax each thread makes three sweeps over the classes
+// of its positions (normalizer; sum_k p_k * dL/dp_k; gradient), which re-read
+// the same cache lines rather than keeping C values per position in registers.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+
+#include "../static_switch.h"
+#include "cuda_utils.cuh"
+
+namespace fastdice {
+namespace cuda {
+namespace {
+
+struct GradLayout {
+  int64_t stride_b;
+  int64_t stride_c;
+  int64_t stride_s;
+};
+
+template <int kItems, typename scalar_t, typename acc_t>
+__device__ __forceinline__ void store_grad_items(scalar_t* __restrict__ grad, const GradLayout& g,
+                                                 const DiceProblem& pr, int64_t b, int64_t c, int64_t s0,
+                                                 bool vectorized, const acc_t (&v)[kItems]) {
+  const int64_t base = b * g.stride_b + c * g.stride_c;
+  if (vectorized && s0 + kItems <= pr.spatial) {
+    Pack<scalar_t, kItems> pack;
+#pragma unroll
+    for (int i = 0; i < kItems; ++i) pack.v[i] = static_cast<scalar_t>(v[i]);
+    *reinterpret_cast<Pack<scalar_t, kItems>*>(grad + base + s0) = pack;
+  } else {
+#pragma unroll
+    for (int i = 0; i < kItems; ++i) {
+      if (s0 + i < pr.spatial) grad[base + (s0 + i) * g.stride_s] = static_cast<scalar_t>(v[i]);
+    }
+  }
+}
+
+template <typename scalar_t, typename acc_t, Activation kAct, bool kFull>
+__global__ void __launch_bounds__(kThreads)
+    dice_stats_backward_kernel(const acc_t* __restrict__ grad_stats, const scalar_t* __restrict__ input,
+                               const DiceProblem pr, const bool vec_in, scalar_t* __restrict__ grad,
+                               const GradLayout layout, const bool vec_out) {
+  constexpr int kItems = ItemsPerThread<scalar_t>::value;
+  constexpr int kCoefs = GradCoefSet<kFull>::kUsed;
+  extern __shared__ __align__(16) unsigned char shared_raw[];
+  acc_t* coefs = reinterpret_cast<acc_t*>(shared_raw);  // [C][kNumGradCoefs]
+
+  const int64_t C = pr.classes;
+  const int64_t step = int64_t(gridDim.x) * kThreads * kItems;
+  const acc_t nan = std::numeric_limits<acc_t>::quiet_NaN();
+
+  for (int64_t b = blockIdx.y; b < pr.batch; b += gridDim.y) {
+    for (int64_t i = threadIdx.x; i < C * kCoefs; i += kThreads) {
+      const int64_t c = i / kCoefs;
+      const int j = static_cast<int>(i % kCoefs);
+      coefs[c * kNumGradCoefs + j] = grad_stats[(b * C + c) * kNumStats + grad_coef_source(j)];
+    }
+    __syncthreads();
+
+    for (int64_t base = int64_t(blockIdx.x) * kThreads * kItems; base < pr.spatial; base += step) {
+      const int64_t s0 = base + int64_t(threadIdx.x) * kItems;
+      if (s0 >= pr.spatial) continue;  // no warp-level operations below
+      const ItemLabels<kItems> labels = load_item_labels<kItems>(pr, b, s0);
+
+      acc_t row_max[kItems] = {}, row_inv[kItems] = {}, dot[kItems] = {};
+      if (kAct == Activation::kSoftmax) {
+        softmax_normalizer<kItems>(input, pr, b, s0, vec_in, row_max, row_inv);
+        for (int64_t c = 0; c < C; ++c) {
+          acc_t x[kItems];
+          load_input_items<kItems>(input, pr, b, c, s0, vec_in, x);
+#pragma unroll
+          for (int i = 0; i < kItems; ++i) {
+            const acc_t p = activate<kAct>(x[i], row_max[i], row_inv[i]);
+            const acc_t t = labels.valid[i] ? item_target<acc_t>(pr, labels.label[i], b, c, s0 + i) : acc_t(0);
+            dot[i] += p * grad_wrt_prob<kFull>(coefs + c * kNumGradCoefs, p, t);
+          }
+        }
+      }
+      for (int64_t c = 0; c < C; ++c) {
+        acc_t x[kItems];
+        load_input_items<kItems>(input, pr, b, c, s0, vec_in, x);
+        acc_t out[kItems];
+#pragma unroll
+        for (int i = 0; i < kItems; ++i) {
+          const acc_t p = activate<kAct>(x[i], row_max[i], row_inv[i]);
+          const acc_t t = labels.valid[i] ? item_target<acc_t>(pr, labels.label[i], b, c, s0 + i) : acc_t(0);
+          const acc_t d = grad_wrt_prob<kFull>(coefs + c * kNumGradCoefs, p, t);
+          acc_t gx = d;
+          if (kAct == Activation::kSigmoid) gx = sigmoid_backward(d, p);
+          if (kAct == Activation::kSoftmax) gx = softmax_backward(d, p, dot[i]);
+          // Ignored positions get exactly zero; a label outside [0, C) gets NaN
+          // (its sample's statistics are NaN already).
+          out[i] = labels.valid[i] ? gx : acc_t(0);
+        }
+        if (labels.out_of_range) {
+#pragma unroll
+          for (int i = 0; i < kItems; ++i) out[i] = nan;
+        }
+        store_grad_items<kItems>(grad, layout, pr, b, c, s0, vec_out, out);
+      }
+    }
+    __syncthreads();  // coefs are reloaded for the next sample
+  }
+}
+
+template <typename scalar_t, typename acc_t, Activation kAct, bool kFull>
+void launch_dice_stats_backward(const at::Tensor& grad_stats, const at::Tensor& input, const DiceProblem& pr,
+                                at::Tensor& grad3) {
+  constexpr int kItems = ItemsPerThread<scalar_t>::value;
+  const int device = input.get_device();
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(device).stream();
+  const int64_t blocks = blocks_per_sample<kItems>(pr.spatial, pr.batch, device);
+  const int64_t rows = pr.batch < kMaxGridY ? pr.batch : kMaxGridY;
+  const size_t shared_bytes = size_t(pr.classes) * kNumGradCoefs * sizeof(acc_t);
+  auto kernel = dice_stats_backward_kernel<scalar_t, acc_t, kAct, kFull>;
+  int max_optin = 0;
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&max_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  TORCH_CHECK_VALUE(shared_bytes <= size_t(max_optin), "fastdice: ", pr.classes,
+                    " classes need more shared memory than this device has (", max_optin, " bytes)");
+  if (shared_bytes > 48 * 1024) {
+    C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(shared_bytes)));
+  }
+  const scalar_t* x = input.data_ptr<scalar_t>();
+  scalar_t* g = grad3.data_ptr<scalar_t>();
+  const GradLayout layout{grad3.stride(0), grad3.stride(1), grad3.stride(2)};
+  const bool vec_in = pr.in_stride_s == 1 && pr.in_stride_b % kItems == 0 && pr.in_stride_c % kItems == 0 &&
+                      is_aligned(x, 16);
+  const bool vec_out = layout.stride_s == 1 && layout.stride_b % kItems == 0 && layout.stride_c % kItems == 0 &&
+                       is_aligned(g, 16);
+  kernel<<<dim3(unsigned(blocks), unsigned(rows)), kThreads, shared_bytes, stream>>>(
+      grad_stats.data_ptr<acc_t>(), x, pr, vec_in, g, layout, vec_out);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+}  // namespace
+
+at::Tensor dice_stats_backward_cuda(const at::Tensor& grad_stats, const at::Tensor& input, const at::Tensor& target,
+                                    c10::string_view activation, bool full_stats,
+                                    c10::optional<int64_t> ignore_index) {
+  TORCH_CHECK_VALUE(input.is_cuda(), "fastdice: expected a CUDA input, got ", input.device());
+  const c10::cuda::CUDAGuard guard(input.device());
+  const PreparedProblem prepared = prepare_problem(input, target, std::string(activation), full_stats, ignore_index);
+  const DiceProblem& pr = prepared.problem;
+  const at::Tensor grad_stats_c = check_grad_stats(grad_stats, prepared);
+  at::Tensor grad_input = allocate_grad_input(input);
+  if (grad_input.numel() == 0) return grad_input;
+  at::Tensor grad3 = grad_input.dim() == 2 ? grad_input.unsqueeze(-1) : grad_input.flatten(2);
+
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "dice_stats_backward_cuda", [&] {
+    using acc_t = std::conditional_t<std::is_same<scalar_t, double>::value, double, float>;
+    FD_ACTIVATION_SWITCH(pr.activation, kAct, [&] {
+      FD_BOOL_SWITCH(pr.full_stats, kFull, [&] {
+        launch_dice_stats_backward<scalar_t, acc_t, kAct, kFull>(grad_stats_c, prepared.input, pr, grad3);
+      });
+    });
+  });
+  return grad_input;
+}
+
+}  // namespace cuda
+}  // namespace fastdice

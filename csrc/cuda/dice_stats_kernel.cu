@@ -1,0 +1,188 @@
+// CUDA forward: stats[B, C, kNumStats] in one pass over input and target.
+//
+// Grid (blocks along positions, samples). Each thread takes kItems
+// consecutive positions per iteration (one 16-byte load per class where
+// alignment allows), computes the activation in registers, and for each
+// class reduces its contribution across the warp; lane 0 adds it into that
+// warp's own shared-memory slot. At the end the warps' slots are summed in a
+// fixed order into per-block partials, and a second tiny kernel sums the
+// partials in a fixed order: no float atomics, bitwise reproducible.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include <cub/block/block_reduce.cuh>
+
+#include "../static_switch.h"
+#include "cuda_utils.cuh"
+
+namespace fastdice {
+namespace cuda {
+namespace {
+
+template <typename scalar_t, typename acc_t, Activation kAct, bool kFull>
+__global__ void __launch_bounds__(kThreads)
+    dice_stats_kernel(const scalar_t* __restrict__ input, const DiceProblem pr, const bool vectorized,
+                      acc_t* __restrict__ partials) {
+  constexpr int kItems = ItemsPerThread<scalar_t>::value;
+  constexpr int kStats = StatSet<kFull>::kAccumulated;
+  using BlockReduce = cub::BlockReduce<int64_t, kThreads>;
+  __shared__ typename BlockReduce::TempStorage reduce_storage;
+  __shared__ int64_t block_valid_count;
+  extern __shared__ __align__(16) unsigned char shared_raw[];
+  acc_t* warp_acc = reinterpret_cast<acc_t*>(shared_raw);  // [kWarps][C][kStats]
+
+  const int warp = threadIdx.x / kWarpSize;
+  const int lane = threadIdx.x % kWarpSize;
+  const int64_t C = pr.classes;
+  const int64_t slots = int64_t(kWarps) * C * kStats;
+  const int64_t step = int64_t(gridDim.x) * kThreads * kItems;
+
+  for (int64_t b = blockIdx.y; b < pr.batch; b += gridDim.y) {
+    for (int64_t i = threadIdx.x; i < slots; i += kThreads) warp_acc[i] = acc_t(0);
+    __syncthreads();
+    int64_t valid_count = 0;
+    bool out_of_range = false;
+
+    // The loop bound is uniform across the block, so every lane reaches the
+    // warp reductions; positions past the end contribute nothing.
+    for (int64_t base = int64_t(blockIdx.x) * kThreads * kItems; base < pr.spatial; base += step) {
+      const int64_t s0 = base + int64_t(threadIdx.x) * kItems;
+      const ItemLabels<kItems> labels = load_item_labels<kItems>(pr, b, s0);
+      valid_count += labels.valid_count;
+      out_of_range |= labels.out_of_range;
+
+      acc_t row_max[kItems] = {}, row_inv[kItems] = {};
+      if (kAct == Activation::kSoftmax) {
+        softmax_normalizer<kItems>(input, pr, b, s0, vectorized, row_max, row_inv);
+      }
+      for (int64_t c = 0; c < C; ++c) {
+        acc_t x[kItems];
+        load_input_items<kItems>(input, pr, b, c, s0, vectorized, x);
+        acc_t local[kStats];
+#pragma unroll
+        for (int k = 0; k < kStats; ++k) local[k] = acc_t(0);
+#pragma unroll
+        for (int i = 0; i < kItems; ++i) {
+          if (labels.valid[i]) {
+            const acc_t p = activate<kAct>(x[i], row_max[i], row_inv[i]);
+            const acc_t t = item_target<acc_t>(pr, labels.label[i], b, c, s0 + i);
+            accumulate_element<kFull>(local, p, t);
+          }
+        }
+#pragma unroll
+        for (int k = 0; k < kStats; ++k) {
+          const acc_t v = warp_sum(local[k]);
+          if (lane == 0) warp_acc[(int64_t(warp) * C + c) * kStats + k] += v;
+        }
+      }
+    }
+
+    const int64_t total_valid = BlockReduce(reduce_storage).Sum(valid_count);
+    if (threadIdx.x == 0) block_valid_count = total_valid;
+    // A label outside [0, C) poisons the statistics of its sample with NaN:
+    // the loss cannot come out plausible, and no host sync is needed.
+    const bool poisoned = __syncthreads_or(out_of_range);
+    acc_t* out = partials + (b * gridDim.x + blockIdx.x) * C * kNumStats;
+    for (int64_t idx = threadIdx.x; idx < C * kNumStats; idx += kThreads) {
+      const int64_t c = idx / kNumStats;
+      const int k = static_cast<int>(idx % kNumStats);
+      acc_t v = acc_t(0);
+      if (k < kStats) {
+        for (int w = 0; w < kWarps; ++w) v += warp_acc[(int64_t(w) * C + c) * kStats + k];
+      } else if (kFull && k == kValidCount) {
+        v = static_cast<acc_t>(block_valid_count);
+      }
+      out[idx] = poisoned ? std::numeric_limits<acc_t>::quiet_NaN() : v;
+    }
+    __syncthreads();  // warp_acc and block_valid_count are reused for the next sample
+  }
+}
+
+// stats[b, r] = sum over blocks q of partials[b, q, r], in order of q.
+template <typename acc_t>
+__global__ void reduce_partials_kernel(const acc_t* __restrict__ partials, int64_t blocks, int64_t row_size,
+                                       int64_t total, acc_t* __restrict__ stats) {
+  const int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (idx >= total) return;
+  const int64_t b = idx / row_size;
+  const int64_t r = idx % row_size;
+  double s = 0.0;
+  for (int64_t q = 0; q < blocks; ++q) s += static_cast<double>(partials[(b * blocks + q) * row_size + r]);
+  stats[idx] = static_cast<acc_t>(s);
+}
+
+template <typename scalar_t, typename acc_t, Activation kAct, bool kFull>
+void launch_dice_stats(const at::Tensor& input, const DiceProblem& pr, at::Tensor& stats) {
+  constexpr int kItems = ItemsPerThread<scalar_t>::value;
+  constexpr int kStats = StatSet<kFull>::kAccumulated;
+  const int device = input.get_device();
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(device).stream();
+  const int64_t blocks = blocks_per_sample<kItems>(pr.spatial, pr.batch, device);
+  const int64_t rows = pr.batch < kMaxGridY ? pr.batch : kMaxGridY;
+
+  const size_t shared_bytes = size_t(kWarps) * pr.classes * kStats * sizeof(acc_t);
+  auto kernel = dice_stats_kernel<scalar_t, acc_t, kAct, kFull>;
+  int max_optin = 0;
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&max_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  const size_t static_bytes = 1024;  // cub temp storage and the count, with room to spare
+  TORCH_CHECK_VALUE(shared_bytes + static_bytes <= size_t(max_optin),
+                    "fastdice: ", pr.classes, " classes need ", shared_bytes,
+                    " bytes of shared memory per block on CUDA, more than this device's ", max_optin,
+                    "; use fewer classes per call");
+  if (shared_bytes > 48 * 1024) {
+    C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(shared_bytes)));
+  }
+
+  const scalar_t* x = input.data_ptr<scalar_t>();
+  const bool vectorized = pr.in_stride_s == 1 && pr.in_stride_b % kItems == 0 && pr.in_stride_c % kItems == 0 &&
+                          is_aligned(x, 16);
+  at::Tensor partials = at::empty({pr.batch, blocks, pr.classes, kNumStats}, stats.options());
+  kernel<<<dim3(unsigned(blocks), unsigned(rows)), kThreads, shared_bytes, stream>>>(x, pr, vectorized,
+                                                                                   partials.data_ptr<acc_t>());
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+
+  const int64_t total = stats.numel();
+  const int reduce_threads = 256;
+  reduce_partials_kernel<acc_t><<<unsigned((total + reduce_threads - 1) / reduce_threads), reduce_threads, 0, stream>>>(
+      partials.data_ptr<acc_t>(), blocks, pr.classes * kNumStats, total, stats.data_ptr<acc_t>());
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+at::Tensor dice_stats_cuda(const at::Tensor& input, const at::Tensor& target, c10::string_view activation,
+                           bool full_stats, c10::optional<int64_t> ignore_index) {
+  TORCH_CHECK_VALUE(input.is_cuda(), "fastdice: expected a CUDA input, got ", input.device());
+  const c10::cuda::CUDAGuard guard(input.device());
+  const PreparedProblem prepared = prepare_problem(input, target, std::string(activation), full_stats, ignore_index);
+  const DiceProblem& pr = prepared.problem;
+  at::Tensor stats =
+      at::zeros({pr.batch, pr.classes, kNumStats}, input.options().dtype(stats_dtype_for(input.scalar_type())));
+  if (pr.batch == 0 || pr.classes == 0 || pr.spatial == 0) return stats;
+
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "dice_stats_cuda", [&] {
+    using acc_t = std::conditional_t<std::is_same<scalar_t, double>::value, double, float>;
+    FD_ACTIVATION_SWITCH(pr.activation, kAct, [&] {
+      FD_BOOL_SWITCH(pr.full_stats, kFull, [&] {
+        launch_dice_stats<scalar_t, acc_t, kAct, kFull>(prepared.input, pr, stats);
+      });
+    });
+  });
+  return stats;
+}
+
+}  // namespace
+
+at::Tensor dice_stats_backward_cuda(const at::Tensor& grad_stats, const at::Tensor& input, const at::Tensor& target,
+                                    c10::string_view activation, bool full_stats,
+                                    c10::optional<int64_t> ignore_index);
+
+}  // namespace cuda
+
+TORCH_LIBRARY_IMPL(fastdice, CUDA, m) {
+  m.impl("dice_stats", &cuda::dice_stats_cuda);
+  m.impl("dice_stats_backward", &cuda::dice_stats_backward_cuda);
+}
+
+}  // namespace fastdice

@@ -1,0 +1,147 @@
+#include "dice_problem.h"
+
+#include <ATen/ATen.h>
+#include <c10/util/Exception.h>
+
+namespace fastdice {
+
+Activation parse_activation(const std::string& name) {
+  if (name == "none") return Activation::kNone;
+  if (name == "sigmoid") return Activation::kSigmoid;
+  if (name == "softmax") return Activation::kSoftmax;
+  TORCH_CHECK_VALUE(false, "fastdice: activation must be 'none', 'sigmoid' or 'softmax', got '", name,
+                    "'");
+}
+
+at::ScalarType stats_dtype_for(at::ScalarType input_dtype) {
+  return input_dtype == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+namespace {
+
+TargetDtype target_dtype_tag(at::ScalarType t) {
+  switch (t) {
+    case at::kHalf:
+      return TargetDtype::kFloat16;
+    case at::kBFloat16:
+      return TargetDtype::kBFloat16;
+    case at::kFloat:
+      return TargetDtype::kFloat32;
+    case at::kDouble:
+      return TargetDtype::kFloat64;
+    case at::kBool:
+      return TargetDtype::kBool;
+    case at::kByte:
+      return TargetDtype::kUInt8;
+    case at::kChar:
+      return TargetDtype::kInt8;
+    case at::kShort:
+      return TargetDtype::kInt16;
+    case at::kInt:
+      return TargetDtype::kInt32;
+    case at::kLong:
+      return TargetDtype::kInt64;
+    default:
+      TORCH_CHECK_TYPE(false, "fastdice: target dtype must be floating, bool or integer, got ", t);
+  }
+}
+
+bool is_label_dtype(at::ScalarType t) {
+  return t == at::kByte || t == at::kChar || t == at::kShort || t == at::kInt || t == at::kLong;
+}
+
+// Collapses all dims from `start` on into one; a view when the strides allow it.
+at::Tensor collapse_from(const at::Tensor& t, int64_t start) {
+  if (t.dim() == start) return t.unsqueeze(-1);
+  return t.flatten(start);
+}
+
+}  // namespace
+
+PreparedProblem prepare_problem(const at::Tensor& input, const at::Tensor& target,
+                                const std::string& activation, bool full_stats,
+                                c10::optional<int64_t> ignore_index) {
+  TORCH_CHECK_TYPE(at::isFloatingType(input.scalar_type()) &&
+                       (input.scalar_type() == at::kHalf || input.scalar_type() == at::kBFloat16 ||
+                        input.scalar_type() == at::kFloat || input.scalar_type() == at::kDouble),
+                   "fastdice: input must be float16, bfloat16, float32 or float64, got ",
+                   input.scalar_type());
+  TORCH_CHECK_VALUE(input.dim() >= 2, "fastdice: input must have shape (B, C, *spatial), got ",
+                    input.sizes());
+  TORCH_CHECK_VALUE(input.device() == target.device(), "fastdice: input is on ", input.device(),
+                    " but target is on ", target.device());
+
+  PreparedProblem out;
+  out.input = collapse_from(input, 2);
+  const int64_t batch = input.size(0);
+  const int64_t classes = input.size(1);
+  const int64_t spatial = out.input.size(2);
+  const auto spatial_shape = input.sizes().slice(2);
+
+  DiceProblem& pr = out.problem;
+  pr.batch = batch;
+  pr.classes = classes;
+  pr.spatial = spatial;
+  pr.in_stride_b = out.input.stride(0);
+  pr.in_stride_c = out.input.stride(1);
+  pr.in_stride_s = out.input.stride(2);
+  pr.activation = parse_activation(activation);
+  pr.full_stats = full_stats;
+  pr.has_ignore = ignore_index.has_value();
+  pr.ignore_index = ignore_index.value_or(0);
+
+  TargetView& tv = pr.target;
+  tv.dtype = target_dtype_tag(target.scalar_type());
+  const bool dense_shape = target.sizes() == input.sizes();
+  // A label map is (B, *spatial) or (B, 1, *spatial). With C == 1 an integer
+  // target of the input's shape is a binary mask, not a one-class label map.
+  bool label_shape = target.dim() == input.dim() - 1 && target.size(0) == batch &&
+                     target.sizes().slice(1) == spatial_shape;
+  label_shape = label_shape || (target.dim() == input.dim() && target.size(0) == batch &&
+                                target.size(1) == 1 && target.sizes().slice(2) == spatial_shape);
+  tv.is_label = is_label_dtype(target.scalar_type()) && label_shape && !(classes == 1 && dense_shape);
+
+  if (tv.is_label) {
+    out.target = target.dim() == input.dim() ? target.squeeze(1) : target;
+    out.target = collapse_from(out.target, 1);
+    tv.stride_b = out.target.stride(0);
+    tv.stride_c = 0;
+    tv.stride_s = out.target.stride(1);
+  } else {
+    TORCH_CHECK_VALUE(dense_shape, "fastdice: target must have the input's shape ", input.sizes(),
+                      " (dense) or be an integer label map of shape (B, *spatial) or "
+                      "(B, 1, *spatial); got shape ",
+                      target.sizes(), " and dtype ", target.scalar_type());
+    out.target = collapse_from(target, 2);
+    tv.stride_b = out.target.stride(0);
+    tv.stride_c = out.target.stride(1);
+    tv.stride_s = out.target.stride(2);
+    TORCH_CHECK_VALUE(!pr.has_ignore,
+                      "fastdice: ignore_index needs an integer label-map target; got a dense target "
+                      "of dtype ",
+                      target.scalar_type());
+  }
+  tv.data = out.target.data_ptr();
+  return out;
+}
+
+at::Tensor allocate_grad_input(const at::Tensor& input) {
+  at::Tensor grad = at::empty_like(input, at::MemoryFormat::Preserve);
+  if (grad.dim() > 2 && !grad.flatten(2).is_alias_of(grad)) {
+    grad = at::empty(input.sizes(), input.options());
+  }
+  return grad;
+}
+
+at::Tensor check_grad_stats(const at::Tensor& grad_stats, const PreparedProblem& prepared) {
+  const DiceProblem& pr = prepared.problem;
+  TORCH_CHECK_VALUE(grad_stats.dim() == 3 && grad_stats.size(0) == pr.batch &&
+                        grad_stats.size(1) == pr.classes && grad_stats.size(2) == kNumStats,
+                    "fastdice: grad_stats must have shape [", pr.batch, ", ", pr.classes, ", ",
+                    int(kNumStats), "], got ", grad_stats.sizes());
+  TORCH_CHECK_VALUE(grad_stats.device() == prepared.input.device(), "fastdice: grad_stats is on ",
+                    grad_stats.device(), " but input is on ", prepared.input.device());
+  return grad_stats.to(stats_dtype_for(prepared.input.scalar_type())).contiguous();
+}
+
+}  // namespace fastdice

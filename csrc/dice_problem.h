@@ -1,0 +1,79 @@
+// The description of one Dice-statistics problem that the host wrappers hand
+// to a kernel: plain data only (pointers, sizes, strides), so that the same
+// struct is passed by value to a CUDA kernel and to the CPU loops.
+#pragma once
+
+#include <cstdint>
+
+#include "dice_math.h"
+
+namespace fastdice {
+
+struct TargetView {
+  const void* data;
+  TargetDtype dtype;
+  bool is_label;  // label map [B, S] (else dense [B, C, S])
+  int64_t stride_b;
+  int64_t stride_c;  // dense targets only
+  int64_t stride_s;
+};
+
+struct DiceProblem {
+  int64_t batch;
+  int64_t classes;
+  int64_t spatial;
+  int64_t in_stride_b;
+  int64_t in_stride_c;
+  int64_t in_stride_s;
+  TargetView target;
+  Activation activation;
+  bool full_stats;
+  bool has_ignore;
+  int64_t ignore_index;
+
+  FD_HOST_DEVICE int64_t input_offset(int64_t b, int64_t c, int64_t s) const {
+    return b * in_stride_b + c * in_stride_c + s * in_stride_s;
+  }
+  FD_HOST_DEVICE int64_t dense_target_offset(int64_t b, int64_t c, int64_t s) const {
+    return b * target.stride_b + c * target.stride_c + s * target.stride_s;
+  }
+  FD_HOST_DEVICE int64_t label_offset(int64_t b, int64_t s) const {
+    return b * target.stride_b + s * target.stride_s;
+  }
+};
+
+}  // namespace fastdice
+
+#include <ATen/core/Tensor.h>
+#include <c10/util/Optional.h>
+#include <string>
+
+namespace fastdice {
+
+// Tensors viewed as [B, C, S] (input, dense target) or [B, S] (label target);
+// views keep the caller's strides, so contiguous and channels_last inputs
+// need no copy. The views must outlive any use of the problem's pointers.
+struct PreparedProblem {
+  at::Tensor input;
+  at::Tensor target;
+  DiceProblem problem;
+};
+
+Activation parse_activation(const std::string& name);
+
+// Validates the op's arguments (shapes, dtypes, devices) and describes them.
+PreparedProblem prepare_problem(const at::Tensor& input, const at::Tensor& target,
+                                const std::string& activation, bool full_stats,
+                                c10::optional<int64_t> ignore_index);
+
+// dtype of the statistics: float64 for float64 input, float32 otherwise.
+at::ScalarType stats_dtype_for(at::ScalarType input_dtype);
+
+// An uninitialized tensor shaped like input (keeping channels_last and other
+// dense layouts) whose dims from 2 on collapse into one without a copy.
+at::Tensor allocate_grad_input(const at::Tensor& input);
+
+// Validates grad_stats against the problem (shape [B, C, kNumStats], dtype, device).
+at::Tensor check_grad_stats(const at::Tensor& grad_stats, const PreparedProblem& prepared);
+
+}  // namespace fastdice

@@ -1,0 +1,28 @@
+// Schemas of the fastdice custom ops. Kernels are registered per device in
+// cpu/ and cuda/; fake (meta) kernels and autograd live in fastdice/_ops.py.
+#include <Python.h>
+#include <torch/library.h>
+
+extern "C" {
+// An empty module so that `from fastdice import _C` loads this library and
+// thereby registers the ops (the pattern of pytorch/extension-cpp).
+PyObject* PyInit__C(void) {
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  return PyModule_Create(&module_def);
+}
+}
+
+TORCH_LIBRARY(fastdice, m) {
+  // stats[B, C, 9] (float32; float64 for float64 input): per (sample, class)
+  // sum p*t, sum p, sum t, sum p^2, sum t^2, sum |p-t|, sum |p|, sum |t| and
+  // the number of valid elements; the last six only when full_stats is true
+  // (else zero). p = activation(input) over dim 1. target is dense (input's
+  // shape) or an integer label map (B, *spatial) / (B, 1, *spatial).
+  m.def(
+      "dice_stats(Tensor input, Tensor target, str activation, bool full_stats, "
+      "int? ignore_index) -> Tensor");
+  // grad_input for grad_stats[B, C, 9], recomputing the activation from input.
+  m.def(
+      "dice_stats_backward(Tensor grad_stats, Tensor input, Tensor target, str activation, "
+      "bool full_stats, int? ignore_index) -> Tensor");
+}

@@ -1,0 +1,65 @@
+"""Registration of the fastdice custom ops: fake (meta) kernels and autograd.
+
+The C++ library (fastdice._C) defines the schemas and the CPU/CUDA kernels;
+this module makes the ops traceable by torch.compile and differentiable.
+"""
+
+import torch
+
+from . import _C  # noqa: F401  (loading the library registers torch.ops.fastdice.*)
+
+#: Names of the statistics along the last dimension of ``dice_stats``' output.
+STAT_NAMES = (
+    "true_positive",  # sum p*t
+    "sum_prob",  # sum p
+    "sum_target",  # sum t
+    "sum_prob_sq",  # sum p^2
+    "sum_target_sq",  # sum t^2
+    "sum_abs_diff",  # sum |p - t|
+    "sum_abs_prob",  # sum |p|
+    "sum_abs_target",  # sum |t|
+    "valid_count",  # elements not ignored
+)
+NUM_STATS = len(STAT_NAMES)
+(TP, SUM_P, SUM_T, SUM_P2, SUM_T2, SUM_ABS_DIFF, SUM_ABS_P, SUM_ABS_T, VALID_COUNT) = range(NUM_STATS)
+
+
+def stats_dtype(input_dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if input_dtype == torch.float64 else torch.float32
+
+
+@torch.library.register_fake("fastdice::dice_stats")
+def _dice_stats_fake(input, target, activation, full_stats, ignore_index):
+    torch._check(input.dim() >= 2, lambda: f"fastdice: input must have shape (B, C, *spatial), got {tuple(input.shape)}")
+    return input.new_empty((input.shape[0], input.shape[1], NUM_STATS), dtype=stats_dtype(input.dtype))
+
+
+@torch.library.register_fake("fastdice::dice_stats_backward")
+def _dice_stats_backward_fake(grad_stats, input, target, activation, full_stats, ignore_index):
+    return torch.empty_like(input)
+
+
+def _setup_context(ctx, inputs, output):
+    input, target, activation, full_stats, ignore_index = inputs
+    # References to the caller's tensors only: nothing of the input's size is created.
+    ctx.save_for_backward(input, target)
+    ctx.options = (activation, full_stats, ignore_index)
+
+
+def _backward(ctx, grad_stats):
+    input, target = ctx.saved_tensors
+    grad_input = None
+    if ctx.needs_input_grad[0]:
+        grad_input = torch.ops.fastdice.dice_stats_backward(grad_stats, input, target, *ctx.options)
+    return grad_input, None, None, None, None
+
+
+torch.library.register_autograd("fastdice::dice_stats", _backward, setup_context=_setup_context)
+
+
+def dice_stats(input, target, activation="none", full_stats=False, ignore_index=None):
+    """Per-(sample, class) statistics ``[B, C, NUM_STATS]`` of ``activation(input)`` and ``target``.
+
+    One fused pass; differentiable with respect to ``input``. See ``STAT_NAMES``.
+    """
+    return torch.ops.fastdice.dice_stats(input, target, activation, full_stats, ignore_index)

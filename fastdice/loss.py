@@ -1,0 +1,181 @@
+"""The user-facing Dice loss: one fused statistics op plus a tiny epilogue.
+
+The heavy work (activation, products, sums over space) is the custom op
+``fastdice::dice_stats``; everything here is O(B*C) arithmetic on its output.
+"""
+
+import warnings
+from typing import Optional
+
+import torch
+from torch import nn
+
+from . import _ops
+from .options import DiceOptions, check_weight_values, weight_tensor
+
+
+def _is_label_dtype(dtype: torch.dtype) -> bool:
+    return dtype in (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+
+
+def align_shapes(input: torch.Tensor, target: torch.Tensor, opts: DiceOptions, has_weight: bool):
+    """Returns (input, target) in the op's layout: input (B, C, *spatial).
+
+    A 1-D input, or a dense target with the input's element count but another
+    shape, is accepted where the result does not depend on which axis is the
+    class axis (elementwise activation, global pooling, no per-class options)
+    or where C == 1: the tensors are then paired element by element.
+    """
+    if input.dim() == 0:
+        raise ValueError("fastdice: input must have at least one dimension, got a 0-dim tensor")
+    class_free = (
+        opts.activation != "softmax"
+        and opts.pooling == "global"
+        and opts.include_background
+        and not has_weight
+    )
+    is_label = _is_label_dtype(target.dtype) and not (input.dim() >= 2 and input.shape[1] == 1)
+    if input.dim() == 1:
+        if not class_free:
+            raise ValueError(
+                f"fastdice: input of shape {tuple(input.shape)} has no class axis; options "
+                f"activation='softmax', pooling!='global', include_background=False and weight "
+                f"need input of shape (B, C, *spatial)"
+            )
+        input = input.reshape(1, 1, -1)
+        is_label = False
+    dense_target = target.dtype.is_floating_point or target.dtype == torch.bool or not is_label
+    if dense_target and target.shape != input.shape and target.numel() == input.numel():
+        if class_free or input.shape[1] == 1:
+            target = target.reshape(input.shape)
+    return input, target
+
+
+def loss_from_stats(stats: torch.Tensor, opts: DiceOptions, weight: Optional[torch.Tensor]) -> torch.Tensor:
+    """The Dice-family loss from per-(sample, class) statistics [B, C, NUM_STATS]."""
+    if not opts.include_background and stats.shape[1] > 1:
+        stats = stats[:, 1:]
+        weight = weight[1:] if weight is not None else None
+    if opts.pooling == "global":
+        if weight is not None:
+            stats = stats * weight[None, :, None]
+        s = stats.sum((0, 1))
+    elif opts.pooling == "batch":
+        s = stats.sum(0)
+    else:
+        s = stats
+    intersection = s[..., _ops.TP]
+    if opts.squared:
+        denominator = s[..., _ops.SUM_P2] + s[..., _ops.SUM_T2]
+    elif opts.soft_label:
+        # (|p|_1 + |t|_1 - |p - t|_1) / 2 equals sum p*t for hard labels and
+        # stays correct for soft ones.
+        intersection = (s[..., _ops.SUM_ABS_P] + s[..., _ops.SUM_ABS_T] - s[..., _ops.SUM_ABS_DIFF]) / 2
+        denominator = s[..., _ops.SUM_ABS_P] + s[..., _ops.SUM_ABS_T]
+    else:
+        denominator = s[..., _ops.SUM_P] + s[..., _ops.SUM_T]
+    if opts.jaccard:
+        score = (intersection + opts.smooth_nr) / (denominator - intersection + opts.smooth_dr)
+    else:
+        score = (2 * intersection + opts.smooth_nr) / (denominator + opts.smooth_dr)
+    loss = -torch.log(score.clamp_min(opts.log_eps)) if opts.log_loss else 1 - score
+    if weight is not None and opts.pooling != "global":
+        loss = loss * weight
+    if opts.reduction == "mean":
+        return loss.mean()
+    if opts.reduction == "sum":
+        return loss.sum()
+    return loss
+
+
+def _check_tensors(input: torch.Tensor, target: torch.Tensor, opts: DiceOptions) -> None:
+    if not isinstance(input, torch.Tensor) or not isinstance(target, torch.Tensor):
+        raise TypeError(
+            f"fastdice: input and target must be tensors, got {type(input).__name__} and {type(target).__name__}"
+        )
+    if input.dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
+        raise TypeError(f"fastdice: input must be float16, bfloat16, float32 or float64, got {input.dtype}")
+    if target.is_complex():
+        raise TypeError(f"fastdice: target must be real (float, bool or integer), got {target.dtype}")
+    if target.requires_grad:
+        raise ValueError(
+            "fastdice: target requires grad, but the loss is differentiated with respect to input only; "
+            "pass target.detach()"
+        )
+    if input.device != target.device:
+        raise ValueError(f"fastdice: input is on {input.device} but target is on {target.device}")
+    if opts.activation == "softmax" and input.dim() >= 2 and input.shape[1] == 1:
+        warnings.warn("fastdice: softmax over a single channel gives p = 1 everywhere", stacklevel=3)
+
+
+def dice_loss(input: torch.Tensor, target: torch.Tensor, **options) -> torch.Tensor:
+    """Functional form of :class:`DiceLoss`; keyword options as in its constructor."""
+    opts = DiceOptions(**options)
+    check_weight_values(opts.weight)
+    return _dice_loss(input, target, opts, None)
+
+
+def _dice_loss(input, target, opts: DiceOptions, weight: Optional[torch.Tensor]) -> torch.Tensor:
+    _check_tensors(input, target, opts)
+    input, target = align_shapes(input, target, opts, weight is not None or opts.weight is not None)
+    num_classes = input.shape[1]
+    if not opts.include_background and num_classes == 1:
+        warnings.warn("fastdice: include_background=False ignored with a single channel", stacklevel=3)
+    stats = _ops.dice_stats(input, target, opts.activation, opts.full_stats, opts.ignore_index)
+    if weight is None:
+        weight = weight_tensor(opts.weight, num_classes, stats)
+    elif weight.numel() != num_classes:
+        raise ValueError(
+            f"fastdice: weight has {weight.numel()} entries but the input has {num_classes} classes"
+        )
+    return loss_from_stats(stats, opts, weight.to(stats.dtype) if weight is not None else None)
+
+
+class DiceLoss(nn.Module):
+    """Dice loss computed by one fused pass forward and one fused pass backward.
+
+    With no arguments it is the classic formula over all elements of
+    probabilities ``input`` and a float ``target`` of the same size:
+    ``1 - (2*sum(p*t) + 1) / (sum(p) + sum(t) + 1)``.
+
+    Keyword options (all optional):
+      activation: 'none' | 'sigmoid' | 'softmax' (over dim 1), fused in the kernel.
+      pooling: 'global' (one Dice over everything), 'batch' (per class, pooled
+        over batch and space), 'sample' (per sample and class).
+      include_background: keep class 0.
+      weight: per-class weight, a number or one entry per input class.
+      ignore_index: label value whose elements leave every statistic (label maps).
+      smooth_nr, smooth_dr: smoothing of numerator and denominator (1.0 each).
+      squared: denominator sum(p^2) + sum(t^2).
+      jaccard: soft IoU (I + smooth_nr) / (denominator - I + smooth_dr) instead of Dice.
+      log_loss: -log(score) (score clamped to log_eps) instead of 1 - score.
+      soft_label: intersection (|p|_1 + |t|_1 - |p - t|_1) / 2, exact for soft targets.
+      reduction: 'mean' | 'sum' | 'none' over the per-class / per-sample losses.
+    """
+
+    def __init__(self, **options):
+        super().__init__()
+        weight = options.pop("weight", None)
+        check_weight_values(weight)
+        self.opts = DiceOptions(**options)
+        if weight is not None and not isinstance(weight, (int, float)):
+            self.register_buffer("weight", torch.as_tensor(weight, dtype=torch.float32).flatten().clone())
+        else:
+            self.register_buffer("weight", None)
+            self.opts = self.opts.replace(weight=weight)
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return _dice_loss(input, target, self.opts, self.weight)
+
+    def extra_repr(self) -> str:
+        defaults = DiceOptions()
+        parts = [
+            f"{name}={getattr(self.opts, name)!r}"
+            for name in DiceOptions.__dataclass_fields__
+            if name != "weight" and getattr(self.opts, name) != getattr(defaults, name)
+        ]
+        if self.weight is not None:
+            parts.append(f"weight={self.weight.tolist()}")
+        elif self.opts.weight is not None:
+            parts.append(f"weight={self.opts.weight!r}")
+        return ", ".join(parts)

@@ -1,0 +1,99 @@
+"""Options of the Dice losses: names, defaults and validation (shared by the
+fused loss and the reference, so both accept and reject exactly the same)."""
+
+import math
+import numbers
+from dataclasses import dataclass, fields
+from typing import Optional, Sequence, Union
+
+import torch
+
+ACTIVATIONS = ("none", "sigmoid", "softmax")
+POOLINGS = ("global", "batch", "sample")
+REDUCTIONS = ("mean", "sum", "none")
+
+WeightLike = Union[None, float, Sequence[float], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class DiceOptions:
+    activation: str = "none"
+    pooling: str = "global"
+    include_background: bool = True
+    weight: WeightLike = None
+    ignore_index: Optional[int] = None
+    smooth_nr: float = 1.0
+    smooth_dr: float = 1.0
+    squared: bool = False
+    jaccard: bool = False
+    log_loss: bool = False
+    soft_label: bool = False
+    reduction: str = "mean"
+    log_eps: float = 1e-7
+
+    def __post_init__(self):
+        _check_choice("activation", self.activation, ACTIVATIONS)
+        _check_choice("pooling", self.pooling, POOLINGS)
+        _check_choice("reduction", self.reduction, REDUCTIONS)
+        for name in ("smooth_nr", "smooth_dr"):
+            v = getattr(self, name)
+            if not isinstance(v, numbers.Real) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
+                raise ValueError(f"fastdice: {name} must be a finite number >= 0, got {v!r}")
+        if not isinstance(self.log_eps, numbers.Real) or not (self.log_eps > 0 and math.isfinite(self.log_eps)):
+            raise ValueError(f"fastdice: log_eps must be a finite number > 0, got {self.log_eps!r}")
+        for name in ("include_background", "squared", "jaccard", "log_loss", "soft_label"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"fastdice: {name} must be a bool, got {getattr(self, name)!r}")
+        if self.ignore_index is not None and (
+            isinstance(self.ignore_index, bool) or not isinstance(self.ignore_index, numbers.Integral)
+        ):
+            raise TypeError(f"fastdice: ignore_index must be an int or None, got {self.ignore_index!r}")
+
+    @property
+    def full_stats(self) -> bool:
+        """Whether the statistics beyond sum(p*t), sum(p), sum(t) are needed."""
+        return self.squared or self.soft_label
+
+    def replace(self, **changes) -> "DiceOptions":
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values.update(changes)
+        return DiceOptions(**values)
+
+
+def _check_choice(name, value, choices):
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"fastdice: {name} must be one of {choices}, got {value!r}")
+
+
+def weight_tensor(weight: WeightLike, num_classes: int, like: torch.Tensor) -> Optional[torch.Tensor]:
+    """The per-class weight as a 1-D tensor of length num_classes (or None)."""
+    if weight is None:
+        return None
+    if isinstance(weight, numbers.Real) and not isinstance(weight, bool):
+        w = torch.full((num_classes,), float(weight), dtype=like.dtype, device=like.device)
+    else:
+        w = torch.as_tensor(weight).to(device=like.device, dtype=like.dtype)
+        if w.dim() != 1 or w.numel() != num_classes:
+            raise ValueError(
+                f"fastdice: weight must be a number or have one entry per class of the input "
+                f"({num_classes}), got shape {tuple(w.shape)}"
+            )
+    return w
+
+
+def check_weight_values(weight: WeightLike) -> None:
+    """Host-side check of user-given weights (done once, at construction or call)."""
+    if weight is None:
+        return
+    if isinstance(weight, torch.Tensor):
+        if weight.is_floating_point() or weight.dtype in (torch.int32, torch.int64):
+            if weight.device.type == "cpu" and bool((weight < 0).any()) or (
+                weight.device.type == "cpu" and not bool(torch.isfinite(weight.double()).all())
+            ):
+                raise ValueError(f"fastdice: weight must be finite and >= 0, got {weight.tolist()}")
+            return
+        raise TypeError(f"fastdice: weight must be a float tensor, got dtype {weight.dtype}")
+    values = [weight] if isinstance(weight, numbers.Real) else list(weight)
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or v < 0:
+            raise ValueError(f"fastdice: weight must be finite and >= 0, got {weight!r}")

@@ -1,0 +1,64 @@
+import pytest
+import torch
+
+import fastdice
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+# One tolerance table per dtype: (rtol, atol relative to the expected values' scale).
+TOLERANCES = {
+    torch.float64: (1e-10, 1e-12),
+    torch.float32: (1e-5, 1e-6),
+    torch.bfloat16: (2e-2, 1e-2),
+    torch.float16: (1e-2, 1e-3),
+}
+
+
+def assert_close(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype, what: str = "") -> None:
+    """actual ~ expected within the dtype's tolerance; NaN never passes.
+
+    The absolute part scales with the largest expected magnitude, so a
+    gradient of size 1e-6 per element is held to the same relative standard
+    as a loss of size 1.
+    """
+    assert torch.isfinite(expected).all(), f"{what}: the oracle itself is not finite"
+    assert torch.isfinite(actual).all(), f"{what}: result is not finite: {actual}"
+    rtol, atol = TOLERANCES[dtype]
+    scale = float(expected.detach().abs().max()) if expected.numel() else 0.0
+    torch.testing.assert_close(
+        actual.detach().to(torch.float64),
+        expected.detach().to(torch.float64),
+        rtol=rtol,
+        atol=atol * max(scale, 1e-30),
+        msg=lambda m: f"{what}: {m}",
+    )
+
+
+def random_logits(shape, dtype, device, activation, generator=None):
+    """Inputs suited to the activation: logits, or probabilities for 'none'."""
+    if activation == "none":
+        x = torch.rand(shape, dtype=torch.float64, device=device, generator=generator)
+    else:
+        x = 3 * torch.randn(shape, dtype=torch.float64, device=device, generator=generator)
+    return x.to(dtype)
+
+
+def random_target(kind, shape, device, generator=None, ignore_index=None):
+    """'dense' soft float targets, 'onehot' float, 'label' int64 maps (B, *spatial), 'label1' (B, 1, *spatial)."""
+    b, c, *spatial = shape
+    if kind == "dense":
+        return torch.rand(shape, dtype=torch.float32, device=device, generator=generator)
+    labels = torch.randint(0, c, (b, *spatial), device=device, generator=generator)
+    if ignore_index is not None:
+        drop = torch.rand(labels.shape, device=device, generator=generator) < 0.2
+        labels = torch.where(drop, torch.full_like(labels, ignore_index), labels)
+    if kind == "onehot":
+        return torch.nn.functional.one_hot(labels.clamp(0, c - 1), c).movedim(-1, 1).float()
+    if kind == "label1":
+        return labels.unsqueeze(1)
+    return labels
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(1234)

@@ -1,0 +1,186 @@
+"""The custom ops themselves: opcheck, gradcheck, determinism, torch.compile,
+and which kernels the build registered."""
+
+import pytest
+import torch
+
+import fastdice
+from fastdice import reference
+
+from conftest import DEVICES, assert_close, random_logits, random_target
+
+OPTION_SETS = [
+    {},
+    {"pooling": "sample", "include_background": False},
+    {"squared": True, "pooling": "batch"},
+    {"soft_label": True, "pooling": "sample", "reduction": "sum"},
+    {"jaccard": True, "log_loss": True, "pooling": "sample"},
+    {"weight": [1.0, 0.25, 3.0], "pooling": "batch"},
+]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("options", OPTION_SETS, ids=str)
+@pytest.mark.parametrize("target_kind", ["dense", "label_ignore"])
+@pytest.mark.parametrize("activation", ["none", "sigmoid", "softmax"])
+def test_gradcheck(activation, target_kind, options, device):
+    shape = (2, 3, 5, 4)
+    ignore = 7 if target_kind == "label_ignore" else None
+    kw = dict(options, activation=activation)
+    if ignore is not None:
+        kw["ignore_index"] = ignore
+    x = random_logits(shape, torch.float64, device, activation)
+    if activation == "none":
+        x = 0.05 + 0.9 * x  # keep |p - t| and |p| away from their kinks
+    t = random_target(target_kind.replace("_ignore", ""), shape, device, ignore_index=ignore)
+    if target_kind == "dense":
+        t = t.double()
+    x.requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda a: fastdice.dice_loss(a, t, **kw), (x,), eps=1e-6, atol=1e-8)
+
+
+def _op_samples(device):
+    for activation in ("none", "sigmoid", "softmax"):
+        for full in (False, True):
+            x = random_logits((2, 3, 6, 5), torch.float32, device, activation).requires_grad_(True)
+            yield (x, random_target("dense", (2, 3, 6, 5), device), activation, full, None)
+            yield (x, random_target("label", (2, 3, 6, 5), device, ignore_index=4), activation, full, 4)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_opcheck(device):
+    for args in _op_samples(device):
+        torch.library.opcheck(torch.ops.fastdice.dice_stats.default, args)
+        grad_stats = torch.randn(2, 3, fastdice.NUM_STATS, device=device)
+        x = args[0].detach()
+        torch.library.opcheck(torch.ops.fastdice.dice_stats_backward.default, (grad_stats, x) + args[1:])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("target_kind", ["dense", "label"])
+def test_bitwise_deterministic(target_kind, device):
+    x = torch.randn(3, 4, 96, 97, device=device, requires_grad=True)
+    t = random_target(target_kind, (3, 4, 96, 97), device)
+    loss_fn = fastdice.DiceLoss(activation="softmax", pooling="sample", squared=True)
+    runs = []
+    for _ in range(2):
+        x.grad = None
+        loss = loss_fn(x, t)
+        loss.backward()
+        runs.append((loss.detach().clone(), x.grad.clone()))
+    assert torch.equal(runs[0][0], runs[1][0]) and torch.equal(runs[0][1], runs[1][1])
+
+
+@pytest.mark.parametrize("target_kind", ["dense", "label"])
+def test_cpu_result_independent_of_thread_count(target_kind):
+    x = torch.randn(2, 3, 130, 129, requires_grad=True)
+    t = random_target(target_kind, (2, 3, 130, 129), "cpu")
+    before = torch.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            x.grad = None
+            loss = fastdice.dice_loss(x, t, activation="softmax", pooling="batch")
+            loss.backward()
+            results.append((loss.detach().clone(), x.grad.clone()))
+    finally:
+        torch.set_num_threads(before)
+    for loss, grad in results[1:]:
+        assert torch.equal(loss, results[0][0]) and torch.equal(grad, results[0][1])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_forward_saves_no_input_sized_tensor(device):
+    x = torch.randn(2, 3, 40, 40, device=device, requires_grad=True)
+    t = torch.randint(0, 3, (2, 40, 40), device=device)
+    saved = []
+
+    def pack(tensor):
+        saved.append(tensor)
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        loss = fastdice.dice_loss(x, t, activation="softmax", pooling="sample")
+    big = [s for s in saved if s.numel() >= x.numel()]
+    # Only references to the caller's own input and target may be kept.
+    assert all(s.data_ptr() in (x.data_ptr(), t.data_ptr()) for s in big), [tuple(s.shape) for s in big]
+    loss.backward()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
+def test_torch_compile_fullgraph(backend, device):
+    loss_fn = fastdice.DiceLoss(activation="softmax", pooling="sample", include_background=False, weight=[1.0, 2.0, 3.0])
+
+    torch._dynamo.reset()
+    compiled = torch.compile(loss_fn, fullgraph=True, backend=backend)
+    x = torch.randn(2, 3, 16, 16, device=device, requires_grad=True)
+    t = torch.randint(0, 3, (2, 16, 16), device=device)
+    loss = compiled(x, t)
+    loss.backward()
+    grad = x.grad.clone()
+    x.grad = None
+    expected = reference.dice_loss(x, t, activation="softmax", pooling="sample", include_background=False, weight=[1.0, 2.0, 3.0])
+    expected.backward()
+    assert_close(loss, expected, torch.float32, "compiled loss")
+    assert_close(grad, x.grad, torch.float32, "compiled grad")
+
+
+def test_kernels_registered_for_build():
+    has = torch._C._dispatch_has_kernel_for_dispatch_key
+    for op in ("fastdice::dice_stats", "fastdice::dice_stats_backward"):
+        assert has(op, "CPU")
+        if fastdice.build_config()["cuda"]:
+            assert has(op, "CUDA"), f"{op}: extension built with CUDA but no CUDA kernel is registered"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64], ids=str)
+@pytest.mark.parametrize("activation", ["sigmoid", "softmax"])
+def test_cuda_matches_cpu(activation, dtype):
+    shape = (2, 5, 33, 65)
+    x = random_logits(shape, dtype, "cpu", activation)
+    t = random_target("label", shape, "cpu", ignore_index=9)
+    kw = {"activation": activation, "pooling": "sample", "reduction": "none", "squared": True, "ignore_index": 9}
+    results = []
+    for device in ("cpu", "cuda"):
+        xd = x.to(device).requires_grad_(True)
+        loss = fastdice.dice_loss(xd, t.to(device), **kw)
+        loss.backward(torch.linspace(0.5, 2, loss.numel(), device=device).reshape(loss.shape))
+        results.append((loss.detach().cpu(), xd.grad.cpu()))
+    assert_close(results[1][0], results[0][0], dtype, "loss")
+    assert_close(results[1][1], results[0][1], dtype, "grad")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_out_of_range_label_poisons_with_nan():
+    x = torch.randn(2, 3, 8, 8, device="cuda", requires_grad=True)
+    t = torch.randint(0, 3, (2, 8, 8), device="cuda")
+    t[1, 2, 3] = 3
+    stats = fastdice.dice_stats(x, t, "softmax", False, None)
+    assert torch.isfinite(stats[0]).all() and torch.isnan(stats[1]).all()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_graph_capture():
+    x = torch.randn(2, 4, 32, 32, device="cuda", requires_grad=True)
+    t = torch.randint(0, 4, (2, 32, 32), device="cuda")
+    loss_fn = fastdice.DiceLoss(activation="softmax", pooling="sample")
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        for _ in range(2):  # warm up outside the graph
+            x.grad = None
+            loss_fn(x, t).backward()
+    torch.cuda.current_stream().wait_stream(s)
+    graph = torch.cuda.CUDAGraph()
+    x.grad = None
+    with torch.cuda.graph(graph):
+        static_loss = loss_fn(x, t)
+        static_loss.backward()
+    with torch.no_grad():
+        x.copy_(torch.randn_like(x))
+    graph.replay()
+    expected = reference.dice_loss(x.detach(), t, activation="softmax", pooling="sample")
+    assert_close(static_loss, expected, torch.float32, "graph replay")
