@@ -1,0 +1,477 @@
+// The CPU kernels, compiled once per instruction set.
+//
+// No include guard on purpose: dice_cpu_kernels_<isa>.cpp includes this file
+// inside `#pragma GCC target(...)` with FD_CPU_ISA_NS naming a namespace of
+// its own, so each compilation has distinct symbols and dispatch picks one at
+// run time (see dice_cpu_isa.h).
+//
+// Structure: each sample is walked in fixed chunks of positions (one
+// parallel work item each, independent of the thread count, so results are
+// bitwise identical for any number of threads) and, inside a chunk, in tiles
+// small enough to stay in L1. A tile is loaded once into class-major buffers;
+// every loop over it is a branch-free loop over positions that the compiler
+// vectorizes. Per-element math comes from dice_math.h, shared with CUDA.
+#ifndef FD_CPU_ISA_NS
+#error "define FD_CPU_ISA_NS before including dice_cpu_kernels.h"
+#endif
+
+namespace fastdice {
+namespace cpu {
+namespace FD_CPU_ISA_NS {
+
+constexpr int64_t kTile = 512;          // positions per tile
+constexpr int64_t kTilesPerChunk = 8;   // a chunk is one parallel work item
+constexpr int64_t kChunk = kTile * kTilesPerChunk;
+constexpr int kLanes = 8;  // independent partial sums per statistic (one AVX2 register of floats)
+
+// exp(x) for x <= 0 (Cephes' single-precision polynomial, about 1 ulp),
+// written without branches or selects on the result so that GCC vectorizes
+// the loops calling it. Results below the smallest normal float flush to 0;
+// NaN stays NaN (it flows through every step).
+inline float exp_nonpositive(float x) {
+  const float kLowest = -87.3365447504f;
+  float xc = x < kLowest ? kLowest : x;
+  xc = xc > 0.f ? 0.f : xc;
+  const float fx = xc * 1.44269504088896341f + 0.5f;
+  int n = static_cast<int>(fx);
+  n -= static_cast<float>(n) > fx;  // floor, fx may be negative
+  const float nf = static_cast<float>(n);
+  float r = xc - nf * 0.693359375f;
+  r = r - nf * -2.12194440e-4f;
+  float y = 1.9875691500e-4f;
+  y = y * r + 1.3981999507e-3f;
+  y = y * r + 8.3334519073e-3f;
+  y = y * r + 4.1665795894e-2f;
+  y = y * r + 1.6666665459e-1f;
+  y = y * r + 5.0000001201e-1f;
+  y = y * r * r + r + 1.0f;
+  const uint32_t bits = static_cast<uint32_t>(n + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof(scale));
+  return y * scale * static_cast<float>(!(x < kLowest));
+}
+
+inline double exp_nonpositive(double x) { return std::exp(x); }
+
+inline int64_t chunks_per_sample(int64_t spatial) { return (spatial + kChunk - 1) / kChunk; }
+
+// One tile: positions [s0, s0 + n) of sample b, in class-major buffers.
+template <typename acc_t>
+struct Tile {
+  int64_t classes;
+  std::vector<acc_t> x;       // [C][kTile]: logits, then activation values
+  std::vector<acc_t> inv;     // [kTile]: softmax 1 / sum exp
+  std::vector<acc_t> target;  // [C][kTile]: dense targets
+  std::vector<int32_t> labels;  // [kTile]: label, -1 where ignored or padding
+
+  Tile(int64_t c, bool is_label)
+      : classes(c), x(c * kTile), inv(kTile), target(is_label ? 0 : c * kTile), labels(is_label ? kTile : 0) {}
+  acc_t* row(int64_t c) { return x.data() + c * kTile; }
+  acc_t* target_row(int64_t c) { return target.data() + c * kTile; }
+};
+
+template <typename scalar_t, typename acc_t>
+void load_input(const scalar_t* input, const DiceProblem& pr, int64_t b, int64_t s0, int64_t n, Tile<acc_t>& tile) {
+  for (int64_t c = 0; c < pr.classes; ++c) {
+    const scalar_t* src = input + pr.input_offset(b, c, s0);
+    acc_t* dst = tile.row(c);
+    if (pr.in_stride_s == 1) {
+      for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<acc_t>(src[i]);
+    } else {
+      for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<acc_t>(src[i * pr.in_stride_s]);
+    }
+    for (int64_t i = n; i < kTile; ++i) dst[i] = acc_t(0);
+  }
+}
+
+// Replaces logits by activation values: probabilities for none/sigmoid; for
+// softmax exp(x - max) with 1 / sum in tile.inv (prob() multiplies them).
+// Padding positions i >= n end as 0.
+template <Activation kAct, typename acc_t>
+void activate(Tile<acc_t>& tile, int64_t n) {
+  const int64_t C = tile.classes;
+  if (kAct == Activation::kSigmoid) {
+    for (int64_t c = 0; c < C; ++c) {
+      acc_t* x = tile.row(c);
+      for (int64_t i = 0; i < kTile; ++i) x[i] = sigmoid_from_exp_neg_abs(x[i], exp_nonpositive(-abs_of(x[i])));
+    }
+  } else if (kAct == Activation::kSoftmax) {
+    acc_t row_max[kTile], row_sum[kTile];
+    for (int64_t i = 0; i < kTile; ++i) {
+      row_max[i] = -std::numeric_limits<acc_t>::infinity();
+      row_sum[i] = acc_t(0);
+    }
+    for (int64_t c = 0; c < C; ++c) {
+      const acc_t* x = tile.row(c);
+      for (int64_t i = 0; i < kTile; ++i) row_max[i] = nan_max(row_max[i], x[i]);
+    }
+    for (int64_t c = 0; c < C; ++c) {
+      acc_t* x = tile.row(c);
+      for (int64_t i = 0; i < kTile; ++i) {
+        const acc_t e = exp_nonpositive(x[i] - row_max[i]);
+        x[i] = e;
+        row_sum[i] += e;
+      }
+    }
+    for (int64_t i = 0; i < kTile; ++i) tile.inv[i] = acc_t(1) / row_sum[i];
+  }
+  if (n < kTile) {
+    for (int64_t c = 0; c < C; ++c) {
+      acc_t* x = tile.row(c);
+      for (int64_t i = n; i < kTile; ++i) x[i] = acc_t(0);
+    }
+  }
+}
+
+template <Activation kAct, typename acc_t>
+inline acc_t prob(const acc_t* x, const acc_t* inv, int64_t i) {
+  return kAct == Activation::kSoftmax ? x[i] * inv[i] : x[i];
+}
+
+[[noreturn]] inline void throw_out_of_range(int64_t label, const DiceProblem& pr, int64_t b, int64_t s) {
+  TORCH_CHECK_VALUE(false, "fastdice: target label ", label, " (sample ", b, ", flat position ", s,
+                    ") is outside [0, ", pr.classes, ")", pr.has_ignore ? " and is not ignore_index" : "");
+  while (true) {
+  }
+}
+
+template <typename label_t>
+int64_t load_labels_typed(const label_t* src, int64_t stride, const DiceProblem& pr, int64_t b, int64_t s0,
+                          int64_t n, int32_t* labels) {
+  const int64_t C = pr.classes;
+  const int64_t ignore = pr.has_ignore ? pr.ignore_index : std::numeric_limits<int64_t>::min();
+  int64_t valid = 0;
+  int32_t bad = 0;
+  auto classify = [&](int64_t i, int64_t v) {
+    const bool ignored = v == ignore;
+    const bool in_range = v >= 0 && v < C;
+    labels[i] = (!ignored && in_range) ? static_cast<int32_t>(v) : -1;
+    valid += (!ignored && in_range);
+    bad |= (!ignored && !in_range);
+  };
+  if (stride == 1) {
+    for (int64_t i = 0; i < n; ++i) classify(i, static_cast<int64_t>(src[i]));
+  } else {
+    for (int64_t i = 0; i < n; ++i) classify(i, static_cast<int64_t>(src[i * stride]));
+  }
+  if (bad) {
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t v = static_cast<int64_t>(src[i * stride]);
+      if (v != ignore && (v < 0 || v >= C)) throw_out_of_range(v, pr, b, s0 + i);
+    }
+  }
+  for (int64_t i = n; i < kTile; ++i) labels[i] = -1;
+  return valid;
+}
+
+// Fills tile.labels from target[b, s0:s0+n]; returns the number of valid
+// positions. Throws on a label outside [0, C) that is not ignore_index.
+template <typename acc_t>
+int64_t load_labels(const DiceProblem& pr, int64_t b, int64_t s0, int64_t n, Tile<acc_t>& tile) {
+  const TargetView& tv = pr.target;
+  const int64_t off = pr.label_offset(b, s0);
+  int32_t* out = tile.labels.data();
+  switch (tv.dtype) {
+    case TargetDtype::kUInt8:
+      return load_labels_typed(static_cast<const uint8_t*>(tv.data) + off, tv.stride_s, pr, b, s0, n, out);
+    case TargetDtype::kInt8:
+      return load_labels_typed(static_cast<const int8_t*>(tv.data) + off, tv.stride_s, pr, b, s0, n, out);
+    case TargetDtype::kInt16:
+      return load_labels_typed(static_cast<const int16_t*>(tv.data) + off, tv.stride_s, pr, b, s0, n, out);
+    case TargetDtype::kInt32:
+      return load_labels_typed(static_cast<const int32_t*>(tv.data) + off, tv.stride_s, pr, b, s0, n, out);
+    default:
+      return load_labels_typed(static_cast<const int64_t*>(tv.data) + off, tv.stride_s, pr, b, s0, n, out);
+  }
+}
+
+template <typename target_t, typename acc_t>
+void load_dense_typed(const target_t* base, const DiceProblem& pr, int64_t b, int64_t s0, int64_t n,
+                      Tile<acc_t>& tile) {
+  const int64_t stride = pr.target.stride_s;
+  for (int64_t c = 0; c < pr.classes; ++c) {
+    const target_t* src = base + pr.dense_target_offset(b, c, s0);
+    acc_t* dst = tile.target_row(c);
+    if (stride == 1) {
+      for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<acc_t>(src[i]);
+    } else {
+      for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<acc_t>(src[i * stride]);
+    }
+    for (int64_t i = n; i < kTile; ++i) dst[i] = acc_t(0);
+  }
+}
+
+// Loads dense target[b, :, s0:s0+n] into tile.target, zero-padded.
+template <typename acc_t>
+void load_dense(const DiceProblem& pr, int64_t b, int64_t s0, int64_t n, Tile<acc_t>& tile) {
+  const void* d = pr.target.data;
+  switch (pr.target.dtype) {
+    case TargetDtype::kFloat16:
+      return load_dense_typed(static_cast<const c10::Half*>(d), pr, b, s0, n, tile);
+    case TargetDtype::kBFloat16:
+      return load_dense_typed(static_cast<const c10::BFloat16*>(d), pr, b, s0, n, tile);
+    case TargetDtype::kFloat32:
+      return load_dense_typed(static_cast<const float*>(d), pr, b, s0, n, tile);
+    case TargetDtype::kFloat64:
+      return load_dense_typed(static_cast<const double*>(d), pr, b, s0, n, tile);
+    case TargetDtype::kBool:
+      return load_dense_typed(static_cast<const bool*>(d), pr, b, s0, n, tile);
+    case TargetDtype::kUInt8:
+      return load_dense_typed(static_cast<const uint8_t*>(d), pr, b, s0, n, tile);
+    case TargetDtype::kInt8:
+      return load_dense_typed(static_cast<const int8_t*>(d), pr, b, s0, n, tile);
+    case TargetDtype::kInt16:
+      return load_dense_typed(static_cast<const int16_t*>(d), pr, b, s0, n, tile);
+    case TargetDtype::kInt32:
+      return load_dense_typed(static_cast<const int32_t*>(d), pr, b, s0, n, tile);
+    case TargetDtype::kInt64:
+      return load_dense_typed(static_cast<const int64_t*>(d), pr, b, s0, n, tile);
+  }
+}
+
+// acc[k][j]: lane j of statistic k, seen by accumulate_element as acc[k].
+template <typename acc_t>
+struct LaneView {
+  acc_t (*lanes)[kLanes];
+  int j;
+  acc_t& operator[](int k) const { return lanes[k][j]; }
+};
+
+// Adds class c's statistics over the tile to chunk_acc[0..kNumStats).
+template <Activation kAct, bool kFull, typename acc_t>
+void accumulate_class(Tile<acc_t>& tile, int64_t c, bool is_label, double* chunk_acc) {
+  constexpr int kStats = StatSet<kFull>::kAccumulated;
+  acc_t lanes[kStats][kLanes] = {};
+  const acc_t* x = tile.row(c);
+  const acc_t* inv = tile.inv.data();
+  if (is_label) {
+    const int32_t* labels = tile.labels.data();
+    const int32_t cls = static_cast<int32_t>(c);
+    for (int64_t i = 0; i < kTile; i += kLanes) {
+      for (int j = 0; j < kLanes; ++j) {
+        const int32_t l = labels[i + j];
+        const acc_t p = l >= 0 ? prob<kAct>(x, inv, i + j) : acc_t(0);  // ignored: leaves every sum
+        const acc_t t = l == cls ? acc_t(1) : acc_t(0);
+        accumulate_element<kFull>(LaneView<acc_t>{lanes, j}, p, t);
+      }
+    }
+  } else {
+    const acc_t* target = tile.target_row(c);
+    for (int64_t i = 0; i < kTile; i += kLanes) {
+      for (int j = 0; j < kLanes; ++j) {
+        accumulate_element<kFull>(LaneView<acc_t>{lanes, j}, prob<kAct>(x, inv, i + j), target[i + j]);
+      }
+    }
+  }
+  for (int k = 0; k < kStats; ++k) {
+    acc_t s = 0;
+    for (int j = 0; j < kLanes; ++j) s += lanes[k][j];
+    chunk_acc[k] += static_cast<double>(s);
+  }
+}
+
+// float: the same sums over explicit 8-wide SIMD vectors (GCC vector
+// extensions; one AVX2 register, or two SSE registers in the baseline build),
+// since GCC does not vectorize the float reductions above by itself.
+typedef float Float8 __attribute__((vector_size(32)));
+typedef int32_t Int8 __attribute__((vector_size(32)));
+static_assert(kLanes == 8, "Float8 holds kLanes floats");
+
+template <Activation kAct, bool kFull>
+void accumulate_class(Tile<float>& tile, int64_t c, bool is_label, double* chunk_acc) {
+  constexpr int kStats = StatSet<kFull>::kAccumulated;
+  Float8 acc[kStats] = {};
+  const float* x = tile.row(c);
+  const float* inv = tile.inv.data();
+  const Float8 zero = {};
+  const Float8 one = zero + 1.f;
+  auto load = [&](int64_t i) {
+    Float8 p;
+    std::memcpy(&p, x + i, sizeof(p));
+    if (kAct == Activation::kSoftmax) {
+      Float8 r;
+      std::memcpy(&r, inv + i, sizeof(r));
+      p *= r;
+    }
+    return p;
+  };
+  if (is_label) {
+    const int32_t* labels = tile.labels.data();
+    const Int8 cls = Int8{} + static_cast<int32_t>(c);
+    for (int64_t i = 0; i < kTile; i += kLanes) {
+      Int8 l;
+      std::memcpy(&l, labels + i, sizeof(l));
+      const Float8 p = l >= 0 ? load(i) : zero;  // ignored: leaves every sum
+      const Float8 t = l == cls ? one : zero;
+      accumulate_element<kFull>(acc, p, t);
+    }
+  } else {
+    const float* target = tile.target_row(c);
+    for (int64_t i = 0; i < kTile; i += kLanes) {
+      Float8 t;
+      std::memcpy(&t, target + i, sizeof(t));
+      accumulate_element<kFull>(acc, load(i), t);
+    }
+  }
+  for (int k = 0; k < kStats; ++k) {
+    float s = 0;
+    for (int j = 0; j < kLanes; ++j) s += acc[k][j];
+    chunk_acc[k] += static_cast<double>(s);
+  }
+}
+
+template <typename scalar_t, typename acc_t, Activation kAct, bool kFull>
+void forward_impl(const at::Tensor& input, const DiceProblem& pr, at::Tensor& stats) {
+  const int64_t C = pr.classes;
+  const int64_t per_sample = chunks_per_sample(pr.spatial);
+  const int64_t items = pr.batch * per_sample;
+  // partials[item][c][k], reduced below in a fixed order.
+  std::vector<double> partials(static_cast<size_t>(items * C * kNumStats), 0.0);
+  const scalar_t* x = input.data_ptr<scalar_t>();
+  const bool is_label = pr.target.is_label;
+
+  at::parallel_for(0, items, 1, [&](int64_t begin, int64_t end) {
+    Tile<acc_t> tile(C, is_label);
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t b = item / per_sample;
+      const int64_t s_begin = (item % per_sample) * kChunk;
+      const int64_t s_end = std::min(s_begin + kChunk, pr.spatial);
+      double* acc = partials.data() + item * C * kNumStats;
+      int64_t valid_count = 0;
+      for (int64_t s0 = s_begin; s0 < s_end; s0 += kTile) {
+        const int64_t n = std::min(kTile, s_end - s0);
+        if (is_label) {
+          valid_count += load_labels(pr, b, s0, n, tile);
+        } else {
+          valid_count += n;
+          load_dense(pr, b, s0, n, tile);
+        }
+        load_input(x, pr, b, s0, n, tile);
+        activate<kAct>(tile, n);
+        for (int64_t c = 0; c < C; ++c) accumulate_class<kAct, kFull>(tile, c, is_label, acc + c * kNumStats);
+      }
+      if (kFull) {
+        for (int64_t c = 0; c < C; ++c) acc[c * kNumStats + kValidCount] = static_cast<double>(valid_count);
+      }
+    }
+  });
+
+  // Fixed-order reduction over chunks: identical for any thread count.
+  acc_t* out = stats.data_ptr<acc_t>();
+  for (int64_t b = 0; b < pr.batch; ++b) {
+    for (int64_t r = 0; r < C * kNumStats; ++r) {
+      double s = 0.0;
+      for (int64_t q = 0; q < per_sample; ++q) s += partials[(b * per_sample + q) * C * kNumStats + r];
+      out[b * C * kNumStats + r] = static_cast<acc_t>(s);
+    }
+  }
+}
+
+template <typename scalar_t, typename acc_t, Activation kAct, bool kFull>
+void backward_impl(const at::Tensor& grad_stats, const at::Tensor& input, const DiceProblem& pr, at::Tensor& grad3) {
+  const int64_t C = pr.classes;
+  // coefs[(b * C + c) * kNumGradCoefs + j] = grad_stats[b, c, grad_coef_source(j)].
+  std::vector<acc_t> coefs(pr.batch * C * kNumGradCoefs);
+  const acc_t* gs = grad_stats.data_ptr<acc_t>();
+  for (int64_t r = 0; r < pr.batch * C; ++r) {
+    for (int j = 0; j < kNumGradCoefs; ++j) coefs[r * kNumGradCoefs + j] = gs[r * kNumStats + grad_coef_source(j)];
+  }
+  const scalar_t* x = input.data_ptr<scalar_t>();
+  scalar_t* g = grad3.data_ptr<scalar_t>();
+  const int64_t gsb = grad3.stride(0), gsc = grad3.stride(1), gss = grad3.stride(2);
+  const bool is_label = pr.target.is_label;
+  const int64_t per_sample = chunks_per_sample(pr.spatial);
+
+  at::parallel_for(0, pr.batch * per_sample, 1, [&](int64_t begin, int64_t end) {
+    Tile<acc_t> tile(C, is_label);
+    std::vector<acc_t> grad_p(C * kTile);
+    acc_t dot[kTile];
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t b = item / per_sample;
+      const int64_t s_begin = (item % per_sample) * kChunk;
+      const int64_t s_end = std::min(s_begin + kChunk, pr.spatial);
+      const acc_t* sample_coefs = coefs.data() + b * C * kNumGradCoefs;
+      for (int64_t s0 = s_begin; s0 < s_end; s0 += kTile) {
+        const int64_t n = std::min(kTile, s_end - s0);
+        if (is_label) {
+          load_labels(pr, b, s0, n, tile);
+        } else {
+          load_dense(pr, b, s0, n, tile);
+        }
+        load_input(x, pr, b, s0, n, tile);
+        activate<kAct>(tile, n);
+        const acc_t* inv = tile.inv.data();
+        const int32_t* labels = tile.labels.data();
+        if (kAct == Activation::kSoftmax) {
+          for (int64_t i = 0; i < kTile; ++i) dot[i] = acc_t(0);
+        }
+        // d(loss)/dp, and for softmax sum_k p_k * d(loss)/dp_k.
+        for (int64_t c = 0; c < C; ++c) {
+          const acc_t* coef = sample_coefs + c * kNumGradCoefs;
+          const acc_t* xr = tile.row(c);
+          acc_t* d = grad_p.data() + c * kTile;
+          if (is_label) {
+            const int32_t cls = static_cast<int32_t>(c);
+            for (int64_t i = 0; i < kTile; ++i) {
+              const acc_t p = prob<kAct>(xr, inv, i);
+              d[i] = grad_wrt_prob<kFull>(coef, p, labels[i] == cls ? acc_t(1) : acc_t(0));
+              if (kAct == Activation::kSoftmax) dot[i] += p * d[i];
+            }
+          } else {
+            const acc_t* t = tile.target_row(c);
+            for (int64_t i = 0; i < kTile; ++i) {
+              const acc_t p = prob<kAct>(xr, inv, i);
+              d[i] = grad_wrt_prob<kFull>(coef, p, t[i]);
+              if (kAct == Activation::kSoftmax) dot[i] += p * d[i];
+            }
+          }
+        }
+        // Chain rule through the activation, then store.
+        for (int64_t c = 0; c < C; ++c) {
+          const acc_t* xr = tile.row(c);
+          acc_t* d = grad_p.data() + c * kTile;
+          for (int64_t i = 0; i < kTile; ++i) {
+            const acc_t p = prob<kAct>(xr, inv, i);
+            acc_t gx = d[i];
+            if (kAct == Activation::kSigmoid) gx = sigmoid_backward(gx, p);
+            if (kAct == Activation::kSoftmax) gx = softmax_backward(gx, p, dot[i]);
+            // Ignored positions get exactly zero gradient, whatever their logits.
+            if (is_label) gx = labels[i] >= 0 ? gx : acc_t(0);
+            d[i] = gx;
+          }
+          scalar_t* dst = g + b * gsb + c * gsc + s0 * gss;
+          if (gss == 1) {
+            for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<scalar_t>(d[i]);
+          } else {
+            for (int64_t i = 0; i < n; ++i) dst[i * gss] = static_cast<scalar_t>(d[i]);
+          }
+        }
+      }
+    }
+  });
+}
+
+// Entry points of this instruction set (declared in dice_cpu_isa.h).
+void dice_stats_forward(const at::Tensor& input, const DiceProblem& pr, at::Tensor& stats) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "dice_stats_cpu", [&] {
+    using acc_t = std::conditional_t<std::is_same<scalar_t, double>::value, double, float>;
+    FD_ACTIVATION_SWITCH(pr.activation, kAct, [&] {
+      FD_BOOL_SWITCH(pr.full_stats, kFull, [&] { forward_impl<scalar_t, acc_t, kAct, kFull>(input, pr, stats); });
+    });
+  });
+}
+
+void dice_stats_backward(const at::Tensor& grad_stats, const at::Tensor& input, const DiceProblem& pr,
+                         at::Tensor& grad3) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "dice_stats_backward_cpu", [&] {
+    using acc_t = std::conditional_t<std::is_same<scalar_t, double>::value, double, float>;
+    FD_ACTIVATION_SWITCH(pr.activation, kAct, [&] {
+      FD_BOOL_SWITCH(pr.full_stats, kFull,
+                     [&] { backward_impl<scalar_t, acc_t, kAct, kFull>(grad_stats, input, pr, grad3); });
+    });
+  });
+}
+
+}  // namespace FD_CPU_ISA_NS
+}  // namespace cpu
+}  // namespace fastdice
