@@ -7,7 +7,6 @@ option names and their validation).
 """
 
 import torch
-import torch.nn.functional as F
 
 from .options import DiceOptions, check_weight_values, weight_tensor
 
@@ -34,9 +33,8 @@ def probabilities_and_target(input: torch.Tensor, target: torch.Tensor, opts: Di
             valid = labels != opts.ignore_index
         else:
             valid = torch.ones_like(labels, dtype=torch.bool)
-        if bool(((labels < 0) | (labels >= x.shape[1]))[valid].any()):
-            raise ValueError("reference: label outside [0, C)")
-        one_hot = F.one_hot(torch.where(valid, labels, 0), x.shape[1]).movedim(-1, 1).to(p.dtype)
+        classes = torch.arange(x.shape[1], device=labels.device).reshape(1, -1, *([1] * (x.dim() - 2)))
+        one_hot = (labels.unsqueeze(1) == classes).to(p.dtype)
         valid = valid.unsqueeze(1).expand_as(p)
         t = torch.where(valid, one_hot, 0)
         p = torch.where(valid, p, 0)

@@ -1,0 +1,247 @@
+"""fastdice benchmark: forward, backward and fwd+bwd time and peak extra memory
+of every provider on the same inputs, interleaved, with a Markdown table last.
+
+    python -m benchmarks.bench [--device cpu|cuda] [--quick] [--out DIR]
+"""
+
+import argparse
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import time
+
+import torch
+
+from . import utils
+from .providers import PROVIDERS, Skip
+
+
+@dataclasses.dataclass(frozen=True)
+class Workload:
+    name: str
+    shape: tuple
+    activation: str = "softmax"
+    dense_target: bool = False
+    dtype: str = "float32"
+    device: str = "cpu"
+
+    def make_inputs(self, seed=0):
+        g = torch.Generator(device="cpu").manual_seed(seed)
+        dtype = getattr(torch, self.dtype)
+        x = torch.randn(self.shape, generator=g).to(dtype=dtype, device=self.device).requires_grad_(True)
+        b, c, *spatial = self.shape
+        if self.dense_target:
+            t = (torch.rand(self.shape, generator=g) < 0.1).float().to(self.device)
+        else:
+            t = torch.randint(0, c, (b, *spatial), generator=g).to(self.device)
+        return x, t
+
+    def minimal_bytes(self):
+        """Bytes a fused fwd+bwd must move: read input and target twice, write the gradient."""
+        n = 1
+        for s in self.shape:
+            n *= s
+        x_bytes = n * torch.empty((), dtype=getattr(torch, self.dtype)).element_size()
+        t_bytes = n * 4 if self.dense_target else (n // self.shape[1]) * 8
+        return 2 * (x_bytes + t_bytes) + x_bytes
+
+
+def workloads(device, quick):
+    W = lambda *a, **k: Workload(*a, device=device, **k)  # noqa: E731
+    if quick:
+        return [
+            W("3d_b2_c4_96^3", (2, 4, 96, 96, 96)),
+            W("2d_b8_c2_256^2_sigmoid_dense", (8, 2, 256, 256), activation="sigmoid", dense_target=True),
+        ]
+    ws = [
+        W("3d_b2_c4_96^3", (2, 4, 96, 96, 96)),
+        W("2d_b16_c2_512^2", (16, 2, 512, 512)),
+        W("2d_b16_c21_512^2", (16, 21, 512, 512)),
+        W("3d_b2_c4_64^3", (2, 4, 64, 64, 64)),
+        W("3d_b2_c4_128^3", (2, 4, 128, 128, 128)),
+        W("3d_b2_c14_128^3", (2, 14, 128, 128, 128)),
+        W("3d_b2_c4_128^3_sigmoid_dense", (2, 4, 128, 128, 128), activation="sigmoid", dense_target=True),
+        W("3d_b2_c14_128^3_bf16", (2, 14, 128, 128, 128), dtype="bfloat16"),
+        W("2d_b16_c21_512^2_bf16", (16, 21, 512, 512), dtype="bfloat16"),
+    ]
+    if device == "cpu":  # keep the CPU run to a few minutes
+        ws = [w for w in ws if "c21" not in w.name and "c14" not in w.name] + [
+            W("3d_b2_c14_64^3", (2, 14, 64, 64, 64)),
+        ]
+    return ws
+
+
+def copy_bandwidth_gbs():
+    """Measured device-to-device copy bandwidth (read + write) in GB/s."""
+    n = 256 * 1024 * 1024  # 1 GiB of float32
+    a = torch.empty(n, device="cuda")
+    b = torch.empty_like(a)
+    for _ in range(3):
+        b.copy_(a)
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    reps = 10
+    for _ in range(reps):
+        b.copy_(a)
+    end.record()
+    end.synchronize()
+    ms = start.elapsed_time(end) / reps
+    del a, b
+    return 2 * n * 4 / (ms * 1e-3) / 1e9
+
+
+def cpu_memory_child(provider, workload_json):
+    """Entry of the fresh subprocess that measures one provider's CPU peak memory."""
+    w = Workload(**json.loads(workload_json))
+    fn = PROVIDERS[provider](w)
+    x, t = w.make_inputs()
+    fn(x, t).backward()  # warm-up (compilation, lazy init)
+    print(json.dumps({"peak_extra_bytes": utils.cpu_peak_extra_bytes_here(fn, x, t)}))
+
+
+def cpu_peak_memory(provider, w):
+    cmd = [sys.executable, "-m", "benchmarks.bench", "--memory-child", provider, json.dumps(dataclasses.asdict(w))]
+    env = dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()))
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    if out.returncode != 0:
+        return None
+    return json.loads(out.stdout.strip().splitlines()[-1])["peak_extra_bytes"]
+
+
+def run_workload(w, args, copy_gbs):
+    providers, skipped, compile_s = {}, {}, {}
+    for name, make in PROVIDERS.items():
+        if args.providers and name not in args.providers:
+            continue
+        try:
+            fn = make(w)
+            x, t = w.make_inputs()
+            t0 = time.perf_counter()
+            fn(x, t).backward()  # compiles where there is something to compile
+            if w.device == "cuda":
+                torch.cuda.synchronize()
+            compile_s[name] = time.perf_counter() - t0
+            providers[name] = fn
+        except Skip as e:
+            skipped[name] = str(e)
+        except Exception as e:  # a provider that fails is reported, not dropped
+            skipped[name] = f"failed: {type(e).__name__}: {str(e).splitlines()[0][:120]}"
+    n_buffers = 1
+    if w.device == "cuda":
+        one = w.minimal_bytes()
+        n_buffers = max(2, min(8, int(200e6 // max(one, 1)) + 1))  # rotate past the 50 MB L2
+    inputs = [w.make_inputs(seed=i) for i in range(n_buffers)]
+    warmup, reps = (2, 7) if args.quick else (3, 15)
+    if w.device == "cuda":
+        warmup, reps = 5, 30
+    times = utils.interleaved_times(providers, inputs, w.device, warmup, reps)
+    rows = {}
+    for name, fn in providers.items():
+        row = dict(times[name])
+        row["first_call_s"] = compile_s[name]
+        if w.device == "cuda":
+            row["peak_extra_bytes"] = utils.cuda_peak_extra_bytes(fn, *inputs[0])
+            total_s = row["total"]["median_ms"] * 1e-3
+            row["minimal_bytes_gbs"] = w.minimal_bytes() / total_s / 1e9
+            row["fraction_of_copy_bw"] = row["minimal_bytes_gbs"] / copy_gbs
+        elif not args.no_memory:
+            row["peak_extra_bytes"] = cpu_peak_memory(name, w)
+        rows[name] = row
+    x_bytes = inputs[0][0].numel() * inputs[0][0].element_size()
+    return {"workload": dataclasses.asdict(w), "input_bytes": x_bytes, "providers": rows, "skipped": skipped}
+
+
+def markdown(results):
+    lines = [
+        "| workload | provider | fwd ms | bwd ms | fwd+bwd ms | fastdice speed-up | peak extra MB | GB/s (% copy) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results["workloads"]:
+        rows = r["providers"]
+        ours = rows.get("fastdice", {}).get("total", {}).get("median_ms")
+        for name, row in rows.items():
+            total = row["total"]["median_ms"]
+            speed = f"{total / ours:.2f}x" if ours and name != "fastdice" else ""
+            mem = row.get("peak_extra_bytes")
+            mem = f"{mem / 2**20:.1f}" if mem is not None else "n/a"
+            bw = f"{row['minimal_bytes_gbs']:.0f} ({100 * row['fraction_of_copy_bw']:.0f}%)" if "minimal_bytes_gbs" in row else ""
+            lines.append(
+                f"| {r['workload']['name']} | {name} | {row['fwd']['median_ms']:.2f} | {row['bwd']['median_ms']:.2f} | "
+                f"{total:.2f} | {speed} | {mem} | {bw} |"
+            )
+        for name, why in r["skipped"].items():
+            lines.append(f"| {r['workload']['name']} | {name} | skipped: {why} | | | | | |")
+    return "\n".join(lines)
+
+
+def plot(results, path):
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    names = [r["workload"]["name"] for r in results["workloads"]]
+    peers = [p for p in ("reference", "reference_compiled", "monai", "smp", "exacta")]
+    fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(names)), 4))
+    width = 0.8 / len(peers)
+    for i, peer in enumerate(peers):
+        vals = []
+        for r in results["workloads"]:
+            rows = r["providers"]
+            if peer in rows and "fastdice" in rows:
+                vals.append(rows[peer]["total"]["median_ms"] / rows["fastdice"]["total"]["median_ms"])
+            else:
+                vals.append(0)
+        ax.bar([j + i * width for j in range(len(names))], vals, width, label=peer)
+    ax.axhline(1, color="k", lw=0.8)
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(names))])
+    ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("fastdice speed-up (fwd+bwd)")
+    ax.set_title(f"fastdice vs peers on {results['environment']['device_name']}", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--quick", action="store_true", help="small workload set (under two minutes on 2 CPU cores)")
+    p.add_argument("--out", default=os.environ.get("OUT") or "benchmarks/results")
+    p.add_argument("--providers", nargs="*", help="subset of providers")
+    p.add_argument("--no-memory", action="store_true", help="skip the CPU memory subprocesses")
+    p.add_argument("--memory-child", nargs=2, metavar=("PROVIDER", "WORKLOAD"), help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.memory_child:
+        return cpu_memory_child(*args.memory_child)
+
+    env = utils.environment(args.device)
+    copy_gbs = copy_bandwidth_gbs() if args.device == "cuda" else None
+    env["copy_bandwidth_gbs"] = copy_gbs
+    print(f"# fastdice benchmark on {env['device_name']}, torch {env['torch']}, commit {env['commit']}", flush=True)
+    results = {"workloads": [], "quick": args.quick}
+    for w in workloads(args.device, args.quick):
+        print(f"- {w.name} ...", flush=True)
+        results["workloads"].append(run_workload(w, args, copy_gbs))
+        if args.device == "cuda":
+            torch.cuda.empty_cache()
+    results["environment"] = env
+    path = utils.save_results(results, args.out, env)
+    png = plot(results, path.replace(".json", ".png"))
+    table = markdown(results)
+    with open(path.replace(".json", ".md"), "w") as f:
+        f.write(f"fastdice benchmark: {env['device_name']}, torch {env['torch']}, commit {env['commit']}, {env['date']}\n\n")
+        f.write(table + "\n")
+    print(f"\nresults: {path}" + (f", plot: {png}" if png else ""))
+    if copy_gbs:
+        print(f"measured device copy bandwidth: {copy_gbs:.0f} GB/s")
+    print(table)
+
+
+if __name__ == "__main__":
+    main()

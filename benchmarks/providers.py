@@ -1,0 +1,83 @@
+"""The Dice losses under comparison, each built for one workload.
+
+Every provider computes the same quantity (per-sample, per-class soft Dice of
+activated logits against the target, averaged) in its own way. A provider
+that is not installed raises Skip, and the table reports it as skipped.
+"""
+
+import torch
+
+import fastdice
+from fastdice import reference
+
+SMOOTH = 1e-5
+
+
+class Skip(Exception):
+    pass
+
+
+def _fastdice(w):
+    loss = fastdice.DiceLoss(activation=w.activation, pooling="sample", smooth_nr=SMOOTH, smooth_dr=SMOOTH)
+    return loss
+
+
+def _reference(w):
+    def fn(x, t):
+        return reference.dice_loss(x, t, activation=w.activation, pooling="sample", smooth_nr=SMOOTH, smooth_dr=SMOOTH)
+
+    return fn
+
+
+def _reference_compiled(w):
+    return torch.compile(_reference(w), dynamic=False)
+
+
+def _monai(w):
+    try:
+        from monai.losses import DiceLoss
+    except ImportError as e:
+        raise Skip(f"monai not installed ({e})")
+    label = not w.dense_target
+    loss = DiceLoss(
+        sigmoid=w.activation == "sigmoid",
+        softmax=w.activation == "softmax",
+        to_onehot_y=label,
+        smooth_nr=SMOOTH,
+        smooth_dr=SMOOTH,
+    )
+    if label:
+        return lambda x, t: loss(x, t.unsqueeze(1))
+    return loss
+
+
+def _smp(w):
+    try:
+        from segmentation_models_pytorch.losses import DiceLoss
+    except ImportError as e:
+        raise Skip(f"segmentation_models_pytorch not installed ({e})")
+    mode = "multiclass" if w.activation == "softmax" else "multilabel"
+    if w.dense_target and mode == "multiclass":
+        raise Skip("smp multiclass mode takes label maps only")
+    # smp pools over the batch; the work per element is the same.
+    return DiceLoss(mode, from_logits=True, smooth=SMOOTH)
+
+
+def _exacta(w):
+    try:
+        from exacta.losses import DiceLoss
+    except Exception as e:  # ImportError, or Triton failing to load
+        raise Skip(f"exacta not importable ({type(e).__name__})")
+    return DiceLoss(
+        activation=w.activation, target_format="one-hot" if w.dense_target else "index", smooth=SMOOTH
+    )
+
+
+PROVIDERS = {
+    "fastdice": _fastdice,
+    "reference": _reference,
+    "reference_compiled": _reference_compiled,
+    "monai": _monai,
+    "smp": _smp,
+    "exacta": _exacta,
+}

@@ -1,0 +1,152 @@
+"""Shared benchmark machinery: timing, memory, device description, results."""
+
+import datetime
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import time
+
+import torch
+
+
+def device_name(device: str) -> str:
+    if device == "cuda":
+        return torch.cuda.get_device_name()
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    name = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{name} ({torch.get_num_threads()} threads)"
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True)
+        return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def environment(device: str) -> dict:
+    import fastdice
+
+    return {
+        "device": device,
+        "device_name": device_name(device),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "fastdice_build": fastdice.build_config(),
+        "commit": git_commit(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "host": platform.node(),
+    }
+
+
+class Timer:
+    """Times fwd and bwd of one iteration: events on CUDA, perf_counter on CPU."""
+
+    def __init__(self, device: str):
+        self.cuda = device == "cuda"
+
+    def run(self, fn, x, t):
+        """Returns (fwd_ms, bwd_ms) of loss = fn(x, t); loss.backward()."""
+        x.grad = None
+        if self.cuda:
+            e0, e1, e2 = (torch.cuda.Event(enable_timing=True) for _ in range(3))
+            e0.record()
+            loss = fn(x, t)
+            e1.record()
+            loss.backward()
+            e2.record()
+            e2.synchronize()
+            return e0.elapsed_time(e1), e1.elapsed_time(e2)
+        t0 = time.perf_counter()
+        loss = fn(x, t)
+        t1 = time.perf_counter()
+        loss.backward()
+        t2 = time.perf_counter()
+        return (t1 - t0) * 1e3, (t2 - t1) * 1e3
+
+
+def interleaved_times(providers: dict, inputs: list, device: str, warmup: int, reps: int) -> dict:
+    """Runs providers A B C A B C ... so that machine drift hits all alike.
+
+    inputs is a list of (x, t) pairs used in rotation (on CUDA, enough of them
+    that no provider finds its inputs in L2 from the previous iteration).
+    """
+    timer = Timer(device)
+    samples = {name: {"fwd": [], "bwd": [], "total": []} for name in providers}
+    for it in range(warmup + reps):
+        for name, fn in providers.items():
+            x, t = inputs[it % len(inputs)]
+            fwd, bwd = timer.run(fn, x, t)
+            if it >= warmup:
+                samples[name]["fwd"].append(fwd)
+                samples[name]["bwd"].append(bwd)
+                samples[name]["total"].append(fwd + bwd)
+    out = {}
+    for name, s in samples.items():
+        out[name] = {}
+        for k, v in s.items():
+            q = statistics.quantiles(v, n=4) if len(v) >= 2 else [v[0], v[0], v[0]]
+            out[name][k] = {"median_ms": statistics.median(v), "q1_ms": q[0], "q3_ms": q[2], "n": len(v)}
+    return out
+
+
+def cuda_peak_extra_bytes(fn, x, t) -> int:
+    """Peak CUDA memory of one fwd+bwd above what was allocated before it."""
+    x.grad = None
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    loss = fn(x, t)
+    loss.backward()
+    torch.cuda.synchronize()
+    peak = torch.cuda.max_memory_allocated() - base
+    x.grad = None
+    return int(peak)
+
+
+def _vm_kb(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(field)
+
+
+def cpu_peak_extra_bytes_here(fn, x, t) -> int:
+    """Peak RSS growth of one fwd+bwd in this (fresh) process: resets the
+    high-water mark through /proc/self/clear_refs, then reads VmHWM."""
+    x.grad = None
+    before = _vm_kb("VmRSS")
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    loss = fn(x, t)
+    loss.backward()
+    peak = _vm_kb("VmHWM")
+    del loss
+    return max(0, (peak - before) * 1024)
+
+
+def save_results(results: dict, out_dir: str, env: dict) -> str:
+    os.makedirs(out_dir, exist_ok=True)
+    slug = "".join(c if c.isalnum() else "-" for c in env["device_name"]).strip("-").lower()
+    slug = "-".join(p for p in slug.split("-") if p)[:60]
+    path = os.path.join(out_dir, f"bench_{env['device']}_{slug}_{env['date'][:10]}.json")
+    with open(path, "w") as f:
+        json.dump({"environment": env, **results}, f, indent=1)
+    return path
+
+
+def max_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

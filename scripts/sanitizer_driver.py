@@ -1,0 +1,57 @@
+"""Small CUDA workload for compute-sanitizer: forward and backward of every
+option, dtype and target kind, on odd and aligned sizes, channels_last too.
+
+    compute-sanitizer --tool memcheck python scripts/sanitizer_driver.py
+"""
+
+import itertools
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import fastdice  # noqa: E402
+
+
+def main():
+    assert torch.cuda.is_available(), "needs a CUDA device"
+    dev = "cuda"
+    torch.manual_seed(0)
+    shapes = [(2, 3, 17, 13), (1, 5, 64, 64), (3, 2, 1), (2, 37, 33)]
+    dtypes = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
+    runs = 0
+    for shape, dtype, activation, full, target_kind in itertools.product(
+        shapes, dtypes, ["none", "sigmoid", "softmax"], [False, True], ["dense", "label", "label_u8"]
+    ):
+        x = torch.randn(shape, device=dev, dtype=dtype, requires_grad=True)
+        b, c, *spatial = shape
+        ignore = None
+        if target_kind == "dense":
+            t = torch.rand(shape, device=dev)
+        else:
+            t = torch.randint(0, c, (b, *spatial), device=dev)
+            t[..., 0] = 200  # ignored positions
+            ignore = 200
+            if target_kind == "label_u8":
+                t = t.to(torch.uint8)
+        stats = fastdice.dice_stats(x, t, activation, full, ignore)
+        grad_stats = torch.randn_like(stats)
+        (stats * grad_stats).sum().backward()
+        runs += 1
+    # channels_last, and a sliced (non-vectorizable) input
+    x = torch.randn(2, 4, 16, 16, device=dev).to(memory_format=torch.channels_last).requires_grad_(True)
+    t = torch.randint(0, 4, (2, 16, 16), device=dev)
+    fastdice.dice_loss(x, t, activation="softmax", pooling="sample").backward()
+    x = torch.randn(2, 4, 16, 33, device=dev)[..., 1:].requires_grad_(True)
+    t = torch.randint(0, 4, (2, 16, 32), device=dev)
+    fastdice.dice_loss(x, t, activation="softmax", squared=True).backward()
+    # out-of-range labels: NaN poisoning path
+    t[0, 0, 0] = 9
+    fastdice.dice_stats(x, t, "softmax", True, None)
+    torch.cuda.synchronize()
+    print(f"sanitizer driver: {runs + 3} forward/backward runs done")
+
+
+if __name__ == "__main__":
+    main()
