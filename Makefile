@@ -30,8 +30,9 @@ build: deps
 test: build
 	$(PY) -m pytest tests -q $(PYTEST_ARGS)
 
+# Until the training demo lands, the demo is the quick benchmark.
 demo: build
-	$(PY) -m fastdice.demo $(DEMO_ARGS)
+	$(PY) -m benchmarks.bench --quick $(DEMO_ARGS)
 
 bench: build
 	$(PY) -m benchmarks.bench $(BENCH_ARGS)

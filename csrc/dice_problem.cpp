@@ -125,11 +125,21 @@ PreparedProblem prepare_problem(const at::Tensor& input, const at::Tensor& targe
   return out;
 }
 
-at::Tensor allocate_grad_input(const at::Tensor& input) {
-  at::Tensor grad = at::empty_like(input, at::MemoryFormat::Preserve);
-  if (grad.dim() > 2 && !grad.flatten(2).is_alias_of(grad)) {
-    grad = at::empty(input.sizes(), input.options());
+bool spatial_dims_collapsible(const at::Tensor& t) {
+  int64_t expected = -1;  // the stride the next outer non-trivial dim must have
+  for (int64_t d = t.dim() - 1; d >= 2; --d) {
+    if (t.size(d) == 1) continue;
+    if (expected != -1 && t.stride(d) != expected) return false;
+    expected = t.stride(d) * t.size(d);
   }
+  return true;
+}
+
+at::Tensor allocate_grad_input(const at::Tensor& input) {
+  // Same rule as the fake kernel in fastdice/_ops.py, so that compiled graphs
+  // see the strides the real kernel produces.
+  at::Tensor grad = at::empty_like(input, at::MemoryFormat::Preserve);
+  if (!spatial_dims_collapsible(grad)) grad = at::empty(input.sizes(), input.options());
   return grad;
 }
 

@@ -69,6 +69,9 @@ PreparedProblem prepare_problem(const at::Tensor& input, const at::Tensor& targe
 // dtype of the statistics: float64 for float64 input, float32 otherwise.
 at::ScalarType stats_dtype_for(at::ScalarType input_dtype);
 
+// Whether dims 2.. of t can be viewed as one dim without a copy.
+bool spatial_dims_collapsible(const at::Tensor& t);
+
 // An uninitialized tensor shaped like input (keeping channels_last and other
 // dense layouts) whose dims from 2 on collapse into one without a copy.
 at::Tensor allocate_grad_input(const at::Tensor& input);

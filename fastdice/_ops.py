@@ -34,9 +34,23 @@ def _dice_stats_fake(input, target, activation, full_stats, ignore_index):
     return input.new_empty((input.shape[0], input.shape[1], NUM_STATS), dtype=stats_dtype(input.dtype))
 
 
+def _spatial_dims_collapsible(t: torch.Tensor) -> bool:
+    """Same rule as spatial_dims_collapsible in csrc/dice_problem.cpp."""
+    expected = None
+    for d in range(t.dim() - 1, 1, -1):
+        if t.shape[d] == 1:
+            continue
+        if expected is not None and t.stride(d) != expected:
+            return False
+        expected = t.stride(d) * t.shape[d]
+    return True
+
+
 @torch.library.register_fake("fastdice::dice_stats_backward")
 def _dice_stats_backward_fake(grad_stats, input, target, activation, full_stats, ignore_index):
-    return torch.empty_like(input)
+    # The layout rule of allocate_grad_input (csrc/dice_problem.cpp).
+    grad = torch.empty_like(input)
+    return grad if _spatial_dims_collapsible(grad) else input.new_empty(input.shape)
 
 
 def _setup_context(ctx, inputs, output):

@@ -47,9 +47,15 @@ def _op_samples(device):
             yield (x, random_target("label", (2, 3, 6, 5), device, ignore_index=4), activation, full, 4)
 
 
+def _transposed_sample(device):
+    """Spatial dims that cannot be viewed as one: the gradient is allocated contiguous."""
+    x = torch.randn(2, 3, 5, 6, device=device).transpose(2, 3).requires_grad_(True)
+    return (x, torch.randint(0, 3, (2, 6, 5), device=device), "softmax", False, None)
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_opcheck(device):
-    for args in _op_samples(device):
+    for args in list(_op_samples(device)) + [_transposed_sample(device)]:
         torch.library.opcheck(torch.ops.fastdice.dice_stats.default, args)
         grad_stats = torch.randn(2, 3, fastdice.NUM_STATS, device=device)
         x = args[0].detach()
@@ -184,3 +190,38 @@ def test_cuda_graph_capture():
     graph.replay()
     expected = reference.dice_loss(x.detach(), t, activation="softmax", pooling="sample")
     assert_close(static_loss, expected, torch.float32, "graph replay")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize(
+    "classes,dtype,full", [(96, torch.float64, True), (192, torch.float32, True), (512, torch.float32, False)]
+)
+def test_cuda_many_classes_shared_memory(classes, dtype, full):
+    """Class counts whose shared-memory needs cross the 48 KB default limit."""
+    x = torch.randn(2, classes, 9, 7, dtype=dtype)
+    t = torch.randint(0, classes, (2, 9, 7))
+    expected = fastdice.dice_stats(x, t, "softmax", full, None)
+    got = fastdice.dice_stats(x.cuda(), t.cuda(), "softmax", full, None).cpu()
+    assert_close(got, expected, dtype, "stats")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_single_inf_logit_gives_nan_like_torch_softmax(device):
+    x = torch.randn(1, 3, 8, device=device)
+    x[0, 1, 4] = float("inf")
+    t = torch.randint(0, 3, (1, 8), device=device)
+    stats = fastdice.dice_stats(x, t, "softmax", False, None)
+    assert torch.isnan(torch.softmax(x, 1)[0, :, 4]).all()
+    assert torch.isnan(stats[0, :, :2]).all()  # NaN reaches every class, as in torch
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_out_of_range_label_does_not_spill_into_neighbours():
+    x = torch.randn(1, 3, 16, device="cuda", requires_grad=True)
+    t = torch.randint(0, 3, (1, 16), device="cuda")
+    t[0, 5] = 7  # out of range
+    t[0, 4] = 9  # ignored, next to it
+    stats = fastdice.dice_stats(x, t, "softmax", False, 9)
+    (grad_x,) = torch.autograd.grad(stats.sum(), x)
+    assert torch.isnan(grad_x[0, :, 5]).all()
+    assert (grad_x[0, :, 4] == 0).all()

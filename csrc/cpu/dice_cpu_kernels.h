@@ -70,55 +70,56 @@ struct Tile {
   acc_t* target_row(int64_t c) { return target.data() + c * kTile; }
 };
 
-template <typename scalar_t, typename acc_t>
-void load_input(const scalar_t* input, const DiceProblem& pr, int64_t b, int64_t s0, int64_t n, Tile<acc_t>& tile) {
-  for (int64_t c = 0; c < pr.classes; ++c) {
+// Reads input[b, :, s0:s0+n] and leaves activation values in the tile:
+// probabilities for none/sigmoid; for softmax exp(x - max) in the rows and
+// 1 / sum in tile.inv (prob() multiplies them). Padding positions (i >= n)
+// end as probability 0. The logits are read straight from the input (twice
+// for softmax, from L1), never copied into the tile first.
+template <Activation kAct, typename scalar_t, typename acc_t>
+void load_activated(const scalar_t* input, const DiceProblem& pr, int64_t b, int64_t s0, int64_t n,
+                    Tile<acc_t>& tile) {
+  const int64_t C = pr.classes;
+  const int64_t ss = pr.in_stride_s;
+  // f(i, v) for the n logits v of row c, contiguous or strided.
+  auto for_row = [&](int64_t c, auto&& f) {
     const scalar_t* src = input + pr.input_offset(b, c, s0);
-    acc_t* dst = tile.row(c);
-    if (pr.in_stride_s == 1) {
-      for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<acc_t>(src[i]);
+    if (ss == 1) {
+      for (int64_t i = 0; i < n; ++i) f(i, static_cast<acc_t>(src[i]));
     } else {
-      for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<acc_t>(src[i * pr.in_stride_s]);
+      for (int64_t i = 0; i < n; ++i) f(i, static_cast<acc_t>(src[i * ss]));
     }
-    for (int64_t i = n; i < kTile; ++i) dst[i] = acc_t(0);
-  }
-}
-
-// Replaces logits by activation values: probabilities for none/sigmoid; for
-// softmax exp(x - max) with 1 / sum in tile.inv (prob() multiplies them).
-// Padding positions i >= n end as 0.
-template <Activation kAct, typename acc_t>
-void activate(Tile<acc_t>& tile, int64_t n) {
-  const int64_t C = tile.classes;
-  if (kAct == Activation::kSigmoid) {
-    for (int64_t c = 0; c < C; ++c) {
-      acc_t* x = tile.row(c);
-      for (int64_t i = 0; i < kTile; ++i) x[i] = sigmoid_from_exp_neg_abs(x[i], exp_nonpositive(-abs_of(x[i])));
-    }
-  } else if (kAct == Activation::kSoftmax) {
+  };
+  if (kAct == Activation::kSoftmax) {
     acc_t row_max[kTile], row_sum[kTile];
     for (int64_t i = 0; i < kTile; ++i) {
       row_max[i] = -std::numeric_limits<acc_t>::infinity();
       row_sum[i] = acc_t(0);
     }
+    for (int64_t c = 0; c < C; ++c) for_row(c, [&](int64_t i, acc_t v) { row_max[i] = nan_max(row_max[i], v); });
     for (int64_t c = 0; c < C; ++c) {
-      const acc_t* x = tile.row(c);
-      for (int64_t i = 0; i < kTile; ++i) row_max[i] = nan_max(row_max[i], x[i]);
-    }
-    for (int64_t c = 0; c < C; ++c) {
-      acc_t* x = tile.row(c);
-      for (int64_t i = 0; i < kTile; ++i) {
-        const acc_t e = exp_nonpositive(x[i] - row_max[i]);
-        x[i] = e;
+      acc_t* dst = tile.row(c);
+      for_row(c, [&](int64_t i, acc_t v) {
+        const acc_t e = exp_nonpositive(v - row_max[i]);
+        dst[i] = e;
         row_sum[i] += e;
+      });
+    }
+    for (int64_t i = 0; i < n; ++i) tile.inv[i] = acc_t(1) / row_sum[i];
+    for (int64_t i = n; i < kTile; ++i) tile.inv[i] = acc_t(0);
+  } else {
+    for (int64_t c = 0; c < C; ++c) {
+      acc_t* dst = tile.row(c);
+      if (kAct == Activation::kSigmoid) {
+        for_row(c, [&](int64_t i, acc_t v) { dst[i] = sigmoid_from_exp_neg_abs(v, exp_nonpositive(-abs_of(v))); });
+      } else {
+        for_row(c, [&](int64_t i, acc_t v) { dst[i] = v; });
       }
     }
-    for (int64_t i = 0; i < kTile; ++i) tile.inv[i] = acc_t(1) / row_sum[i];
   }
   if (n < kTile) {
     for (int64_t c = 0; c < C; ++c) {
-      acc_t* x = tile.row(c);
-      for (int64_t i = n; i < kTile; ++i) x[i] = acc_t(0);
+      acc_t* dst = tile.row(c);
+      for (int64_t i = n; i < kTile; ++i) dst[i] = acc_t(0);
     }
   }
 }
@@ -346,8 +347,7 @@ void forward_impl(const at::Tensor& input, const DiceProblem& pr, at::Tensor& st
           valid_count += n;
           load_dense(pr, b, s0, n, tile);
         }
-        load_input(x, pr, b, s0, n, tile);
-        activate<kAct>(tile, n);
+        load_activated<kAct>(x, pr, b, s0, n, tile);
         for (int64_t c = 0; c < C; ++c) accumulate_class<kAct, kFull>(tile, c, is_label, acc + c * kNumStats);
       }
       if (kFull) {
@@ -398,8 +398,7 @@ void backward_impl(const at::Tensor& grad_stats, const at::Tensor& input, const 
         } else {
           load_dense(pr, b, s0, n, tile);
         }
-        load_input(x, pr, b, s0, n, tile);
-        activate<kAct>(tile, n);
+        load_activated<kAct>(x, pr, b, s0, n, tile);
         const acc_t* inv = tile.inv.data();
         const int32_t* labels = tile.labels.data();
         if (kAct == Activation::kSoftmax) {
@@ -426,24 +425,24 @@ void backward_impl(const at::Tensor& grad_stats, const at::Tensor& input, const 
             }
           }
         }
-        // Chain rule through the activation, then store.
+        // Chain rule through the activation, stored straight into grad_input.
         for (int64_t c = 0; c < C; ++c) {
           const acc_t* xr = tile.row(c);
-          acc_t* d = grad_p.data() + c * kTile;
-          for (int64_t i = 0; i < kTile; ++i) {
+          const acc_t* d = grad_p.data() + c * kTile;
+          auto grad_x = [&](int64_t i) {
             const acc_t p = prob<kAct>(xr, inv, i);
             acc_t gx = d[i];
             if (kAct == Activation::kSigmoid) gx = sigmoid_backward(gx, p);
             if (kAct == Activation::kSoftmax) gx = softmax_backward(gx, p, dot[i]);
             // Ignored positions get exactly zero gradient, whatever their logits.
             if (is_label) gx = labels[i] >= 0 ? gx : acc_t(0);
-            d[i] = gx;
-          }
+            return static_cast<scalar_t>(gx);
+          };
           scalar_t* dst = g + b * gsb + c * gsc + s0 * gss;
           if (gss == 1) {
-            for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<scalar_t>(d[i]);
+            for (int64_t i = 0; i < n; ++i) dst[i] = grad_x(i);
           } else {
-            for (int64_t i = 0; i < n; ++i) dst[i * gss] = static_cast<scalar_t>(d[i]);
+            for (int64_t i = 0; i < n; ++i) dst[i * gss] = grad_x(i);
           }
         }
       }

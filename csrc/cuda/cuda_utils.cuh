@@ -44,7 +44,9 @@ template <int kItems, typename scalar_t, typename acc_t>
 __device__ __forceinline__ void load_input_items(const scalar_t* __restrict__ input, const DiceProblem& pr,
                                                  int64_t b, int64_t c, int64_t s0, bool vectorized,
                                                  acc_t (&out)[kItems]) {
-  if (vectorized && s0 + kItems <= pr.spatial) {
+  // vectorized: unit spatial stride and a 16-byte aligned base (checked on
+  // the host); each row's own offset must be a multiple of kItems too.
+  if (vectorized && s0 + kItems <= pr.spatial && pr.input_offset(b, c, 0) % kItems == 0) {
     const Pack<scalar_t, kItems> pack =
         *reinterpret_cast<const Pack<scalar_t, kItems>*>(input + pr.input_offset(b, c, s0));
 #pragma unroll
@@ -61,26 +63,29 @@ __device__ __forceinline__ void load_input_items(const scalar_t* __restrict__ in
 template <int kItems>
 struct ItemLabels {
   int64_t label[kItems];  // label maps only
-  bool valid[kItems];     // in range and not ignored
-  bool out_of_range;      // a label outside [0, C) that is not ignore_index
+  bool valid[kItems];         // in range and not ignored
+  bool out_of_range[kItems];  // a label outside [0, C) that is not ignore_index
+  bool any_out_of_range;
   int valid_count;
 };
 
 template <int kItems>
 __device__ __forceinline__ ItemLabels<kItems> load_item_labels(const DiceProblem& pr, int64_t b, int64_t s0) {
   ItemLabels<kItems> r;
-  r.out_of_range = false;
+  r.any_out_of_range = false;
   r.valid_count = 0;
 #pragma unroll
   for (int i = 0; i < kItems; ++i) {
     const int64_t s = s0 + i;
     r.label[i] = -1;
     r.valid[i] = s < pr.spatial;
+    r.out_of_range[i] = false;
     if (pr.target.is_label && s < pr.spatial) {
       const int64_t v = load_label(pr.target.data, pr.target.dtype, pr.label_offset(b, s));
       const LabelState state = classify_label(v, pr.classes, pr.has_ignore, pr.ignore_index);
       r.valid[i] = state == LabelState::kValid;
-      r.out_of_range |= state == LabelState::kOutOfRange;
+      r.out_of_range[i] = state == LabelState::kOutOfRange;
+      r.any_out_of_range |= r.out_of_range[i];
       r.label[i] = v;
     }
     r.valid_count += r.valid[i];
@@ -113,7 +118,8 @@ __device__ __forceinline__ void softmax_normalizer(const scalar_t* __restrict__ 
 #pragma unroll
     for (int i = 0; i < kItems; ++i) {
       if (x[i] > row_max[i]) {
-        row_sum[i] = row_sum[i] * exp(row_max[i] - x[i]) + acc_t(1);
+        // exp(x - x) rather than 1: NaN for x = +inf, as torch.softmax gives.
+        row_sum[i] = row_sum[i] * exp(row_max[i] - x[i]) + exp(x[i] - x[i]);
         row_max[i] = x[i];
       } else if (x[i] != -std::numeric_limits<acc_t>::infinity()) {
         row_sum[i] += exp(x[i] - row_max[i]);  // NaN x (or max) makes the sum NaN
@@ -131,26 +137,36 @@ __device__ __forceinline__ acc_t activate(acc_t x, acc_t row_max, acc_t row_inv)
   return x;
 }
 
-inline int sm_count(int device) {
-  static int cached[64] = {0};
-  if (device < 0 || device >= 64) device = 0;
-  if (cached[device] == 0) {
-    int n = 0;
-    C10_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device));
-    cached[device] = n > 0 ? n : 1;
-  }
-  return cached[device];
+// Iterations of the position loop per block. The block count depends on the
+// problem size only (not on the GPU's SM count), so the summation order, and
+// with it every bit of the result, is the same on every GPU; and each block's
+// float partial sums stay short.
+constexpr int64_t kIterationsPerBlock = 4;
+
+template <int kItems>
+inline int64_t blocks_per_sample(int64_t spatial) {
+  const int64_t per_block = int64_t(kThreads) * kItems * kIterationsPerBlock;
+  const int64_t blocks = (spatial + per_block - 1) / per_block;
+  constexpr int64_t kMaxGridX = 2147483647;
+  return blocks < 1 ? 1 : (blocks > kMaxGridX ? kMaxGridX : blocks);
 }
 
-// Blocks along the positions of one sample: enough to fill the GPU a few
-// times over, never more than there are tiles.
-template <int kItems>
-inline int64_t blocks_per_sample(int64_t spatial, int64_t batch, int device) {
-  const int64_t tiles = (spatial + int64_t(kThreads) * kItems - 1) / (int64_t(kThreads) * kItems);
-  const int64_t rows = batch < kMaxGridY ? batch : kMaxGridY;
-  const int64_t wanted = (int64_t(sm_count(device)) * 4 + rows - 1) / rows;
-  int64_t blocks = tiles < wanted ? tiles : wanted;
-  return blocks < 1 ? 1 : blocks;
+// Allows a kernel more than 48 KB of dynamic shared memory when it needs it,
+// counting its static shared memory too; errors clearly when the device has
+// not enough.
+template <typename Kernel>
+inline void set_dynamic_shared_memory(Kernel kernel, size_t dynamic_bytes, int device, int64_t classes) {
+  cudaFuncAttributes attr;
+  C10_CUDA_CHECK(cudaFuncGetAttributes(&attr, kernel));
+  int max_optin = 0;
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&max_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  const size_t total = dynamic_bytes + attr.sharedSizeBytes;
+  TORCH_CHECK_VALUE(total <= size_t(max_optin), "fastdice: ", classes, " classes need ", total,
+                    " bytes of shared memory per block on CUDA, more than this device's ", max_optin,
+                    "; split the classes over several calls");
+  if (total > 48 * 1024) {
+    C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(dynamic_bytes)));
+  }
 }
 
 inline bool is_aligned(const void* p, int64_t bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }

@@ -28,7 +28,7 @@ __device__ __forceinline__ void store_grad_items(scalar_t* __restrict__ grad, co
                                                  const DiceProblem& pr, int64_t b, int64_t c, int64_t s0,
                                                  bool vectorized, const acc_t (&v)[kItems]) {
   const int64_t base = b * g.stride_b + c * g.stride_c;
-  if (vectorized && s0 + kItems <= pr.spatial) {
+  if (vectorized && s0 + kItems <= pr.spatial && base % kItems == 0) {
     Pack<scalar_t, kItems> pack;
 #pragma unroll
     for (int i = 0; i < kItems; ++i) pack.v[i] = static_cast<scalar_t>(v[i]);
@@ -96,11 +96,7 @@ __global__ void __launch_bounds__(kThreads)
           if (kAct == Activation::kSoftmax) gx = softmax_backward(d, p, dot[i]);
           // Ignored positions get exactly zero; a label outside [0, C) gets NaN
           // (its sample's statistics are NaN already).
-          out[i] = labels.valid[i] ? gx : acc_t(0);
-        }
-        if (labels.out_of_range) {
-#pragma unroll
-          for (int i = 0; i < kItems; ++i) out[i] = nan;
+          out[i] = labels.out_of_range[i] ? nan : (labels.valid[i] ? gx : acc_t(0));
         }
         store_grad_items<kItems>(grad, layout, pr, b, c, s0, vec_out, out);
       }
@@ -115,24 +111,16 @@ void launch_dice_stats_backward(const at::Tensor& grad_stats, const at::Tensor& 
   constexpr int kItems = ItemsPerThread<scalar_t>::value;
   const int device = input.get_device();
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(device).stream();
-  const int64_t blocks = blocks_per_sample<kItems>(pr.spatial, pr.batch, device);
+  const int64_t blocks = blocks_per_sample<kItems>(pr.spatial);
   const int64_t rows = pr.batch < kMaxGridY ? pr.batch : kMaxGridY;
   const size_t shared_bytes = size_t(pr.classes) * kNumGradCoefs * sizeof(acc_t);
   auto kernel = dice_stats_backward_kernel<scalar_t, acc_t, kAct, kFull>;
-  int max_optin = 0;
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&max_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-  TORCH_CHECK_VALUE(shared_bytes <= size_t(max_optin), "fastdice: ", pr.classes,
-                    " classes need more shared memory than this device has (", max_optin, " bytes)");
-  if (shared_bytes > 48 * 1024) {
-    C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(shared_bytes)));
-  }
+  set_dynamic_shared_memory(kernel, shared_bytes, device, pr.classes);
   const scalar_t* x = input.data_ptr<scalar_t>();
   scalar_t* g = grad3.data_ptr<scalar_t>();
   const GradLayout layout{grad3.stride(0), grad3.stride(1), grad3.stride(2)};
-  const bool vec_in = pr.in_stride_s == 1 && pr.in_stride_b % kItems == 0 && pr.in_stride_c % kItems == 0 &&
-                      is_aligned(x, 16);
-  const bool vec_out = layout.stride_s == 1 && layout.stride_b % kItems == 0 && layout.stride_c % kItems == 0 &&
-                       is_aligned(g, 16);
+  const bool vec_in = pr.in_stride_s == 1 && is_aligned(x, 16);
+  const bool vec_out = layout.stride_s == 1 && is_aligned(g, 16);
   kernel<<<dim3(unsigned(blocks), unsigned(rows)), kThreads, shared_bytes, stream>>>(
       grad_stats.data_ptr<acc_t>(), x, pr, vec_in, g, layout, vec_out);
   C10_CUDA_KERNEL_LAUNCH_CHECK();

@@ -52,7 +52,7 @@ __global__ void __launch_bounds__(kThreads)
       const int64_t s0 = base + int64_t(threadIdx.x) * kItems;
       const ItemLabels<kItems> labels = load_item_labels<kItems>(pr, b, s0);
       valid_count += labels.valid_count;
-      out_of_range |= labels.out_of_range;
+      out_of_range |= labels.any_out_of_range;
 
       acc_t row_max[kItems] = {}, row_inv[kItems] = {};
       if (kAct == Activation::kSoftmax) {
@@ -80,8 +80,10 @@ __global__ void __launch_bounds__(kThreads)
       }
     }
 
-    const int64_t total_valid = BlockReduce(reduce_storage).Sum(valid_count);
-    if (threadIdx.x == 0) block_valid_count = total_valid;
+    if (kFull) {
+      const int64_t total_valid = BlockReduce(reduce_storage).Sum(valid_count);
+      if (threadIdx.x == 0) block_valid_count = total_valid;
+    }
     // A label outside [0, C) poisons the statistics of its sample with NaN:
     // the loss cannot come out plausible, and no host sync is needed.
     const bool poisoned = __syncthreads_or(out_of_range);
@@ -120,25 +122,14 @@ void launch_dice_stats(const at::Tensor& input, const DiceProblem& pr, at::Tenso
   constexpr int kStats = StatSet<kFull>::kAccumulated;
   const int device = input.get_device();
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(device).stream();
-  const int64_t blocks = blocks_per_sample<kItems>(pr.spatial, pr.batch, device);
+  const int64_t blocks = blocks_per_sample<kItems>(pr.spatial);
   const int64_t rows = pr.batch < kMaxGridY ? pr.batch : kMaxGridY;
-
   const size_t shared_bytes = size_t(kWarps) * pr.classes * kStats * sizeof(acc_t);
   auto kernel = dice_stats_kernel<scalar_t, acc_t, kAct, kFull>;
-  int max_optin = 0;
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&max_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-  const size_t static_bytes = 1024;  // cub temp storage and the count, with room to spare
-  TORCH_CHECK_VALUE(shared_bytes + static_bytes <= size_t(max_optin),
-                    "fastdice: ", pr.classes, " classes need ", shared_bytes,
-                    " bytes of shared memory per block on CUDA, more than this device's ", max_optin,
-                    "; use fewer classes per call");
-  if (shared_bytes > 48 * 1024) {
-    C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(shared_bytes)));
-  }
+  set_dynamic_shared_memory(kernel, shared_bytes, device, pr.classes);
 
   const scalar_t* x = input.data_ptr<scalar_t>();
-  const bool vectorized = pr.in_stride_s == 1 && pr.in_stride_b % kItems == 0 && pr.in_stride_c % kItems == 0 &&
-                          is_aligned(x, 16);
+  const bool vectorized = pr.in_stride_s == 1 && is_aligned(x, 16);
   at::Tensor partials = at::empty({pr.batch, blocks, pr.classes, kNumStats}, stats.options());
   kernel<<<dim3(unsigned(blocks), unsigned(rows)), kThreads, shared_bytes, stream>>>(x, pr, vectorized,
                                                                                    partials.data_ptr<acc_t>());
@@ -157,9 +148,11 @@ at::Tensor dice_stats_cuda(const at::Tensor& input, const at::Tensor& target, c1
   const c10::cuda::CUDAGuard guard(input.device());
   const PreparedProblem prepared = prepare_problem(input, target, std::string(activation), full_stats, ignore_index);
   const DiceProblem& pr = prepared.problem;
-  at::Tensor stats =
-      at::zeros({pr.batch, pr.classes, kNumStats}, input.options().dtype(stats_dtype_for(input.scalar_type())));
-  if (pr.batch == 0 || pr.classes == 0 || pr.spatial == 0) return stats;
+  const auto stats_options = input.options().dtype(stats_dtype_for(input.scalar_type()));
+  if (pr.batch == 0 || pr.classes == 0 || pr.spatial == 0) {
+    return at::zeros({pr.batch, pr.classes, kNumStats}, stats_options);
+  }
+  at::Tensor stats = at::empty({pr.batch, pr.classes, kNumStats}, stats_options);  // fully written below
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "dice_stats_cuda", [&] {
     using acc_t = std::conditional_t<std::is_same<scalar_t, double>::value, double, float>;
