@@ -51,7 +51,42 @@ def align_shapes(input: torch.Tensor, target: torch.Tensor, opts: DiceOptions, h
     return input, target
 
 
-def loss_from_stats(stats: torch.Tensor, opts: DiceOptions, weight: Optional[torch.Tensor]) -> torch.Tensor:
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over ranks whose backward is again a sum over ranks."""
+
+    @staticmethod
+    def forward(ctx, tensor, group):
+        import torch.distributed as dist
+
+        ctx.group = group
+        out = tensor.clone()
+        dist.all_reduce(out, op=dist.ReduceOp.SUM, group=group)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        import torch.distributed as dist
+
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM, group=ctx.group)
+        return grad, None
+
+
+def all_reduce_stats(s: torch.Tensor, group=None) -> torch.Tensor:
+    """Sum of the pooled statistics over all ranks, differentiably.
+
+    Every rank computes the same loss of the global statistics; backward sums
+    the gradient over ranks too, so each rank's input gradient is world_size
+    times its share of the single-process gradient, and DDP's gradient
+    averaging (division by world_size) gives parameter gradients equal to
+    single-process training on the concatenated batch.
+    """
+    return _AllReduceSum.apply(s, group)
+
+
+def loss_from_stats(
+    stats: torch.Tensor, opts: DiceOptions, weight: Optional[torch.Tensor], process_group=None
+) -> torch.Tensor:
     """The Dice-family loss from per-(sample, class) statistics [B, C, NUM_STATS]."""
     if not opts.include_background and stats.shape[1] > 1:
         stats = stats[:, 1:]
@@ -64,6 +99,10 @@ def loss_from_stats(stats: torch.Tensor, opts: DiceOptions, weight: Optional[tor
         s = stats.sum(0)
     else:
         s = stats
+    if opts.distributed:
+        # Pooled over the local batch first: ranks with empty or fully ignored
+        # batches contribute zeros of the same shape and still take part.
+        s = all_reduce_stats(s, process_group)
     intersection = s[..., _ops.TP]
     if opts.squared:
         denominator = s[..., _ops.SUM_P2] + s[..., _ops.SUM_T2]
@@ -108,14 +147,14 @@ def _check_tensors(input: torch.Tensor, target: torch.Tensor, opts: DiceOptions)
         warnings.warn("fastdice: softmax over a single channel gives p = 1 everywhere", stacklevel=3)
 
 
-def dice_loss(input: torch.Tensor, target: torch.Tensor, **options) -> torch.Tensor:
+def dice_loss(input: torch.Tensor, target: torch.Tensor, *, process_group=None, **options) -> torch.Tensor:
     """Functional form of :class:`DiceLoss`; keyword options as in its constructor."""
     opts = DiceOptions(**options)
     check_weight_values(opts.weight)
-    return _dice_loss(input, target, opts, None)
+    return _dice_loss(input, target, opts, None, process_group)
 
 
-def _dice_loss(input, target, opts: DiceOptions, weight: Optional[torch.Tensor]) -> torch.Tensor:
+def _dice_loss(input, target, opts: DiceOptions, weight: Optional[torch.Tensor], process_group=None) -> torch.Tensor:
     _check_tensors(input, target, opts)
     input, target = align_shapes(input, target, opts, weight is not None or opts.weight is not None)
     num_classes = input.shape[1]
@@ -128,7 +167,7 @@ def _dice_loss(input, target, opts: DiceOptions, weight: Optional[torch.Tensor])
         raise ValueError(
             f"fastdice: weight has {weight.numel()} entries but the input has {num_classes} classes"
         )
-    return loss_from_stats(stats, opts, weight.to(stats.dtype) if weight is not None else None)
+    return loss_from_stats(stats, opts, weight.to(stats.dtype) if weight is not None else None, process_group)
 
 
 class DiceLoss(nn.Module):
@@ -151,10 +190,14 @@ class DiceLoss(nn.Module):
       log_loss: -log(score) (score clamped to log_eps) instead of 1 - score.
       soft_label: intersection (|p|_1 + |t|_1 - |p - t|_1) / 2, exact for soft targets.
       reduction: 'mean' | 'sum' | 'none' over the per-class / per-sample losses.
+      distributed: all-reduce the pooled statistics over the ranks of
+        process_group (default: the default group) before the ratio: the
+        global-batch Dice of DDP training (pooling 'batch' or 'global').
     """
 
-    def __init__(self, **options):
+    def __init__(self, *, process_group=None, **options):
         super().__init__()
+        self.process_group = process_group
         weight = options.pop("weight", None)
         check_weight_values(weight)
         self.opts = DiceOptions(**options)
@@ -165,7 +208,12 @@ class DiceLoss(nn.Module):
             self.opts = self.opts.replace(weight=weight)
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return _dice_loss(input, target, self.opts, self.weight)
+        return _dice_loss(input, target, self.opts, self.weight, self.process_group)
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["process_group"] = None  # process groups do not pickle; the default group is used after loading
+        return state
 
     def extra_repr(self) -> str:
         defaults = DiceOptions()

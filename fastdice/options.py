@@ -30,6 +30,7 @@ class DiceOptions:
     soft_label: bool = False
     reduction: str = "mean"
     log_eps: float = 1e-7
+    distributed: bool = False
 
     def __post_init__(self):
         _check_choice("activation", self.activation, ACTIVATIONS)
@@ -41,7 +42,11 @@ class DiceOptions:
                 raise ValueError(f"fastdice: {name} must be a finite number >= 0, got {v!r}")
         if not isinstance(self.log_eps, numbers.Real) or not (self.log_eps > 0 and math.isfinite(self.log_eps)):
             raise ValueError(f"fastdice: log_eps must be a finite number > 0, got {self.log_eps!r}")
-        for name in ("include_background", "squared", "jaccard", "log_loss", "soft_label"):
+        if self.distributed and self.pooling == "sample":
+            raise ValueError(
+                "fastdice: distributed=True needs pooling='batch' or 'global' (per-sample statistics are local)"
+            )
+        for name in ("include_background", "squared", "jaccard", "log_loss", "soft_label", "distributed"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"fastdice: {name} must be a bool, got {getattr(self, name)!r}")
         if self.ignore_index is not None and (

@@ -47,6 +47,8 @@ def probabilities_and_target(input: torch.Tensor, target: torch.Tensor, opts: Di
 def dice_loss(input: torch.Tensor, target: torch.Tensor, **options) -> torch.Tensor:
     """Same options and result as :func:`fastdice.dice_loss`."""
     opts = DiceOptions(**options)
+    if opts.distributed:
+        raise ValueError("reference: distributed=True is not supported; evaluate the concatenated batch instead")
     check_weight_values(opts.weight)
     p, t, _ = probabilities_and_target(input, target, opts)
     num_classes = p.shape[1]
