@@ -9,7 +9,7 @@ export CUDA_HOME ?= $(shell [ -x /usr/local/cuda/bin/nvcc ] && echo /usr/local/c
 export MAX_JOBS ?= 2
 PYTEST_ARGS ?=
 
-.PHONY: all deps build test demo bench gpu-check clean
+.PHONY: all deps build test test-asan demo bench gpu-check clean
 
 all: test
 
@@ -29,6 +29,19 @@ build: deps
 
 test: build
 	$(PY) -m pytest tests -q $(PYTEST_ARGS)
+
+# The C++ (CPU) code built with AddressSanitizer + UBSan in a copy of the
+# tree under build/asan, and the CPU test suite run against it.
+ASAN_TESTS ?= tests/test_dice_loss.py tests/test_validation.py tests/test_properties.py tests/test_ops.py
+test-asan: deps
+	rm -rf build/asan && mkdir -p build/asan
+	cp -r setup.py pyproject.toml README.md csrc fastdice tests build/asan/
+	rm -f build/asan/fastdice/_C*.so build/asan/fastdice/_build_config.py
+	cd build/asan && FASTDICE_SANITIZE=1 FASTDICE_CUDA=0 ../../$(PY) setup.py -q build_ext --inplace
+	cd build/asan && ASAN_OPTIONS=detect_leaks=0 \
+	  LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
+	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  ../../$(PY) -m pytest -q -p no:cacheprovider -k "not compile" $(ASAN_TESTS)
 
 # Until the training demo lands, the demo is the quick benchmark.
 demo: build
