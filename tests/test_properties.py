@@ -4,13 +4,15 @@ in its allowed range, and permuting the batch permutes per-sample results."""
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
-import fastdice
-from fastdice import reference
+pytest.importorskip("hypothesis")
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
 
-from conftest import assert_close
+import fastdice  # noqa: E402
+from fastdice import reference  # noqa: E402
+
+from conftest import assert_close  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:fastdice.*single channel")
 
