@@ -1,0 +1,75 @@
+"""The demo end to end at a tiny size: it trains, and it writes its figure and summary."""
+
+import json
+
+import pytest
+
+from fastdice import demo
+
+EPOCHS = 5
+TINY = [
+    "--size", "32", "--train-images", "64", "--val-images", "16", "--batch-size", "8",
+    "--epochs", str(EPOCHS), "--lr", "1e-2", "--seed", "0", "--device", "cpu", "--no-progress",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo_out")
+    summary = demo.main(TINY + ["--out", str(out)])
+    return out, summary
+
+
+def test_writes_figure_and_summary(tiny_run):
+    out, summary = tiny_run
+    png = out / "demo.png"
+    assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    on_disk = json.loads((out / "demo.json").read_text())
+    assert on_disk["runs"].keys() == {"ce", "dice", "dice+ce"}
+    assert on_disk["config"]["epochs"] == EPOCHS and on_disk["device"] == "cpu"
+    assert on_disk["torch_version"] and on_disk["wall_s"] > 0
+    for run in on_disk["runs"].values():
+        assert [h["epoch"] for h in run["history"]] == list(range(EPOCHS + 1))
+        assert set(run["final_dice"]) == {"spot", "streak"}
+        assert all(0.0 <= v <= 1.0 for v in run["final_dice"].values())
+    assert on_disk["runs"] == json.loads(json.dumps(summary["runs"]))
+
+
+def test_same_initialization_for_every_loss(tiny_run):
+    _, summary = tiny_run
+    untrained = {name: run["history"][0]["dice"] for name, run in summary["runs"].items()}
+    assert untrained["ce"] == untrained["dice"] == untrained["dice+ce"]
+
+
+def test_dice_run_learns_the_lesions(tiny_run):
+    _, summary = tiny_run
+    run = summary["runs"]["dice"]
+    assert run["untrained_mean_fg_dice"] == run["history"][0]["mean_fg_dice"]
+    assert run["final_mean_fg_dice"] >= run["untrained_mean_fg_dice"] + 0.15, run["history"]
+
+
+def test_loss_timing_compares_fused_and_reference_on_the_same_batches(tiny_run):
+    _, summary = tiny_run
+    timing = summary["loss_timing"]
+    assert timing["batches"] == EPOCHS * 64 // 8
+    assert timing["fastdice_total_s"] > 0 and timing["reference_total_s"] > 0
+    assert timing["speedup_reference_over_fastdice"] == pytest.approx(
+        timing["reference_total_s"] / timing["fastdice_total_s"]
+    )
+    # same logits, same options: the fused loss and the reference agree
+    assert timing["max_abs_loss_diff"] < 1e-5
+    assert timing["max_abs_grad_diff"] < 1e-6
+
+
+def test_prints_the_table_last(tmp_path, capsys):
+    demo.main(["--size", "16", "--train-images", "8", "--val-images", "4", "--batch-size", "4",
+               "--epochs", "1", "--show", "2", "--no-progress", "--out", str(tmp_path)])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1].startswith("loss fwd+bwd time: fastdice ") and lines[-1].endswith(" x)")
+    names = [line.split()[0] for line in lines[-4:-1]]
+    assert names == ["ce", "dice", "dice+ce"]
+
+
+def test_rejects_bad_sizes():
+    with pytest.raises(SystemExit):
+        demo.parse_args(["--size", "30"])
