@@ -137,3 +137,22 @@ def _torch_save_load(module):
     torch.save(module, buf)
     buf.seek(0)
     return torch.load(buf, weights_only=False)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("amp_dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_autocast_cuda_with_grad_scaler(amp_dtype):
+    conv = torch.nn.Conv3d(2, 4, 3, padding=1).cuda()
+    x = torch.randn(2, 2, 40, 40, 40, device="cuda")
+    t = torch.randint(0, 4, (2, 40, 40, 40), device="cuda")
+    loss_fn = fastdice.DiceLoss(activation="softmax", pooling="global")
+    with torch.autocast("cuda", dtype=amp_dtype):
+        logits = conv(x)
+        assert logits.dtype == amp_dtype
+        loss = loss_fn(logits, t)
+    assert loss.dtype == torch.float32
+    scaler = torch.amp.GradScaler("cuda")
+    scaler.scale(loss).backward()
+    assert all(torch.isfinite(p.grad).all() for p in conv.parameters())
+    expected = reference.dice_loss(logits.detach().float(), t, activation="softmax", pooling="global")
+    assert_close(loss, expected, amp_dtype, "autocast loss")

@@ -113,3 +113,60 @@ def test_raw_op_validates():
         torch.ops.fastdice.dice_stats_backward(torch.rand(2, 3, 4), _x(2, 3, 4), torch.rand(2, 3, 4), "none", False, None)
     with pytest.raises(ValueError, match=r"input must have shape \(B, C, \*spatial\)"):
         torch.ops.fastdice.dice_stats(_x(4), torch.rand(4), "none", False, None)
+
+
+def test_dense_target_outside_unit_interval_raises_on_cpu():
+    t = (torch.rand(2, 3, 6, 6) > 0.5).float() * 255  # the classic 0/255 mask
+    with pytest.raises(ValueError, match=r"must lie in \[0, 1\].*255"):
+        fastdice.dice_loss(_x(2, 3, 6, 6), t, activation="sigmoid")
+    t = torch.rand(2, 3, 6, 6)
+    t[1, 2, 3, 4] = float("nan")
+    with pytest.raises(ValueError, match=r"must lie in \[0, 1\]; got nan at sample 1, class 2"):
+        fastdice.dice_loss(_x(2, 3, 6, 6), t, activation="sigmoid")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_dense_target_outside_unit_interval_poisons_on_cuda():
+    t = torch.rand(2, 3, 6, 6, device="cuda")
+    t[1, 0, 0, 0] = 255.0
+    stats = fastdice.dice_stats(_x(2, 3, 6, 6).cuda(), t, "sigmoid", False, None)
+    assert torch.isfinite(stats[0]).all() and torch.isnan(stats[1]).all()
+
+
+# Edge cases with defined results (see the README's "Edge cases").
+
+
+def test_empty_ground_truth_and_prediction():
+    p = torch.zeros(2, 3, 8, 8, requires_grad=True)
+    t = torch.zeros(2, 3, 8, 8)
+    loss = fastdice.dice_loss(p, t, pooling="sample", smooth_nr=1e-5, smooth_dr=1e-5)
+    assert loss.item() == 0.0
+    loss.backward()
+    assert torch.isfinite(p.grad).all()
+    # Both smoothing terms 0: 0/0, the formula's own NaN (asked for explicitly).
+    assert torch.isnan(fastdice.dice_loss(p, t, pooling="sample", smooth_nr=0.0, smooth_dr=0.0))
+
+
+def test_empty_ground_truth_nonempty_prediction_is_almost_one():
+    p = torch.full((1, 2, 8, 8), 0.5)
+    loss = fastdice.dice_loss(p, torch.zeros(1, 2, 8, 8), pooling="sample", smooth_nr=1e-5, smooth_dr=1e-5)
+    assert 0.999 < loss.item() <= 1.0
+
+
+def test_all_ignored_batch_is_a_differentiable_zero():
+    x = torch.randn(2, 3, 5, 5, requires_grad=True)
+    t = torch.full((2, 5, 5), 255)
+    loss = fastdice.dice_loss(x, t, activation="softmax", pooling="batch", ignore_index=255)
+    assert loss.item() == 0.0
+    loss.backward()
+    assert (x.grad == 0).all()
+
+
+def test_nan_input_propagates():
+    x = torch.randn(2, 3, 5, 5)
+    x[0, 1, 2, 2] = float("nan")
+    t = torch.randint(0, 3, (2, 5, 5))
+    assert torch.isnan(fastdice.dice_loss(x, t, activation="softmax"))
+    per_class = fastdice.dice_loss(x, t, activation="sigmoid", pooling="sample", reduction="none")
+    # sigmoid is elementwise: only the NaN's own (sample, class) is NaN
+    assert torch.isnan(per_class[0, 1]) and torch.isfinite(per_class[0, 0]) and torch.isfinite(per_class[1]).all()

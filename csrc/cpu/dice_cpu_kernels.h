@@ -186,10 +186,12 @@ int64_t load_labels(const DiceProblem& pr, int64_t b, int64_t s0, int64_t n, Til
   }
 }
 
+// Returns true when some loaded value lies outside [0, 1] (or is NaN).
 template <typename target_t, typename acc_t>
-void load_dense_typed(const target_t* base, const DiceProblem& pr, int64_t b, int64_t s0, int64_t n,
+bool load_dense_typed(const target_t* base, const DiceProblem& pr, int64_t b, int64_t s0, int64_t n,
                       Tile<acc_t>& tile) {
   const int64_t stride = pr.target.stride_s;
+  int32_t outside = 0;
   for (int64_t c = 0; c < pr.classes; ++c) {
     const target_t* src = base + pr.dense_target_offset(b, c, s0);
     acc_t* dst = tile.target_row(c);
@@ -198,13 +200,16 @@ void load_dense_typed(const target_t* base, const DiceProblem& pr, int64_t b, in
     } else {
       for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<acc_t>(src[i * stride]);
     }
+    for (int64_t i = 0; i < n; ++i) outside |= !(dst[i] >= acc_t(0) && dst[i] <= acc_t(1));
     for (int64_t i = n; i < kTile; ++i) dst[i] = acc_t(0);
   }
+  return outside != 0;
 }
 
-// Loads dense target[b, :, s0:s0+n] into tile.target, zero-padded.
+// Loads dense target[b, :, s0:s0+n] into tile.target, zero-padded; returns
+// true when a value lies outside [0, 1].
 template <typename acc_t>
-void load_dense(const DiceProblem& pr, int64_t b, int64_t s0, int64_t n, Tile<acc_t>& tile) {
+bool load_dense(const DiceProblem& pr, int64_t b, int64_t s0, int64_t n, Tile<acc_t>& tile) {
   const void* d = pr.target.data;
   switch (pr.target.dtype) {
     case TargetDtype::kFloat16:
@@ -227,6 +232,24 @@ void load_dense(const DiceProblem& pr, int64_t b, int64_t s0, int64_t n, Tile<ac
       return load_dense_typed(static_cast<const int32_t*>(d), pr, b, s0, n, tile);
     case TargetDtype::kInt64:
       return load_dense_typed(static_cast<const int64_t*>(d), pr, b, s0, n, tile);
+  }
+  return false;
+}
+
+// After a chunk reported a target value outside [0, 1]: finds the first one
+// and raises (a 0/255 mask silently gives a wrong loss otherwise).
+[[noreturn]] inline void throw_target_outside_unit_interval(const DiceProblem& pr, int64_t b, int64_t s_begin,
+                                                           int64_t s_end) {
+  for (int64_t c = 0; c < pr.classes; ++c) {
+    for (int64_t s = s_begin; s < s_end; ++s) {
+      const double v = load_target_value<double>(pr.target.data, pr.target.dtype, pr.dense_target_offset(b, c, s));
+      TORCH_CHECK_VALUE(v >= 0.0 && v <= 1.0, "fastdice: dense target values must lie in [0, 1]; got ", v,
+                        " at sample ", b, ", class ", c, ", flat position ", s,
+                        " (a 0/255 mask? divide by 255; class indices? pass an integer label map)");
+    }
+  }
+  TORCH_CHECK(false, "fastdice: internal error locating a target value outside [0, 1]");
+  while (true) {
   }
 }
 
@@ -330,6 +353,7 @@ void forward_impl(const at::Tensor& input, const DiceProblem& pr, at::Tensor& st
   std::vector<double> partials(static_cast<size_t>(items * C * kNumStats), 0.0);
   const scalar_t* x = input.data_ptr<scalar_t>();
   const bool is_label = pr.target.is_label;
+  std::vector<uint8_t> target_outside(is_label ? 0 : items, 0);
 
   at::parallel_for(0, items, 1, [&](int64_t begin, int64_t end) {
     Tile<acc_t> tile(C, is_label);
@@ -345,7 +369,7 @@ void forward_impl(const at::Tensor& input, const DiceProblem& pr, at::Tensor& st
           valid_count += load_labels(pr, b, s0, n, tile);
         } else {
           valid_count += n;
-          load_dense(pr, b, s0, n, tile);
+          if (load_dense(pr, b, s0, n, tile)) target_outside[item] = 1;
         }
         load_activated<kAct>(x, pr, b, s0, n, tile);
         for (int64_t c = 0; c < C; ++c) accumulate_class<kAct, kFull>(tile, c, is_label, acc + c * kNumStats);
@@ -355,6 +379,13 @@ void forward_impl(const at::Tensor& input, const DiceProblem& pr, at::Tensor& st
       }
     }
   });
+
+  for (int64_t item = 0; item < static_cast<int64_t>(target_outside.size()); ++item) {
+    if (target_outside[item]) {
+      const int64_t s_begin = (item % per_sample) * kChunk;
+      throw_target_outside_unit_interval(pr, item / per_sample, s_begin, std::min(s_begin + kChunk, pr.spatial));
+    }
+  }
 
   // Fixed-order reduction over chunks: identical for any thread count.
   acc_t* out = stats.data_ptr<acc_t>();

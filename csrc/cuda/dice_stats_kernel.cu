@@ -69,6 +69,8 @@ __global__ void __launch_bounds__(kThreads)
           if (labels.valid[i]) {
             const acc_t p = activate<kAct>(x[i], row_max[i], row_inv[i]);
             const acc_t t = item_target<acc_t>(pr, labels.label[i], b, c, s0 + i);
+            // A dense target outside [0, 1] (a 0/255 mask, say) poisons like a bad label.
+            out_of_range |= !(t >= acc_t(0) && t <= acc_t(1));
             accumulate_element<kFull>(local, p, t);
           }
         }
@@ -84,7 +86,8 @@ __global__ void __launch_bounds__(kThreads)
       const int64_t total_valid = BlockReduce(reduce_storage).Sum(valid_count);
       if (threadIdx.x == 0) block_valid_count = total_valid;
     }
-    // A label outside [0, C) poisons the statistics of its sample with NaN:
+    // A label outside [0, C) (or a dense target outside [0, 1]) poisons the
+    // statistics of its sample with NaN:
     // the loss cannot come out plausible, and no host sync is needed.
     const bool poisoned = __syncthreads_or(out_of_range);
     acc_t* out = partials + (b * gridDim.x + blockIdx.x) * C * kNumStats;
