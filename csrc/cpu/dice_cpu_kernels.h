@@ -415,7 +415,6 @@ void backward_impl(const at::Tensor& grad_stats, const at::Tensor& input, const 
 
   at::parallel_for(0, pr.batch * per_sample, 1, [&](int64_t begin, int64_t end) {
     Tile<acc_t> tile(C, is_label);
-    std::vector<acc_t> grad_p(C * kTile);
     acc_t dot[kTile];
     for (int64_t item = begin; item < end; ++item) {
       const int64_t b = item / per_sample;
@@ -432,37 +431,29 @@ void backward_impl(const at::Tensor& grad_stats, const at::Tensor& input, const 
         load_activated<kAct>(x, pr, b, s0, n, tile);
         const acc_t* inv = tile.inv.data();
         const int32_t* labels = tile.labels.data();
-        if (kAct == Activation::kSoftmax) {
-          for (int64_t i = 0; i < kTile; ++i) dot[i] = acc_t(0);
-        }
-        // d(loss)/dp, and for softmax sum_k p_k * d(loss)/dp_k.
-        for (int64_t c = 0; c < C; ++c) {
+        // d(loss)/dp of class c at position i (cheap: recomputed, not stored).
+        auto grad_p = [&](int64_t c, const acc_t* xr, int64_t i, acc_t p) {
           const acc_t* coef = sample_coefs + c * kNumGradCoefs;
-          const acc_t* xr = tile.row(c);
-          acc_t* d = grad_p.data() + c * kTile;
-          if (is_label) {
-            const int32_t cls = static_cast<int32_t>(c);
+          const acc_t t = is_label ? (labels[i] == static_cast<int32_t>(c) ? acc_t(1) : acc_t(0))
+                                   : tile.target_row(c)[i];
+          return grad_wrt_prob<kFull>(coef, p, t);
+        };
+        if (kAct == Activation::kSoftmax) {  // dot = sum_k p_k * d(loss)/dp_k
+          for (int64_t i = 0; i < kTile; ++i) dot[i] = acc_t(0);
+          for (int64_t c = 0; c < C; ++c) {
+            const acc_t* xr = tile.row(c);
             for (int64_t i = 0; i < kTile; ++i) {
               const acc_t p = prob<kAct>(xr, inv, i);
-              d[i] = grad_wrt_prob<kFull>(coef, p, labels[i] == cls ? acc_t(1) : acc_t(0));
-              if (kAct == Activation::kSoftmax) dot[i] += p * d[i];
-            }
-          } else {
-            const acc_t* t = tile.target_row(c);
-            for (int64_t i = 0; i < kTile; ++i) {
-              const acc_t p = prob<kAct>(xr, inv, i);
-              d[i] = grad_wrt_prob<kFull>(coef, p, t[i]);
-              if (kAct == Activation::kSoftmax) dot[i] += p * d[i];
+              dot[i] += p * grad_p(c, xr, i, p);
             }
           }
         }
         // Chain rule through the activation, stored straight into grad_input.
         for (int64_t c = 0; c < C; ++c) {
           const acc_t* xr = tile.row(c);
-          const acc_t* d = grad_p.data() + c * kTile;
           auto grad_x = [&](int64_t i) {
             const acc_t p = prob<kAct>(xr, inv, i);
-            acc_t gx = d[i];
+            acc_t gx = grad_p(c, xr, i, p);
             if (kAct == Activation::kSigmoid) gx = sigmoid_backward(gx, p);
             if (kAct == Activation::kSoftmax) gx = softmax_backward(gx, p, dot[i]);
             // Ignored positions get exactly zero gradient, whatever their logits.
