@@ -170,3 +170,8 @@ def test_nan_input_propagates():
     per_class = fastdice.dice_loss(x, t, activation="sigmoid", pooling="sample", reduction="none")
     # sigmoid is elementwise: only the NaN's own (sample, class) is NaN
     assert torch.isnan(per_class[0, 1]) and torch.isfinite(per_class[0, 0]) and torch.isfinite(per_class[1]).all()
+
+
+def test_input_and_target_on_different_devices():
+    with pytest.raises(ValueError, match="input is on cpu but target is on meta"):
+        fastdice.dice_loss(_x(2, 3, 4), torch.empty(2, 3, 4, device="meta"))
