@@ -87,18 +87,19 @@ def weight_tensor(weight: WeightLike, num_classes: int, like: torch.Tensor) -> O
 
 
 def check_weight_values(weight: WeightLike) -> None:
-    """Host-side check of user-given weights (done once, at construction or call)."""
+    """Checks user-given weights once, at construction or call. A CUDA tensor
+    is not inspected (that would need a host sync); CPU tensors and Python
+    numbers must be finite and >= 0."""
     if weight is None:
         return
     if isinstance(weight, torch.Tensor):
-        if weight.is_floating_point() or weight.dtype in (torch.int32, torch.int64):
-            if weight.device.type == "cpu" and bool((weight < 0).any()) or (
-                weight.device.type == "cpu" and not bool(torch.isfinite(weight.double()).all())
-            ):
-                raise ValueError(f"fastdice: weight must be finite and >= 0, got {weight.tolist()}")
+        if not (weight.is_floating_point() or weight.dtype in (torch.int32, torch.int64)):
+            raise TypeError(f"fastdice: weight must be a float tensor, got dtype {weight.dtype}")
+        if weight.device.type != "cpu":
             return
-        raise TypeError(f"fastdice: weight must be a float tensor, got dtype {weight.dtype}")
-    values = [weight] if isinstance(weight, numbers.Real) else list(weight)
+        values = weight.double().flatten().tolist()
+    else:
+        values = [weight] if isinstance(weight, numbers.Real) else list(weight)
     for v in values:
         if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or v < 0:
             raise ValueError(f"fastdice: weight must be finite and >= 0, got {weight!r}")

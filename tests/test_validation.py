@@ -21,6 +21,7 @@ def _x(*shape, dtype=torch.float32):
         ({"smooth_dr": float("inf")}, "smooth_dr"),
         ({"weight": [1.0, -2.0, 1.0]}, "weight"),
         ({"weight": [1.0, float("nan"), 1.0]}, "weight"),
+        ({"weight": torch.tensor([1.0, -1.0, 1.0])}, "weight"),
         ({"squared": "yes"}, "squared"),
         ({"ignore_index": 1.5}, "ignore_index"),
         ({"log_eps": 0.0}, "log_eps"),
