@@ -264,8 +264,13 @@ def _functional(metric, input, target, num_classes, mode, activation, threshold,
     )
 
 
-def _check_num_classes_matches(num_classes, input):
+def _check_num_classes_matches(num_classes, input, inferred=False):
     if num_classes is not None and isinstance(input, torch.Tensor) and input.dim() >= 2 and input.shape[1] != num_classes:
+        if inferred:
+            raise ValueError(
+                f"fastdice: the input has {input.shape[1]} channels (shape {tuple(input.shape)}) but earlier "
+                f"updates had {num_classes}; call reset() to start over with another number of classes"
+            )
         raise ValueError(
             f"fastdice: num_classes={num_classes} but the input has {input.shape[1]} channels "
             f"(shape {tuple(input.shape)}; expected (B, num_classes, *spatial))"
@@ -402,7 +407,7 @@ class DiceScore:
     def _batch_counts(self, input, target) -> torch.Tensor:
         if self._synced:
             raise RuntimeError("fastdice: update() after sync(): the state holds every rank's counts; call reset() first")
-        _check_num_classes_matches(self._classes, input)
+        _check_num_classes_matches(self._classes, input, inferred=self.num_classes is None)
         counts = torch.ops.fastdice.confusion_counts(
             _as_tensor("input", input).detach(), _as_tensor("target", target).detach(), self.mode,
             self._op_threshold, self.ignore_index,
