@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # GPU check: on a machine with a CUDA GPU, build for its architecture, run the
 # whole test suite (CUDA tests included), compute-sanitizer (memcheck,
-# racecheck, synccheck) over scripts/sanitizer_driver.py, and the benchmark.
+# racecheck, synccheck) over scripts/sanitizer_driver.py, and the benchmarks
+# (loss and metrics).
 # Installs nothing (the lent GPU machines have no network). Logs and results
 # go to $OUT when set, else to benchmarks/results/. A summary is printed last.
 set -uo pipefail
@@ -40,8 +41,10 @@ for tool in memcheck racecheck synccheck; do
 done
 unset PYTORCH_NO_CUDA_MEMORY_CACHING
 step bench "$OUT_DIR/gpu_bench.log" $PY -m benchmarks.bench --device cuda --out "$OUT_DIR"
+step bench-metrics "$OUT_DIR/gpu_bench_metrics.log" $PY -m benchmarks.bench_metrics --device cuda --out "$OUT_DIR"
 
 echo
 echo "== gpu_check summary ($(cat "$OUT_DIR/gpu_env.txt" | head -n 1))"
 printf '%s\n' "${summary[@]}"
 grep -E "^\| " "$OUT_DIR/gpu_bench.log" | head -n 60
+grep -E "^\| " "$OUT_DIR/gpu_bench_metrics.log" | head -n 30
