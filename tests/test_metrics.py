@@ -213,6 +213,15 @@ def test_opcheck():
         torch.library.opcheck(torch.ops.fastdice.confusion_counts.default, args)
 
 
+def test_counts_kernels_registered_for_build():
+    has = torch._C._dispatch_has_kernel_for_dispatch_key
+    assert has("fastdice::confusion_counts", "CPU")
+    if fastdice.build_config()["cuda"]:
+        assert has("fastdice::confusion_counts", "CUDA"), "extension built with CUDA but no CUDA counts kernel"
+    else:
+        assert not has("fastdice::confusion_counts", "CUDA")
+
+
 def test_compiled_dice_score_fullgraph():
     torch._dynamo.reset()
     fn = torch.compile(
