@@ -9,7 +9,7 @@ export CUDA_HOME ?= $(shell [ -x /usr/local/cuda/bin/nvcc ] && echo /usr/local/c
 export MAX_JOBS ?= 2
 PYTEST_ARGS ?=
 
-.PHONY: all deps build test test-asan demo bench gpu-check clean
+.PHONY: all deps build test test-asan demo bench bench-metrics gpu-check clean
 
 all: test
 
@@ -32,7 +32,7 @@ test: build
 
 # The C++ (CPU) code built with AddressSanitizer + UBSan in a copy of the
 # tree under build/asan, and the CPU test suite run against it.
-ASAN_TESTS ?= tests/test_dice_loss.py tests/test_validation.py tests/test_properties.py tests/test_ops.py
+ASAN_TESTS ?= tests/test_dice_loss.py tests/test_validation.py tests/test_properties.py tests/test_ops.py tests/test_metrics.py
 test-asan: deps
 	rm -rf build/asan && mkdir -p build/asan
 	cp -r setup.py pyproject.toml README.md csrc fastdice tests build/asan/
@@ -41,7 +41,7 @@ test-asan: deps
 	cd build/asan && ASAN_OPTIONS=detect_leaks=0 \
 	  LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-	  ../../$(PY) -m pytest -q -p no:cacheprovider -k "not compile" $(ASAN_TESTS)
+	  ../../$(PY) -m pytest -q -p no:cacheprovider -k "not compile and not ddp" $(ASAN_TESTS)
 
 # Train a small UNet with fastdice on generated, class-imbalanced data
 # (about 1.5 minutes on 2 CPU cores); outputs in demo_out/.
@@ -50,6 +50,10 @@ demo: build
 
 bench: build
 	$(PY) -m benchmarks.bench $(BENCH_ARGS)
+
+# Validation metric: fastdice.metrics vs torchmetrics vs MONAI (hard Dice, update + compute).
+bench-metrics: build
+	$(PY) -m benchmarks.bench_metrics $(BENCH_ARGS)
 
 gpu-check:
 	bash scripts/gpu_check.sh

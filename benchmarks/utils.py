@@ -138,11 +138,22 @@ def cpu_peak_extra_bytes_here(fn, x, t) -> int:
     return max(0, (peak - before) * 1024)
 
 
-def save_results(results: dict, out_dir: str, env: dict) -> str:
+def cpu_peak_extra_bytes_of(fn) -> int:
+    """Peak RSS growth of one call fn() in this (fresh) process (as cpu_peak_extra_bytes_here)."""
+    before = _vm_kb("VmRSS")
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    out = fn()
+    peak = _vm_kb("VmHWM")
+    del out
+    return max(0, (peak - before) * 1024)
+
+
+def save_results(results: dict, out_dir: str, env: dict, prefix: str = "bench") -> str:
     os.makedirs(out_dir, exist_ok=True)
     slug = "".join(c if c.isalnum() else "-" for c in env["device_name"]).strip("-").lower()
     slug = "-".join(p for p in slug.split("-") if p)[:60]
-    path = os.path.join(out_dir, f"bench_{env['device']}_{slug}_{env['date'][:10]}.json")
+    path = os.path.join(out_dir, f"{prefix}_{env['device']}_{slug}_{env['date'][:10]}.json")
     with open(path, "w") as f:
         json.dump({"environment": env, **results}, f, indent=1)
     return path

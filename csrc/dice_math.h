@@ -119,6 +119,32 @@ FD_HOST_DEVICE LabelState classify_label(int64_t label, int64_t num_classes, boo
   return LabelState::kValid;
 }
 
+// Hard confusion counts (fastdice::confusion_counts): layout of the last
+// dimension of counts[B, C, kNumCounts], and how predictions are made.
+enum Count : int {
+  kCountTruePositive = 0,   // predicted c, target c
+  kCountFalsePositive = 1,  // predicted c, target not c
+  kCountFalseNegative = 2,  // not predicted c, target c
+  kNumCounts = 3,
+};
+
+enum class CountsMode : int {
+  kMulticlass = 0,  // prediction: argmax over the classes (one class per position)
+  kMultilabel = 1,  // prediction: input > threshold, per class
+  kBinary = 2,      // one channel, input > threshold; a label map holds 0 / 1
+};
+
+// Whether the running argmax (value best) moves to v, a later class: the rule
+// of torch.argmax (the first index of the maximum; NaN is larger than
+// everything, and the first NaN wins).
+template <typename acc_t>
+FD_HOST_DEVICE bool argmax_takes(acc_t best, acc_t v) {
+  return best == best && (v > best || v != v);
+}
+
+// Dense targets of the counts must be hard: exactly 0 or 1.
+FD_HOST_DEVICE bool is_binary_value(double v) { return v == 0.0 || v == 1.0; }
+
 // NaN-propagating max: a NaN logit must make the softmax NaN, as torch.softmax does.
 template <typename acc_t>
 FD_HOST_DEVICE acc_t nan_max(acc_t a, acc_t b) {

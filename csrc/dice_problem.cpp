@@ -3,6 +3,9 @@
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
 
+#include <cmath>
+#include <limits>
+
 #if defined(__linux__)
 #include <sys/mman.h>
 #endif
@@ -168,6 +171,48 @@ at::Tensor allocate_grad_input(const at::Tensor& input) {
   if (!spatial_dims_collapsible(grad)) grad = at::empty(input.sizes(), input.options());
   advise_huge_pages(grad);
   return grad;
+}
+
+CountsMode parse_counts_mode(const std::string& name) {
+  if (name == "multiclass") return CountsMode::kMulticlass;
+  if (name == "multilabel") return CountsMode::kMultilabel;
+  if (name == "binary") return CountsMode::kBinary;
+  TORCH_CHECK_VALUE(false, "fastdice: mode must be 'multiclass', 'multilabel' or 'binary', got '", name, "'");
+}
+
+float float_threshold_below(double t) {
+  constexpr double kMax = std::numeric_limits<float>::max();
+  constexpr float kInf = std::numeric_limits<float>::infinity();
+  if (t > kMax) return t == std::numeric_limits<double>::infinity() ? kInf : std::numeric_limits<float>::max();
+  if (t < -kMax) return -kInf;  // every finite float and +inf exceed t
+  float f = static_cast<float>(t);
+  if (static_cast<double>(f) > t) f = std::nextafter(f, -kInf);
+  return f;
+}
+
+PreparedCounts prepare_counts_problem(const at::Tensor& input, const at::Tensor& target, const std::string& mode,
+                                      double threshold, c10::optional<int64_t> ignore_index) {
+  CountsMode m = parse_counts_mode(mode);
+  TORCH_CHECK_VALUE(!std::isnan(threshold), "fastdice: threshold must not be NaN");
+  const bool one_channel = input.dim() >= 2 && input.size(1) == 1;
+  if (m == CountsMode::kMultilabel && one_channel) m = CountsMode::kBinary;
+  if (m == CountsMode::kBinary) {
+    TORCH_CHECK_VALUE(one_channel, "fastdice: mode 'binary' needs input of shape (B, 1, *spatial), got ",
+                      input.sizes());
+  }
+  at::Tensor t = target;
+  if (m == CountsMode::kBinary && is_label_dtype(target.scalar_type()) && target.sizes() == input.sizes()) {
+    t = target.squeeze(1);  // (B, 1, *spatial) 0/1 labels: a label map, not a dense mask
+  }
+  PreparedCounts out;
+  out.prepared = prepare_problem(input, t, "none", false, ignore_index);
+  CountsProblem& cp = out.problem;
+  cp.base = out.prepared.problem;
+  cp.mode = m;
+  cp.label_shift = m == CountsMode::kBinary ? 1 : 0;
+  cp.threshold = threshold;
+  cp.threshold_float = float_threshold_below(threshold);
+  return out;
 }
 
 at::Tensor check_grad_stats(const at::Tensor& grad_stats, const PreparedProblem& prepared) {

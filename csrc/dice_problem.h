@@ -42,6 +42,18 @@ struct DiceProblem {
   }
 };
 
+// A confusion-counts problem (fastdice::confusion_counts): the [B, C, S]
+// views of a Dice problem plus how a position is predicted positive.
+struct CountsProblem {
+  DiceProblem base;  // views, sizes, ignore_index (activation and full_stats unused)
+  CountsMode mode;
+  // Label maps: label l marks class l - label_shift positive (binary: 1 marks
+  // the one class, 0 none); valid labels are [0, classes + label_shift).
+  int64_t label_shift;
+  double threshold;        // multilabel / binary: positive where input > threshold
+  float threshold_float;   // the same decision for float16 / bfloat16 / float32 input
+};
+
 }  // namespace fastdice
 
 #include <ATen/core/Tensor.h>
@@ -75,6 +87,24 @@ bool spatial_dims_collapsible(const at::Tensor& t);
 // An uninitialized tensor shaped like input (keeping channels_last and other
 // dense layouts) whose dims from 2 on collapse into one without a copy.
 at::Tensor allocate_grad_input(const at::Tensor& input);
+
+// The views of a confusion-counts problem; the views must outlive its pointers.
+struct PreparedCounts {
+  PreparedProblem prepared;
+  CountsProblem problem;
+};
+
+CountsMode parse_counts_mode(const std::string& name);
+
+// Validates the arguments of fastdice::confusion_counts and describes them:
+// prepare_problem's rules, except that in binary mode (and in multilabel mode
+// with one channel, which is binary) an integer target is a 0/1 label map,
+// (B, *spatial) or (B, 1, *spatial), so that ignore_index applies to it.
+PreparedCounts prepare_counts_problem(const at::Tensor& input, const at::Tensor& target, const std::string& mode,
+                                      double threshold, c10::optional<int64_t> ignore_index);
+
+// The largest float f with f <= t: for any float x, x > t exactly when x > f.
+float float_threshold_below(double t);
 
 // Validates grad_stats against the problem (shape [B, C, kNumStats], dtype, device).
 at::Tensor check_grad_stats(const at::Tensor& grad_stats, const PreparedProblem& prepared);

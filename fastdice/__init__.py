@@ -1,10 +1,10 @@
 """fastdice: a fused Dice loss for PyTorch (one pass forward, one pass backward)."""
 
-from . import reference
+from . import metrics, reference
 from ._ops import NUM_STATS, STAT_NAMES, dice_stats
 from .loss import DiceLoss, dice_loss
 
-__all__ = ["DiceLoss", "dice_loss", "dice_stats", "reference", "NUM_STATS", "STAT_NAMES", "build_config"]
+__all__ = ["DiceLoss", "dice_loss", "dice_stats", "metrics", "reference", "NUM_STATS", "STAT_NAMES", "build_config"]
 __version__ = "0.1.0"
 
 

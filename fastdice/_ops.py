@@ -77,3 +77,18 @@ def dice_stats(input, target, activation="none", full_stats=False, ignore_index=
     One fused pass; differentiable with respect to ``input``. See ``STAT_NAMES``.
     """
     return torch.ops.fastdice.dice_stats(input, target, activation, full_stats, ignore_index)
+
+
+#: Names of the counts along the last dimension of ``confusion_counts``' output.
+COUNT_NAMES = ("true_positive", "false_positive", "false_negative")
+NUM_COUNTS = len(COUNT_NAMES)
+
+
+@torch.library.register_fake("fastdice::confusion_counts")
+def _confusion_counts_fake(input, target, mode, threshold, ignore_index):
+    torch._check(input.dim() >= 2, lambda: f"fastdice: input must have shape (B, C, *spatial), got {tuple(input.shape)}")
+    return input.new_empty((input.shape[0], input.shape[1], NUM_COUNTS), dtype=torch.int64)
+
+
+# fastdice::confusion_counts has no autograd: integer counts are not differentiable
+# (fastdice.metrics passes detached tensors).

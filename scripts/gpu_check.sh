@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
 # GPU check: on a machine with a CUDA GPU, build for its architecture, run the
 # whole test suite (CUDA tests included), compute-sanitizer (memcheck,
-# racecheck, synccheck) over scripts/sanitizer_driver.py, and the benchmark.
+# racecheck, synccheck) over scripts/sanitizer_driver.py, and the benchmarks
+# (loss and metrics).
 # Installs nothing (the lent GPU machines have no network). Logs and results
 # go to $OUT when set, else to benchmarks/results/. A summary is printed last.
 #
-#   scripts/gpu_check.sh [STAGE ...]   stages: build tests sanitize bench (default: all four)
+#   scripts/gpu_check.sh [STAGE ...]
+#   stages: build tests sanitize bench bench-metrics (default: all)
 #
-# On the lent machines one command may run 10 minutes at most: run
-# "build tests" in one call and "build sanitize bench" in the next (the build
-# is incremental, so repeating it costs seconds on the same warm machine).
+# On the lent machines one command may run 10 minutes at most and 8 files come
+# back per call: run "build tests", then "build sanitize bench", then
+# "build bench-metrics" (the build is incremental: seconds when repeated on the
+# same warm machine).
 set -uo pipefail
-STAGES="${*:-build tests sanitize bench}"
+STAGES="${*:-build tests sanitize bench bench-metrics}"
 want() { [[ " $STAGES " == *" $1 "* ]]; }
 cd "$(dirname "$0")/.."
 OUT_DIR="${OUT:-benchmarks/results}"
@@ -58,8 +61,12 @@ fi
 if want bench; then
   step bench "$OUT_DIR/gpu_bench.log" $PY -m benchmarks.bench --device cuda --out "$OUT_DIR"
 fi
+if want bench-metrics; then
+  step bench-metrics "$OUT_DIR/gpu_bench_metrics.log" $PY -m benchmarks.bench_metrics --device cuda --out "$OUT_DIR"
+fi
 
 echo
 echo "== gpu_check summary ($(cat "$OUT_DIR/gpu_env.txt" | head -n 1))"
 printf '%s\n' "${summary[@]}"
 [ -f "$OUT_DIR/gpu_bench.log" ] && grep -E "^\| " "$OUT_DIR/gpu_bench.log" | head -n 60
+[ -f "$OUT_DIR/gpu_bench_metrics.log" ] && grep -E "^\| " "$OUT_DIR/gpu_bench_metrics.log" | head -n 30

@@ -1,5 +1,6 @@
 """Small CUDA workload for compute-sanitizer: forward and backward of every
-option, dtype and target kind, on odd and aligned sizes, channels_last too.
+option, dtype and target kind, on odd and aligned sizes, channels_last too;
+and the confusion counts of fastdice.metrics.
 
     compute-sanitizer --tool memcheck python scripts/sanitizer_driver.py
 """
@@ -49,8 +50,33 @@ def main():
     # out-of-range labels: NaN poisoning path
     t[0, 0, 0] = 9
     fastdice.dice_stats(x, t, "softmax", True, None)
+    # fastdice.metrics: the confusion-counts kernel for every mode, dtype and target kind
+    from fastdice import metrics
+
+    for shape, dtype, mode, target_kind in itertools.product(
+        [(2, 3, 17, 13), (1, 5, 64, 64), (3, 2, 1), (2, 37, 33)], dtypes, ["multiclass", "multilabel"],
+        ["dense", "label", "label_u8"],
+    ):
+        x = torch.randn(shape, device=dev, dtype=dtype)
+        b, c, *spatial = shape
+        ignore = None
+        if target_kind == "dense":
+            t = (torch.rand(shape, device=dev) < 0.3).float()
+        else:
+            t = torch.randint(0, c, (b, *spatial), device=dev)
+            t[..., 0] = 200
+            ignore = 200
+            if target_kind == "label_u8":
+                t = t.to(torch.uint8)
+        metrics.confusion_counts(x, t, mode=mode, threshold=0.1, ignore_index=ignore)
+        runs += 1
+    xb = torch.randn(2, 1, 16, 16, device=dev)
+    metrics.confusion_counts(xb, torch.randint(0, 2, (2, 16, 16), device=dev), mode="binary")
+    t = torch.randint(0, 3, (2, 16, 16), device=dev)
+    t[1, 0, 0] = 9  # invalid label: the poisoning path
+    metrics.confusion_counts(torch.randn(2, 3, 16, 16, device=dev), t)
     torch.cuda.synchronize()
-    print(f"sanitizer driver: {runs + 3} forward/backward runs done")
+    print(f"sanitizer driver: {runs + 5} forward/backward and counts runs done")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from fastdice import demo
 
@@ -73,3 +74,23 @@ def test_prints_the_table_last(tmp_path, capsys):
 def test_rejects_bad_sizes():
     with pytest.raises(SystemExit):
         demo.parse_args(["--size", "30"])
+
+
+def test_validation_dice_is_the_plain_count_over_argmax(tiny_run):
+    # The demo's validation Dice (fastdice.metrics, from the logits) is exactly the
+    # plain-torch count over argmax predictions it replaced, bit for bit.
+    _, summary = tiny_run
+    assert summary["validation_metric"].startswith("fastdice.metrics.DiceScore(")
+    g = torch.Generator().manual_seed(3)
+    images, labels = demo.make_dataset(12, 16, g)
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        model = demo.UNet(width=4)
+        model.eval()  # BatchNorm with its initial running statistics: a deterministic model
+        fused = demo.validation_dice(model, images, labels, batch_size=5)
+        plain = demo.hard_dice(demo.predict(model, images, batch_size=5), labels)
+        assert fused == plain
+    # with a class absent from both prediction and target: 1
+    labels = torch.zeros_like(labels)
+    model.head.bias.data = torch.tensor([50.0, 0.0, 0.0])  # predicts background everywhere
+    assert demo.validation_dice(model, images, labels, batch_size=5) == {1: 1.0, 2: 1.0}
