@@ -6,10 +6,6 @@
 #include <cmath>
 #include <limits>
 
-#if defined(__linux__)
-#include <sys/mman.h>
-#endif
-
 namespace fastdice {
 
 Activation parse_activation(const std::string& name) {
@@ -142,34 +138,11 @@ bool spatial_dims_collapsible(const at::Tensor& t) {
   return true;
 }
 
-namespace {
-
-// A large CPU gradient is fresh memory: its first write faults in one 4 KB
-// page at a time, which on virtual machines costs more than the kernel's own
-// work (measured here: 46 ms to first-write 64 MB, 1.8 ms to rewrite it).
-// Asking for transparent huge pages (advice only, on memory not yet touched)
-// cuts the faults 512-fold where the system allows it.
-void advise_huge_pages(const at::Tensor& t) {
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-  constexpr uintptr_t kHuge = uintptr_t(2) << 20;
-  const size_t bytes = t.numel() * t.element_size();
-  if (!t.device().is_cpu() || bytes < 4 * kHuge) return;
-  const uintptr_t begin = (reinterpret_cast<uintptr_t>(t.data_ptr()) + kHuge - 1) & ~(kHuge - 1);
-  const uintptr_t end = (reinterpret_cast<uintptr_t>(t.data_ptr()) + bytes) & ~(kHuge - 1);
-  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
-#else
-  (void)t;
-#endif
-}
-
-}  // namespace
-
 at::Tensor allocate_grad_input(const at::Tensor& input) {
   // Same rule as the fake kernel in fastdice/_ops.py, so that compiled graphs
   // see the strides the real kernel produces.
   at::Tensor grad = at::empty_like(input, at::MemoryFormat::Preserve);
   if (!spatial_dims_collapsible(grad)) grad = at::empty(input.sizes(), input.options());
-  advise_huge_pages(grad);
   return grad;
 }
 
