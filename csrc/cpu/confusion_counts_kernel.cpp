@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "../dice_problem.h"
+#include "chunk_reduction.h"
 
 namespace fastdice {
 namespace cpu {
@@ -112,8 +113,8 @@ bool load_dense_row_typed(const target_t* src, int64_t stride, int64_t n, int32_
 }
 
 // Half and BFloat16 compare through float (exact).
-template <>
-bool load_dense_row_typed<c10::Half>(const c10::Half* src, int64_t stride, int64_t n, int32_t* dst) {
+template <typename half_t>
+bool load_dense_row_via_float(const half_t* src, int64_t stride, int64_t n, int32_t* dst) {
   int32_t bad = 0;
   for (int64_t i = 0; i < n; ++i) {
     const float v = static_cast<float>(src[i * stride]);
@@ -124,14 +125,13 @@ bool load_dense_row_typed<c10::Half>(const c10::Half* src, int64_t stride, int64
 }
 
 template <>
+bool load_dense_row_typed<c10::Half>(const c10::Half* src, int64_t stride, int64_t n, int32_t* dst) {
+  return load_dense_row_via_float(src, stride, n, dst);
+}
+
+template <>
 bool load_dense_row_typed<c10::BFloat16>(const c10::BFloat16* src, int64_t stride, int64_t n, int32_t* dst) {
-  int32_t bad = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    const float v = static_cast<float>(src[i * stride]);
-    dst[i] = v == 1.f;
-    bad |= !(v == 1.f || v == 0.f);
-  }
-  return bad != 0;
+  return load_dense_row_via_float(src, stride, n, dst);
 }
 
 template <>
@@ -268,14 +268,7 @@ void counts_impl(const at::Tensor& input, const CountsProblem& cp, at::Tensor& c
     }
   }
 
-  int64_t* out = counts.data_ptr<int64_t>();
-  for (int64_t b = 0; b < pr.batch; ++b) {
-    for (int64_t r = 0; r < C * kNumCounts; ++r) {
-      int64_t s = 0;
-      for (int64_t q = 0; q < per_sample; ++q) s += partials[(b * per_sample + q) * C * kNumCounts + r];
-      out[b * C * kNumCounts + r] = s;
-    }
-  }
+  reduce_chunk_partials(partials, pr.batch, per_sample, C * kNumCounts, counts.data_ptr<int64_t>());
 }
 
 at::Tensor confusion_counts_cpu(const at::Tensor& input, const at::Tensor& target, c10::string_view mode,

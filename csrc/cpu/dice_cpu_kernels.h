@@ -387,15 +387,7 @@ void forward_impl(const at::Tensor& input, const DiceProblem& pr, at::Tensor& st
     }
   }
 
-  // Fixed-order reduction over chunks: identical for any thread count.
-  acc_t* out = stats.data_ptr<acc_t>();
-  for (int64_t b = 0; b < pr.batch; ++b) {
-    for (int64_t r = 0; r < C * kNumStats; ++r) {
-      double s = 0.0;
-      for (int64_t q = 0; q < per_sample; ++q) s += partials[(b * per_sample + q) * C * kNumStats + r];
-      out[b * C * kNumStats + r] = static_cast<acc_t>(s);
-    }
-  }
+  reduce_chunk_partials(partials, pr.batch, per_sample, C * kNumStats, stats.data_ptr<acc_t>());
 }
 
 template <typename scalar_t, typename acc_t, Activation kAct, bool kFull>

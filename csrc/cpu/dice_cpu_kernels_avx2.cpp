@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "../static_switch.h"
+#include "chunk_reduction.h"
 #include "dice_cpu_isa.h"
 
 #pragma GCC push_options

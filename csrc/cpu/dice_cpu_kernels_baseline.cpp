@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "../static_switch.h"
+#include "chunk_reduction.h"
 #include "dice_cpu_isa.h"
 
 #define FD_CPU_ISA_NS baseline
