@@ -7,6 +7,9 @@ TORCH_VERSION ?= 2.14.1
 # that makes torch guess CUDA_HOME=/usr/local and fail to link.
 export CUDA_HOME ?= $(shell [ -x /usr/local/cuda/bin/nvcc ] && echo /usr/local/cuda)
 export MAX_JOBS ?= 2
+# A cache per checkout: inductor keys its cache on the graph, not on our ops' fake
+# kernels, so a cache left by an older build of fastdice can replay stale shapes.
+export TORCHINDUCTOR_CACHE_DIR ?= $(CURDIR)/build/inductor-cache
 PYTEST_ARGS ?=
 
 .PHONY: all deps build test test-asan demo bench bench-metrics gpu-check clean

@@ -26,6 +26,7 @@ class Workload:
     dense_target: bool = False
     dtype: str = "float32"
     device: str = "cpu"
+    loss: str = "dice"  # or "dice_ce": Dice + cross-entropy (softmax, label maps)
 
     def make_inputs(self, seed=0):
         g = torch.Generator(device="cpu").manual_seed(seed)
@@ -54,6 +55,7 @@ def workloads(device, quick):
         return [
             W("3d_b2_c4_96^3", (2, 4, 96, 96, 96)),
             W("2d_b8_c2_256^2_sigmoid_dense", (8, 2, 256, 256), activation="sigmoid", dense_target=True),
+            W("3d_b2_c4_96^3_dice_ce", (2, 4, 96, 96, 96), loss="dice_ce"),
         ]
     ws = [
         W("3d_b2_c4_96^3", (2, 4, 96, 96, 96)),
@@ -62,6 +64,8 @@ def workloads(device, quick):
         W("3d_b2_c4_64^3", (2, 4, 64, 64, 64)),
         W("3d_b2_c4_128^3", (2, 4, 128, 128, 128)),
         W("3d_b2_c14_128^3", (2, 14, 128, 128, 128)),
+        W("3d_b2_c4_96^3_dice_ce", (2, 4, 96, 96, 96), loss="dice_ce"),
+        W("3d_b2_c14_128^3_dice_ce", (2, 14, 128, 128, 128), loss="dice_ce"),
         W("3d_b2_c4_128^3_sigmoid_dense", (2, 4, 128, 128, 128), activation="sigmoid", dense_target=True),
         W("3d_b2_c14_128^3_bf16", (2, 14, 128, 128, 128), dtype="bfloat16"),
         W("2d_b16_c21_512^2_bf16", (16, 21, 512, 512), dtype="bfloat16"),

@@ -18,13 +18,18 @@ class Skip(Exception):
 
 
 def _fastdice(w):
-    loss = fastdice.DiceLoss(activation=w.activation, pooling="sample", smooth_nr=SMOOTH, smooth_dr=SMOOTH)
-    return loss
+    opts = dict(activation=w.activation, pooling="sample", smooth_nr=SMOOTH, smooth_dr=SMOOTH)
+    if w.loss == "dice_ce":
+        return fastdice.DiceCELoss(**opts)
+    return fastdice.DiceLoss(**opts)
 
 
 def _reference(w):
     def fn(x, t):
-        return reference.dice_loss(x, t, activation=w.activation, pooling="sample", smooth_nr=SMOOTH, smooth_dr=SMOOTH)
+        dice = reference.dice_loss(x, t, activation=w.activation, pooling="sample", smooth_nr=SMOOTH, smooth_dr=SMOOTH)
+        if w.loss == "dice_ce":
+            return dice + torch.nn.functional.cross_entropy(x, t)
+        return dice
 
     return fn
 
@@ -35,11 +40,11 @@ def _reference_compiled(w):
 
 def _monai(w):
     try:
-        from monai.losses import DiceLoss
+        from monai.losses import DiceCELoss, DiceLoss
     except ImportError as e:
         raise Skip(f"monai not installed ({e})")
     label = not w.dense_target
-    loss = DiceLoss(
+    loss = (DiceCELoss if w.loss == "dice_ce" else DiceLoss)(
         sigmoid=w.activation == "sigmoid",
         softmax=w.activation == "softmax",
         to_onehot_y=label,
@@ -56,6 +61,8 @@ def _smp(w):
         from segmentation_models_pytorch.losses import DiceLoss
     except ImportError as e:
         raise Skip(f"segmentation_models_pytorch not installed ({e})")
+    if w.loss == "dice_ce":
+        raise Skip("smp has no Dice + cross-entropy loss")
     mode = "multiclass" if w.activation == "softmax" else "multilabel"
     if w.dense_target and mode == "multiclass":
         raise Skip("smp multiclass mode takes label maps only")
@@ -65,10 +72,10 @@ def _smp(w):
 
 def _exacta(w):
     try:
-        from exacta.losses import DiceLoss
+        from exacta.losses import DiceCELoss, DiceLoss
     except Exception as e:  # ImportError, or Triton failing to load
         raise Skip(f"exacta not importable ({type(e).__name__})")
-    return DiceLoss(
+    return (DiceCELoss if w.loss == "dice_ce" else DiceLoss)(
         activation=w.activation, target_format="one-hot" if w.dense_target else "index", smooth=SMOOTH
     )
 

@@ -26,6 +26,13 @@ namespace fastdice {
 
 enum class Activation : int { kNone = 0, kSigmoid = 1, kSoftmax = 2 };
 
+// The per-element loss accumulated next to the Dice statistics in the same
+// pass (stats kPixelLoss and kPixelLossTarget), computed from the logits:
+// cross-entropy over the softmax of the classes (needs activation softmax),
+// or binary cross-entropy per class; focal_gamma > 0 turns either into its
+// focal version (MONAI's softmax_focal_loss / sigmoid_focal_loss).
+enum class PixelLoss : int { kNone = 0, kCrossEntropy = 1, kBinaryCrossEntropy = 2 };
+
 // Layout of the last dimension of stats[B, C, kNumStats]. The first
 // kNumBasicStats are always computed; the rest only with full statistics
 // (squared denominators, soft-label intersection, valid-element count).
@@ -39,7 +46,9 @@ enum Stat : int {
   kSumAbsProb = 6,    // sum |p|
   kSumAbsTarget = 7,  // sum |t|
   kValidCount = 8,    // number of elements that were not ignored
-  kNumStats = 9,
+  kPixelLoss = 9,         // sum l, the per-element (cross-entropy / focal) loss
+  kPixelLossTarget = 10,  // sum t * l
+  kNumStats = 11,
 };
 constexpr int kNumBasicStats = 3;
 
@@ -185,12 +194,9 @@ enum GradCoef : int {
   kCoefSumProbSq = 2,
   kCoefSumAbsDiff = 3,
   kCoefSumAbsProb = 4,
-  kNumGradCoefs = 5,
-};
-
-template <bool kFull>
-struct GradCoefSet {
-  static constexpr int kUsed = kFull ? kNumGradCoefs : 2;
+  kCoefPixelLoss = 5,
+  kCoefPixelLossTarget = 6,
+  kNumGradCoefs = 7,
 };
 
 // The index into grad_stats[b, c, :] that each gradient coefficient comes from.
@@ -204,8 +210,12 @@ FD_HOST_DEVICE int grad_coef_source(int coef) {
       return kSumProbSq;
     case kCoefSumAbsDiff:
       return kSumAbsDiff;
-    default:
+    case kCoefSumAbsProb:
       return kSumAbsProb;
+    case kCoefPixelLoss:
+      return kPixelLoss;
+    default:
+      return kPixelLossTarget;
   }
 }
 
@@ -238,4 +248,56 @@ FD_HOST_DEVICE acc_t softmax_backward(acc_t grad_p, acc_t p, acc_t dot) {
   return p * (grad_p - dot);
 }
 
+// ---- The per-element (pixel) losses fused next to the Dice statistics ----
+//
+// The formulas are shared; the transcendental functions come from the backend
+// through a policy M with static members exp_nonpositive(x) (x <= 0, -inf -> 0),
+// log(x) (x >= 0, 0 -> -inf) and log1p_unit(x) (x in [0, 1]), so that the CPU
+// can use vectorizable polynomials and CUDA its libdevice functions.
+
+// One element's loss l and the coefficient of its gradient (see below).
+template <typename acc_t>
+struct PixelTerm {
+  acc_t loss;
+  acc_t grad;
+};
+
+// Cross-entropy / softmax focal loss of class c at one position, from
+// lp = log p_c (the log-softmax, from the logits, exact for tiny p) and p = p_c:
+//   l = (1 - p)^gamma * (-lp)                 (gamma = 0: -log p_c)
+// and q with dl/dz_j = q * (delta_cj - p_j) for every logit z_j of the position:
+//   q = -(1 - p)^gamma * (1 + gamma * p * (-lp) / (1 - p)),
+// the ratio -lp / (1 - p) taken as its limit 1 at p = 1.
+template <typename M, typename acc_t>
+FD_HOST_DEVICE PixelTerm<acc_t> softmax_pixel_term(acc_t lp, acc_t p, acc_t gamma) {
+  const acc_t nll = -lp;
+  if (gamma == acc_t(0)) return {nll, acc_t(-1)};
+  const acc_t one_minus_p = acc_t(1) - p;
+  const acc_t modulator = M::exp_nonpositive(gamma * M::log(one_minus_p));
+  const acc_t ratio = one_minus_p > acc_t(0) ? nll / one_minus_p : acc_t(1);
+  return {modulator * nll, -modulator * (acc_t(1) + gamma * p * ratio)};
+}
+
+// Binary cross-entropy / sigmoid focal loss of one logit z with target t
+// (MONAI's sigmoid_focal_loss, which is BCE-with-logits for gamma = 0):
+//   bce = max(z, 0) - z t + log(1 + exp(-|z|))
+//   l = exp(gamma * logsigmoid(-z (2t - 1))) * bce
+// and grad = dl/dz = m * ((sigmoid(z) - t) - gamma * s * sigmoid(z s) * bce)
+// with s = 2t - 1 and m the modulator.
+template <typename M, typename acc_t>
+FD_HOST_DEVICE PixelTerm<acc_t> sigmoid_pixel_term(acc_t z, acc_t t, acc_t gamma) {
+  const acc_t e = M::exp_nonpositive(-abs_of(z));
+  const acc_t bce = (z > acc_t(0) ? z : acc_t(0)) - z * t + M::log1p_unit(e);
+  const acc_t d_bce = sigmoid_from_exp_neg_abs(z, e) - t;
+  if (gamma == acc_t(0)) return {bce, d_bce};
+  const acc_t s = acc_t(2) * t - acc_t(1);
+  const acc_t zs = z * s;  // the modulator's argument is logsigmoid(-zs)
+  const acc_t e_s = M::exp_nonpositive(-abs_of(zs));
+  const acc_t log_sigmoid = (zs < acc_t(0) ? acc_t(0) : -zs) - M::log1p_unit(e_s);
+  const acc_t modulator = M::exp_nonpositive(gamma * log_sigmoid);
+  const acc_t sigmoid_zs = sigmoid_from_exp_neg_abs(zs, e_s);
+  return {modulator * bce, modulator * (d_bce - gamma * s * sigmoid_zs * bce)};
+}
+
 }  // namespace fastdice
+

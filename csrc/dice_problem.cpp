@@ -61,9 +61,33 @@ at::Tensor collapse_from(const at::Tensor& t, int64_t start) {
 
 }  // namespace
 
+PixelLoss parse_pixel_loss(const std::string& name, Activation activation, double focal_gamma) {
+  PixelLoss loss;
+  if (name == "none") {
+    loss = PixelLoss::kNone;
+  } else if (name == "cross_entropy") {
+    loss = PixelLoss::kCrossEntropy;
+  } else if (name == "binary_cross_entropy") {
+    loss = PixelLoss::kBinaryCrossEntropy;
+  } else {
+    TORCH_CHECK_VALUE(false, "fastdice: pixel_loss must be 'none', 'cross_entropy' or 'binary_cross_entropy', got '",
+                      name, "'");
+  }
+  // The cross-entropy shares the kernel's softmax; both need logits.
+  TORCH_CHECK_VALUE(loss != PixelLoss::kCrossEntropy || activation == Activation::kSoftmax,
+                    "fastdice: pixel_loss='cross_entropy' needs activation='softmax'");
+  TORCH_CHECK_VALUE(loss != PixelLoss::kBinaryCrossEntropy || activation != Activation::kNone,
+                    "fastdice: pixel_loss='binary_cross_entropy' needs activation='sigmoid' or 'softmax' "
+                    "(the input must be logits)");
+  TORCH_CHECK_VALUE(std::isfinite(focal_gamma) && focal_gamma >= 0.0,
+                    "fastdice: focal_gamma must be a finite number >= 0, got ", focal_gamma);
+  return loss;
+}
+
 PreparedProblem prepare_problem(const at::Tensor& input, const at::Tensor& target,
                                 const std::string& activation, bool full_stats,
-                                c10::optional<int64_t> ignore_index) {
+                                c10::optional<int64_t> ignore_index, const std::string& pixel_loss,
+                                double focal_gamma) {
   TORCH_CHECK_TYPE(at::isFloatingType(input.scalar_type()) &&
                        (input.scalar_type() == at::kHalf || input.scalar_type() == at::kBFloat16 ||
                         input.scalar_type() == at::kFloat || input.scalar_type() == at::kDouble),
@@ -90,6 +114,8 @@ PreparedProblem prepare_problem(const at::Tensor& input, const at::Tensor& targe
   pr.in_stride_s = out.input.stride(2);
   pr.activation = parse_activation(activation);
   pr.full_stats = full_stats;
+  pr.pixel_loss = parse_pixel_loss(pixel_loss, pr.activation, focal_gamma);
+  pr.focal_gamma = focal_gamma;
   pr.has_ignore = ignore_index.has_value();
   pr.ignore_index = ignore_index.value_or(0);
 

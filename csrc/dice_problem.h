@@ -28,6 +28,8 @@ struct DiceProblem {
   TargetView target;
   Activation activation;
   bool full_stats;
+  PixelLoss pixel_loss;
+  double focal_gamma;  // 0: plain (binary) cross-entropy
   bool has_ignore;
   int64_t ignore_index;
 
@@ -73,10 +75,12 @@ struct PreparedProblem {
 
 Activation parse_activation(const std::string& name);
 
-// Validates the op's arguments (shapes, dtypes, devices) and describes them.
+// Validates the op's arguments (shapes, dtypes, devices, pixel-loss options)
+// and describes them.
 PreparedProblem prepare_problem(const at::Tensor& input, const at::Tensor& target,
                                 const std::string& activation, bool full_stats,
-                                c10::optional<int64_t> ignore_index);
+                                c10::optional<int64_t> ignore_index, const std::string& pixel_loss = "none",
+                                double focal_gamma = 0.0);
 
 // dtype of the statistics: float64 for float64 input, float32 otherwise.
 at::ScalarType stats_dtype_for(at::ScalarType input_dtype);

@@ -33,3 +33,17 @@
       }                                                                               \
     }                                                                                 \
   }()
+
+// kPixel: whether a pixel loss is fused. Never true with activation 'none'
+// (prepare_problem rejects that pairing), so those kernels are not compiled.
+#define FD_PIXEL_SWITCH(ACT, PIXEL_LOSS, CONST_NAME, ...)                 \
+  [&] {                                                                  \
+    if ((ACT) != ::fastdice::Activation::kNone &&                         \
+        (PIXEL_LOSS) != ::fastdice::PixelLoss::kNone) {                   \
+      constexpr static bool CONST_NAME = (ACT) != ::fastdice::Activation::kNone; \
+      return __VA_ARGS__();                                              \
+    } else {                                                             \
+      constexpr static bool CONST_NAME = false;                          \
+      return __VA_ARGS__();                                              \
+    }                                                                    \
+  }()

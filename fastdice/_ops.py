@@ -19,9 +19,26 @@ STAT_NAMES = (
     "sum_abs_prob",  # sum |p|
     "sum_abs_target",  # sum |t|
     "valid_count",  # elements not ignored
+    "pixel_loss",  # sum l, the per-element loss selected by pixel_loss (cross-entropy / focal)
+    "pixel_loss_target",  # sum t*l
 )
 NUM_STATS = len(STAT_NAMES)
-(TP, SUM_P, SUM_T, SUM_P2, SUM_T2, SUM_ABS_DIFF, SUM_ABS_P, SUM_ABS_T, VALID_COUNT) = range(NUM_STATS)
+(
+    TP,
+    SUM_P,
+    SUM_T,
+    SUM_P2,
+    SUM_T2,
+    SUM_ABS_DIFF,
+    SUM_ABS_P,
+    SUM_ABS_T,
+    VALID_COUNT,
+    PIXEL_LOSS,
+    PIXEL_LOSS_TARGET,
+) = range(NUM_STATS)
+
+#: Values of dice_stats' pixel_loss argument.
+PIXEL_LOSSES = ("none", "cross_entropy", "binary_cross_entropy")
 
 
 def stats_dtype(input_dtype: torch.dtype) -> torch.dtype:
@@ -29,7 +46,7 @@ def stats_dtype(input_dtype: torch.dtype) -> torch.dtype:
 
 
 @torch.library.register_fake("fastdice::dice_stats")
-def _dice_stats_fake(input, target, activation, full_stats, ignore_index):
+def _dice_stats_fake(input, target, activation, full_stats, ignore_index, pixel_loss="none", focal_gamma=0.0):
     torch._check(input.dim() >= 2, lambda: f"fastdice: input must have shape (B, C, *spatial), got {tuple(input.shape)}")
     return input.new_empty((input.shape[0], input.shape[1], NUM_STATS), dtype=stats_dtype(input.dtype))
 
@@ -47,17 +64,19 @@ def _spatial_dims_collapsible(t: torch.Tensor) -> bool:
 
 
 @torch.library.register_fake("fastdice::dice_stats_backward")
-def _dice_stats_backward_fake(grad_stats, input, target, activation, full_stats, ignore_index):
+def _dice_stats_backward_fake(
+    grad_stats, input, target, activation, full_stats, ignore_index, pixel_loss="none", focal_gamma=0.0
+):
     # The layout rule of allocate_grad_input (csrc/dice_problem.cpp).
     grad = torch.empty_like(input)
     return grad if _spatial_dims_collapsible(grad) else input.new_empty(input.shape)
 
 
 def _setup_context(ctx, inputs, output):
-    input, target, activation, full_stats, ignore_index = inputs
+    input, target, *options = inputs
     # References to the caller's tensors only: nothing of the input's size is created.
     ctx.save_for_backward(input, target)
-    ctx.options = (activation, full_stats, ignore_index)
+    ctx.options = tuple(options)
 
 
 def _backward(ctx, grad_stats):
@@ -65,18 +84,30 @@ def _backward(ctx, grad_stats):
     grad_input = None
     if ctx.needs_input_grad[0]:
         grad_input = torch.ops.fastdice.dice_stats_backward(grad_stats, input, target, *ctx.options)
-    return grad_input, None, None, None, None
+    return (grad_input, None) + (None,) * len(ctx.options)
 
 
 torch.library.register_autograd("fastdice::dice_stats", _backward, setup_context=_setup_context)
 
 
-def dice_stats(input, target, activation="none", full_stats=False, ignore_index=None):
+def dice_stats(
+    input, target, activation="none", full_stats=False, ignore_index=None, pixel_loss="none", focal_gamma=0.0
+):
     """Per-(sample, class) statistics ``[B, C, NUM_STATS]`` of ``activation(input)`` and ``target``.
 
     One fused pass; differentiable with respect to ``input``. See ``STAT_NAMES``.
+    ``pixel_loss`` adds the sums of a per-element loss ``l`` of the logits
+    (``PIXEL_LOSS``: sum l, ``PIXEL_LOSS_TARGET``: sum t*l):
+    ``'cross_entropy'``: ``l = -log softmax(input)[c]`` (activation must be
+    softmax); ``'binary_cross_entropy'``: ``l = BCE-with-logits(input, t)``
+    (activation sigmoid or softmax). ``focal_gamma > 0`` multiplies ``l`` by
+    the focal modulator (MONAI's softmax / sigmoid focal loss).
     """
-    return torch.ops.fastdice.dice_stats(input, target, activation, full_stats, ignore_index)
+    if pixel_loss == "none" and focal_gamma == 0.0:
+        return torch.ops.fastdice.dice_stats(input, target, activation, full_stats, ignore_index)
+    return torch.ops.fastdice.dice_stats(
+        input, target, activation, full_stats, ignore_index, pixel_loss, float(focal_gamma)
+    )
 
 
 #: Names of the counts along the last dimension of ``confusion_counts``' output.

@@ -84,16 +84,20 @@ def all_reduce_stats(s: torch.Tensor, group=None) -> torch.Tensor:
     return _AllReduceSum.apply(s, group)
 
 
-def loss_from_stats(
+def pool_stats(
     stats: torch.Tensor, opts: DiceOptions, weight: Optional[torch.Tensor], process_group=None
-) -> torch.Tensor:
-    """The Dice-family loss from per-(sample, class) statistics [B, C, NUM_STATS]."""
+):
+    """Drops the background if asked and pools [B, C, K] statistics as
+    opts.pooling says ('global': K, weighted by class; 'batch': [C, K];
+    'sample': [B, C, K]), all-reducing them when distributed. Returns the
+    pooled statistics and the class weight still to apply to the losses."""
     if not opts.include_background and stats.shape[1] > 1:
         stats = stats[:, 1:]
         weight = weight[1:] if weight is not None else None
     if opts.pooling == "global":
         if weight is not None:
             stats = stats * weight[None, :, None]
+            weight = None
         s = stats.sum((0, 1))
     elif opts.pooling == "batch":
         s = stats.sum(0)
@@ -103,6 +107,22 @@ def loss_from_stats(
         # Pooled over the local batch first: ranks with empty or fully ignored
         # batches contribute zeros of the same shape and still take part.
         s = all_reduce_stats(s, process_group)
+    return s, weight
+
+
+def reduce_losses(loss: torch.Tensor, reduction: str) -> torch.Tensor:
+    if reduction == "mean":
+        return loss.mean()
+    if reduction == "sum":
+        return loss.sum()
+    return loss
+
+
+def loss_from_stats(
+    stats: torch.Tensor, opts: DiceOptions, weight: Optional[torch.Tensor], process_group=None
+) -> torch.Tensor:
+    """The Dice-family loss from per-(sample, class) statistics [B, C, NUM_STATS]."""
+    s, weight = pool_stats(stats, opts, weight, process_group)
     intersection = s[..., _ops.TP]
     if opts.squared:
         denominator = s[..., _ops.SUM_P2] + s[..., _ops.SUM_T2]
@@ -118,13 +138,9 @@ def loss_from_stats(
     else:
         score = (2 * intersection + opts.smooth_nr) / (denominator + opts.smooth_dr)
     loss = -torch.log(score.clamp_min(opts.log_eps)) if opts.log_loss else 1 - score
-    if weight is not None and opts.pooling != "global":
+    if weight is not None:
         loss = loss * weight
-    if opts.reduction == "mean":
-        return loss.mean()
-    if opts.reduction == "sum":
-        return loss.sum()
-    return loss
+    return reduce_losses(loss, opts.reduction)
 
 
 def _check_tensors(input: torch.Tensor, target: torch.Tensor, opts: DiceOptions) -> None:

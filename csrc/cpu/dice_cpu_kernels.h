@@ -53,6 +53,66 @@ inline float exp_nonpositive(float x) {
 
 inline double exp_nonpositive(double x) { return std::exp(x); }
 
+// log(x) for x >= 0 (Cephes' single-precision logf, about 1 ulp), branch-free
+// like exp_nonpositive so that the loops calling it vectorize. log(0) = -inf,
+// log(inf) = inf, NaN and negative x give NaN; subnormal x is exact too.
+inline float log_nonnegative(float x) {
+  const bool subnormal = x < 1.17549435e-38f;
+  const float xs = subnormal ? x * 8388608.f : x;  // 2^23
+  uint32_t bits;
+  std::memcpy(&bits, &xs, sizeof(bits));
+  int e = static_cast<int>((bits >> 23) & 0xffu) - 126 - (subnormal ? 23 : 0);
+  bits = (bits & 0x807fffffu) | 0x3f000000u;  // x = m * 2^e, m in [0.5, 1)
+  float m;
+  std::memcpy(&m, &bits, sizeof(m));
+  const bool below = m < 0.707106781186547524f;
+  e -= below;
+  m = below ? m + m - 1.f : m - 1.f;
+  const float z = m * m;
+  float y = 7.0376836292e-2f;
+  y = y * m - 1.1514610310e-1f;
+  y = y * m + 1.1676998740e-1f;
+  y = y * m - 1.2420140846e-1f;
+  y = y * m + 1.4249322787e-1f;
+  y = y * m - 1.6668057665e-1f;
+  y = y * m + 2.0000714765e-1f;
+  y = y * m - 2.4999993993e-1f;
+  y = y * m + 3.3333331174e-1f;
+  y = y * m * z;
+  const float fe = static_cast<float>(e);
+  y += -2.12194440e-4f * fe;
+  y += -0.5f * z;
+  float r = m + y + 0.693359375f * fe;
+  r = x == 0.f ? -std::numeric_limits<float>::infinity() : r;
+  r = x == std::numeric_limits<float>::infinity() ? x : r;
+  r = (x < 0.f || x != x) ? std::numeric_limits<float>::quiet_NaN() : r;
+  return r;
+}
+
+// The transcendental functions of the pixel losses (dice_math.h's policy M).
+template <typename acc_t>
+struct CpuMath;
+
+template <>
+struct CpuMath<float> {
+  static float exp_nonpositive(float x) { return FD_CPU_ISA_NS::exp_nonpositive(x); }
+  static float log(float x) { return log_nonnegative(x); }
+  // log(1 + x) without losing a small x: log(u) * x / (u - 1) with u = 1 + x
+  // rounded (Goldberg's trick); x itself where u rounds to 1.
+  static float log1p_unit(float x) {
+    const float u = 1.f + x;
+    const float d = u - 1.f;
+    return d == 0.f ? x : log_nonnegative(u) * (x / d);
+  }
+};
+
+template <>
+struct CpuMath<double> {
+  static double exp_nonpositive(double x) { return std::exp(x); }
+  static double log(double x) { return std::log(x); }
+  static double log1p_unit(double x) { return std::log1p(x); }
+};
+
 inline int64_t chunks_per_sample(int64_t spatial) { return (spatial + kChunk - 1) / kChunk; }
 
 // One tile: positions [s0, s0 + n) of sample b, in class-major buffers.
@@ -63,11 +123,25 @@ struct Tile {
   std::vector<acc_t> inv;     // [kTile]: softmax 1 / sum exp
   std::vector<acc_t> target;  // [C][kTile]: dense targets
   std::vector<int32_t> labels;  // [kTile]: label, -1 where ignored or padding
+  // Pixel losses only:
+  std::vector<acc_t> shift;   // [kTile]: softmax max + log(sum exp), so log p = x - shift
+  std::vector<acc_t> logits;  // [kTile]: one class's logits
+  std::vector<acc_t> pixel;   // [2][kTile]: forward l and t*l; backward dl/dz scaled by the gradient
+  std::vector<acc_t> direct;  // [C][kTile] (backward): the pixel loss's gradient per class
 
-  Tile(int64_t c, bool is_label)
-      : classes(c), x(c * kTile), inv(kTile), target(is_label ? 0 : c * kTile), labels(is_label ? kTile : 0) {}
+  Tile(int64_t c, bool is_label, bool has_pixel = false)
+      : classes(c),
+        x(c * kTile),
+        inv(kTile),
+        target(is_label ? 0 : c * kTile),
+        labels(is_label ? kTile : 0),
+        shift(has_pixel ? kTile : 0),
+        logits(has_pixel ? kTile : 0),
+        pixel(has_pixel ? 2 * kTile : 0),
+        direct(has_pixel ? c * kTile : 0) {}
   acc_t* row(int64_t c) { return x.data() + c * kTile; }
   acc_t* target_row(int64_t c) { return target.data() + c * kTile; }
+  acc_t* direct_row(int64_t c) { return direct.data() + c * kTile; }
 };
 
 // Reads input[b, :, s0:s0+n] and leaves activation values in the tile:
@@ -77,7 +151,7 @@ struct Tile {
 // for softmax, from L1), never copied into the tile first.
 template <Activation kAct, typename scalar_t, typename acc_t>
 void load_activated(const scalar_t* input, const DiceProblem& pr, int64_t b, int64_t s0, int64_t n,
-                    Tile<acc_t>& tile) {
+                    Tile<acc_t>& tile, bool want_shift = false) {
   const int64_t C = pr.classes;
   const int64_t ss = pr.in_stride_s;
   // f(i, v) for the n logits v of row c, contiguous or strided.
@@ -106,6 +180,10 @@ void load_activated(const scalar_t* input, const DiceProblem& pr, int64_t b, int
     }
     for (int64_t i = 0; i < n; ++i) tile.inv[i] = acc_t(1) / row_sum[i];
     for (int64_t i = n; i < kTile; ++i) tile.inv[i] = acc_t(0);
+    if (want_shift) {
+      for (int64_t i = 0; i < n; ++i) tile.shift[i] = row_max[i] + CpuMath<acc_t>::log(row_sum[i]);
+      for (int64_t i = n; i < kTile; ++i) tile.shift[i] = acc_t(0);
+    }
   } else {
     for (int64_t c = 0; c < C; ++c) {
       acc_t* dst = tile.row(c);
@@ -344,7 +422,79 @@ void accumulate_class(Tile<float>& tile, int64_t c, bool is_label, double* chunk
   }
 }
 
-template <typename scalar_t, typename acc_t, Activation kAct, bool kFull>
+// The pixel loss of class c over the tile, into tile.pixel (masked: ignored
+// and padding positions give 0). Forward (kBackward false): rows l and t*l.
+// Backward: one row, d/dz of (coef_l * l + coef_tl * t*l), for the class's
+// coefficients coef[0], coef[1]. Reads the logits again (from L1/L2) since
+// the tile only keeps activation values.
+template <bool kBackward, Activation kAct, typename scalar_t, typename acc_t>
+void pixel_terms_class(const scalar_t* input, const DiceProblem& pr, int64_t b, int64_t s0, int64_t n,
+                       Tile<acc_t>& tile, int64_t c, const acc_t* coef) {
+  using M = CpuMath<acc_t>;
+  const acc_t gamma = static_cast<acc_t>(pr.focal_gamma);
+  acc_t* z = tile.logits.data();
+  const scalar_t* src = input + pr.input_offset(b, c, s0);
+  const int64_t ss = pr.in_stride_s;
+  if (ss == 1) {
+    for (int64_t i = 0; i < n; ++i) z[i] = static_cast<acc_t>(src[i]);
+  } else {
+    for (int64_t i = 0; i < n; ++i) z[i] = static_cast<acc_t>(src[i * ss]);
+  }
+  for (int64_t i = n; i < kTile; ++i) z[i] = acc_t(0);
+  const acc_t* x = tile.row(c);
+  const acc_t* inv = tile.inv.data();
+  const acc_t* shift = tile.shift.data();
+  acc_t* out0 = tile.pixel.data();
+  acc_t* out1 = out0 + kTile;
+  const acc_t coef_l = kBackward ? coef[0] : acc_t(0);
+  const acc_t coef_tl = kBackward ? coef[1] : acc_t(0);
+  // valid(i), target(i): how positions are masked and what their target is.
+  auto run = [&](auto&& valid, auto&& target) {
+    auto emit = [&](int64_t i, acc_t t, PixelTerm<acc_t> term) {
+      const bool ok = valid(i);
+      if (kBackward) {
+        out0[i] = ok ? (coef_l + coef_tl * t) * term.grad : acc_t(0);
+      } else {
+        out0[i] = ok ? term.loss : acc_t(0);
+        out1[i] = (ok && t != acc_t(0)) ? t * term.loss : acc_t(0);
+      }
+    };
+    if (pr.pixel_loss == PixelLoss::kCrossEntropy) {
+      for (int64_t i = 0; i < kTile; ++i) {
+        const acc_t p = prob<kAct>(x, inv, i);
+        emit(i, target(i), softmax_pixel_term<M>(z[i] - shift[i], p, gamma));
+      }
+    } else {
+      for (int64_t i = 0; i < kTile; ++i) {
+        const acc_t t = target(i);
+        emit(i, t, sigmoid_pixel_term<M>(z[i], t, gamma));
+      }
+    }
+  };
+  if (pr.target.is_label) {
+    const int32_t* labels = tile.labels.data();
+    const int32_t cls = static_cast<int32_t>(c);
+    run([&](int64_t i) { return labels[i] >= 0; },
+        [&](int64_t i) { return labels[i] == cls ? acc_t(1) : acc_t(0); });
+  } else {
+    const acc_t* t = tile.target_row(c);
+    run([&](int64_t i) { return i < n; }, [&](int64_t i) { return t[i]; });
+  }
+}
+
+// Sum of a tile row in a fixed order (kLanes partial sums), in double.
+template <typename acc_t>
+double sum_tile_row(const acc_t* v) {
+  acc_t lanes[kLanes] = {};
+  for (int64_t i = 0; i < kTile; i += kLanes) {
+    for (int j = 0; j < kLanes; ++j) lanes[j] += v[i + j];
+  }
+  acc_t s = 0;
+  for (int j = 0; j < kLanes; ++j) s += lanes[j];
+  return static_cast<double>(s);
+}
+
+template <typename scalar_t, typename acc_t, Activation kAct, bool kFull, bool kPixel>
 void forward_impl(const at::Tensor& input, const DiceProblem& pr, at::Tensor& stats) {
   const int64_t C = pr.classes;
   const int64_t per_sample = chunks_per_sample(pr.spatial);
@@ -355,8 +505,9 @@ void forward_impl(const at::Tensor& input, const DiceProblem& pr, at::Tensor& st
   const bool is_label = pr.target.is_label;
   std::vector<uint8_t> target_outside(is_label ? 0 : items, 0);
 
+  const bool want_shift = kPixel && pr.pixel_loss == PixelLoss::kCrossEntropy;
   at::parallel_for(0, items, 1, [&](int64_t begin, int64_t end) {
-    Tile<acc_t> tile(C, is_label);
+    Tile<acc_t> tile(C, is_label, kPixel);
     for (int64_t item = begin; item < end; ++item) {
       const int64_t b = item / per_sample;
       const int64_t s_begin = (item % per_sample) * kChunk;
@@ -371,8 +522,15 @@ void forward_impl(const at::Tensor& input, const DiceProblem& pr, at::Tensor& st
           valid_count += n;
           if (load_dense(pr, b, s0, n, tile)) target_outside[item] = 1;
         }
-        load_activated<kAct>(x, pr, b, s0, n, tile);
+        load_activated<kAct>(x, pr, b, s0, n, tile, want_shift);
         for (int64_t c = 0; c < C; ++c) accumulate_class<kAct, kFull>(tile, c, is_label, acc + c * kNumStats);
+        if constexpr (kPixel) {
+          for (int64_t c = 0; c < C; ++c) {
+            pixel_terms_class<false, kAct>(x, pr, b, s0, n, tile, c, static_cast<const acc_t*>(nullptr));
+            acc[c * kNumStats + kPixelLoss] += sum_tile_row(tile.pixel.data());
+            acc[c * kNumStats + kPixelLossTarget] += sum_tile_row(tile.pixel.data() + kTile);
+          }
+        }
       }
       if (kFull) {
         for (int64_t c = 0; c < C; ++c) acc[c * kNumStats + kValidCount] = static_cast<double>(valid_count);
@@ -390,7 +548,7 @@ void forward_impl(const at::Tensor& input, const DiceProblem& pr, at::Tensor& st
   reduce_chunk_partials(partials, pr.batch, per_sample, C * kNumStats, stats.data_ptr<acc_t>());
 }
 
-template <typename scalar_t, typename acc_t, Activation kAct, bool kFull>
+template <typename scalar_t, typename acc_t, Activation kAct, bool kFull, bool kPixel>
 void backward_impl(const at::Tensor& grad_stats, const at::Tensor& input, const DiceProblem& pr, at::Tensor& grad3) {
   const int64_t C = pr.classes;
   // coefs[(b * C + c) * kNumGradCoefs + j] = grad_stats[b, c, grad_coef_source(j)].
@@ -405,8 +563,12 @@ void backward_impl(const at::Tensor& grad_stats, const at::Tensor& input, const 
   const bool is_label = pr.target.is_label;
   const int64_t per_sample = chunks_per_sample(pr.spatial);
 
+  const bool want_shift = kPixel && pr.pixel_loss == PixelLoss::kCrossEntropy;
+  // The cross-entropy's gradient couples the classes through the softmax
+  // (it joins `dot`); the binary cross-entropy's is per element.
+  const bool coupled = want_shift;
   at::parallel_for(0, pr.batch * per_sample, 1, [&](int64_t begin, int64_t end) {
-    Tile<acc_t> tile(C, is_label);
+    Tile<acc_t> tile(C, is_label, kPixel);
     acc_t dot[kTile];
     for (int64_t item = begin; item < end; ++item) {
       const int64_t b = item / per_sample;
@@ -420,9 +582,15 @@ void backward_impl(const at::Tensor& grad_stats, const at::Tensor& input, const 
         } else {
           load_dense(pr, b, s0, n, tile);
         }
-        load_activated<kAct>(x, pr, b, s0, n, tile);
+        load_activated<kAct>(x, pr, b, s0, n, tile, want_shift);
         const acc_t* inv = tile.inv.data();
         const int32_t* labels = tile.labels.data();
+        if constexpr (kPixel) {
+          for (int64_t c = 0; c < C; ++c) {
+            pixel_terms_class<true, kAct>(x, pr, b, s0, n, tile, c, sample_coefs + c * kNumGradCoefs + kCoefPixelLoss);
+            std::memcpy(tile.direct_row(c), tile.pixel.data(), kTile * sizeof(acc_t));
+          }
+        }
         // d(loss)/dp of class c at position i (cheap: recomputed, not stored).
         auto grad_p = [&](int64_t c, const acc_t* xr, int64_t i, acc_t p) {
           const acc_t* coef = sample_coefs + c * kNumGradCoefs;
@@ -438,16 +606,22 @@ void backward_impl(const at::Tensor& grad_stats, const at::Tensor& input, const 
               const acc_t p = prob<kAct>(xr, inv, i);
               dot[i] += p * grad_p(c, xr, i, p);
             }
+            if (kPixel && coupled) {
+              const acc_t* d = tile.direct_row(c);
+              for (int64_t i = 0; i < kTile; ++i) dot[i] += d[i];
+            }
           }
         }
         // Chain rule through the activation, stored straight into grad_input.
         for (int64_t c = 0; c < C; ++c) {
           const acc_t* xr = tile.row(c);
+          const acc_t* direct = kPixel ? tile.direct_row(c) : nullptr;
           auto grad_x = [&](int64_t i) {
             const acc_t p = prob<kAct>(xr, inv, i);
             acc_t gx = grad_p(c, xr, i, p);
             if (kAct == Activation::kSigmoid) gx = sigmoid_backward(gx, p);
             if (kAct == Activation::kSoftmax) gx = softmax_backward(gx, p, dot[i]);
+            if (kPixel) gx += direct[i];
             // Ignored positions get exactly zero gradient, whatever their logits.
             if (is_label) gx = labels[i] >= 0 ? gx : acc_t(0);
             return static_cast<scalar_t>(gx);
@@ -469,7 +643,10 @@ void dice_stats_forward(const at::Tensor& input, const DiceProblem& pr, at::Tens
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "dice_stats_cpu", [&] {
     using acc_t = std::conditional_t<std::is_same<scalar_t, double>::value, double, float>;
     FD_ACTIVATION_SWITCH(pr.activation, kAct, [&] {
-      FD_BOOL_SWITCH(pr.full_stats, kFull, [&] { forward_impl<scalar_t, acc_t, kAct, kFull>(input, pr, stats); });
+      FD_BOOL_SWITCH(pr.full_stats, kFull, [&] {
+        FD_PIXEL_SWITCH(kAct, pr.pixel_loss, kPixel,
+                        [&] { forward_impl<scalar_t, acc_t, kAct, kFull, kPixel>(input, pr, stats); });
+      });
     });
   });
 }
@@ -479,8 +656,10 @@ void dice_stats_backward(const at::Tensor& grad_stats, const at::Tensor& input, 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "dice_stats_backward_cpu", [&] {
     using acc_t = std::conditional_t<std::is_same<scalar_t, double>::value, double, float>;
     FD_ACTIVATION_SWITCH(pr.activation, kAct, [&] {
-      FD_BOOL_SWITCH(pr.full_stats, kFull,
-                     [&] { backward_impl<scalar_t, acc_t, kAct, kFull>(grad_stats, input, pr, grad3); });
+      FD_BOOL_SWITCH(pr.full_stats, kFull, [&] {
+        FD_PIXEL_SWITCH(kAct, pr.pixel_loss, kPixel,
+                        [&] { backward_impl<scalar_t, acc_t, kAct, kFull, kPixel>(grad_stats, input, pr, grad3); });
+      });
     });
   });
 }

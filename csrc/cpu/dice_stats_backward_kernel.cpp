@@ -9,9 +9,11 @@ namespace fastdice {
 namespace cpu {
 
 at::Tensor dice_stats_backward_cpu(const at::Tensor& grad_stats, const at::Tensor& input, const at::Tensor& target,
-                                   c10::string_view activation, bool full_stats, c10::optional<int64_t> ignore_index) {
+                                   c10::string_view activation, bool full_stats, c10::optional<int64_t> ignore_index,
+                                   c10::string_view pixel_loss, double focal_gamma) {
   TORCH_CHECK_VALUE(input.device().is_cpu(), "fastdice: expected a CPU input, got ", input.device());
-  const PreparedProblem prepared = prepare_problem(input, target, std::string(activation), full_stats, ignore_index);
+  const PreparedProblem prepared = prepare_problem(input, target, std::string(activation), full_stats, ignore_index,
+                                                   std::string(pixel_loss), focal_gamma);
   const at::Tensor grad_stats_c = check_grad_stats(grad_stats, prepared);
   at::Tensor grad_input = allocate_grad_input(input);
   if (grad_input.numel() == 0) return grad_input;

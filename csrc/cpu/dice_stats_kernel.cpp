@@ -27,9 +27,11 @@ bool use_avx2() {
 namespace {
 
 at::Tensor dice_stats_cpu(const at::Tensor& input, const at::Tensor& target, c10::string_view activation,
-                          bool full_stats, c10::optional<int64_t> ignore_index) {
+                          bool full_stats, c10::optional<int64_t> ignore_index,
+                                   c10::string_view pixel_loss, double focal_gamma) {
   TORCH_CHECK_VALUE(input.device().is_cpu(), "fastdice: expected a CPU input, got ", input.device());
-  const PreparedProblem prepared = prepare_problem(input, target, std::string(activation), full_stats, ignore_index);
+  const PreparedProblem prepared = prepare_problem(input, target, std::string(activation), full_stats, ignore_index,
+                                                   std::string(pixel_loss), focal_gamma);
   const DiceProblem& pr = prepared.problem;
   at::Tensor stats =
       at::zeros({pr.batch, pr.classes, kNumStats}, input.options().dtype(stats_dtype_for(input.scalar_type())));
@@ -47,7 +49,8 @@ at::Tensor dice_stats_cpu(const at::Tensor& input, const at::Tensor& target, c10
 }  // namespace
 
 at::Tensor dice_stats_backward_cpu(const at::Tensor& grad_stats, const at::Tensor& input, const at::Tensor& target,
-                                   c10::string_view activation, bool full_stats, c10::optional<int64_t> ignore_index);
+                                   c10::string_view activation, bool full_stats, c10::optional<int64_t> ignore_index,
+                                   c10::string_view pixel_loss, double focal_gamma);
 
 }  // namespace cpu
 

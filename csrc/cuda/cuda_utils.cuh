@@ -130,6 +130,33 @@ __device__ __forceinline__ void softmax_normalizer(const scalar_t* __restrict__ 
   for (int i = 0; i < kItems; ++i) row_inv[i] = acc_t(1) / row_sum[i];
 }
 
+// The transcendental functions of the pixel losses (dice_math.h's policy M).
+struct CudaMath {
+  template <typename acc_t>
+  __host__ __device__ static acc_t exp_nonpositive(acc_t x) {
+    return exp(x);
+  }
+  template <typename acc_t>
+  __host__ __device__ static acc_t log(acc_t x) {
+    return ::log(x);
+  }
+  template <typename acc_t>
+  __host__ __device__ static acc_t log1p_unit(acc_t x) {
+    return log1p(x);
+  }
+};
+
+// The pixel loss of class c at one position and the coefficient of its
+// gradient (see dice_math.h): z the logit, p the softmax probability (cross-
+// entropy only), shift = max + log(sum exp) of the position, t the target.
+template <typename acc_t>
+__device__ __forceinline__ PixelTerm<acc_t> pixel_term(const DiceProblem& pr, acc_t z, acc_t p, acc_t shift,
+                                                       acc_t t) {
+  const acc_t gamma = static_cast<acc_t>(pr.focal_gamma);
+  if (pr.pixel_loss == PixelLoss::kCrossEntropy) return softmax_pixel_term<CudaMath>(z - shift, p, gamma);
+  return sigmoid_pixel_term<CudaMath>(z, t, gamma);
+}
+
 template <Activation kAct, typename acc_t>
 __device__ __forceinline__ acc_t activate(acc_t x, acc_t row_max, acc_t row_inv) {
   if (kAct == Activation::kSigmoid) return sigmoid_from_exp_neg_abs(x, exp(-abs_of(x)));

@@ -41,13 +41,12 @@ __device__ __forceinline__ void store_grad_items(scalar_t* __restrict__ grad, co
   }
 }
 
-template <typename scalar_t, typename acc_t, Activation kAct, bool kFull>
+template <typename scalar_t, typename acc_t, Activation kAct, bool kFull, bool kPixel>
 __global__ void __launch_bounds__(kThreads)
     dice_stats_backward_kernel(const acc_t* __restrict__ grad_stats, const scalar_t* __restrict__ input,
                                const DiceProblem pr, const bool vec_in, scalar_t* __restrict__ grad,
                                const GradLayout layout, const bool vec_out) {
   constexpr int kItems = ItemsPerThread<scalar_t>::value;
-  constexpr int kCoefs = GradCoefSet<kFull>::kUsed;
   extern __shared__ __align__(16) unsigned char shared_raw[];
   acc_t* coefs = reinterpret_cast<acc_t*>(shared_raw);  // [C][kNumGradCoefs]
 
@@ -56,9 +55,9 @@ __global__ void __launch_bounds__(kThreads)
   const acc_t nan = std::numeric_limits<acc_t>::quiet_NaN();
 
   for (int64_t b = blockIdx.y; b < pr.batch; b += gridDim.y) {
-    for (int64_t i = threadIdx.x; i < C * kCoefs; i += kThreads) {
-      const int64_t c = i / kCoefs;
-      const int j = static_cast<int>(i % kCoefs);
+    for (int64_t i = threadIdx.x; i < C * kNumGradCoefs; i += kThreads) {
+      const int64_t c = i / kNumGradCoefs;
+      const int j = static_cast<int>(i % kNumGradCoefs);
       coefs[c * kNumGradCoefs + j] = grad_stats[(b * C + c) * kNumStats + grad_coef_source(j)];
     }
     __syncthreads();
@@ -68,9 +67,20 @@ __global__ void __launch_bounds__(kThreads)
       if (s0 >= pr.spatial) continue;  // no warp-level operations below
       const ItemLabels<kItems> labels = load_item_labels<kItems>(pr, b, s0);
 
-      acc_t row_max[kItems] = {}, row_inv[kItems] = {}, dot[kItems] = {};
+      acc_t row_max[kItems] = {}, row_inv[kItems] = {}, shift[kItems] = {}, dot[kItems] = {};
+      // The pixel loss's own gradient at one element (0 at invalid positions):
+      // coef_l * dl/dz + coef_tl * t * dl/dz, or with q for the cross-entropy.
+      auto pixel_direct = [&](int64_t c, int i, acc_t x, acc_t p, acc_t t) {
+        const acc_t* coef = coefs + c * kNumGradCoefs;
+        const acc_t g = pixel_term(pr, x, p, shift[i], t).grad;
+        return labels.valid[i] ? (coef[kCoefPixelLoss] + coef[kCoefPixelLossTarget] * t) * g : acc_t(0);
+      };
+      // The cross-entropy's gradient couples the classes through the softmax.
+      const bool coupled = kPixel && pr.pixel_loss == PixelLoss::kCrossEntropy;
       if (kAct == Activation::kSoftmax) {
         softmax_normalizer<kItems>(input, pr, b, s0, vec_in, row_max, row_inv);
+#pragma unroll
+        for (int i = 0; i < kItems; ++i) shift[i] = kPixel ? row_max[i] - log(row_inv[i]) : acc_t(0);
         for (int64_t c = 0; c < C; ++c) {
           acc_t x[kItems];
           load_input_items<kItems>(input, pr, b, c, s0, vec_in, x);
@@ -79,6 +89,9 @@ __global__ void __launch_bounds__(kThreads)
             const acc_t p = activate<kAct>(x[i], row_max[i], row_inv[i]);
             const acc_t t = labels.valid[i] ? item_target<acc_t>(pr, labels.label[i], b, c, s0 + i) : acc_t(0);
             dot[i] += p * grad_wrt_prob<kFull>(coefs + c * kNumGradCoefs, p, t);
+            if constexpr (kPixel) {
+              if (coupled) dot[i] += pixel_direct(c, i, x[i], p, t);
+            }
           }
         }
       }
@@ -94,6 +107,7 @@ __global__ void __launch_bounds__(kThreads)
           acc_t gx = d;
           if (kAct == Activation::kSigmoid) gx = sigmoid_backward(d, p);
           if (kAct == Activation::kSoftmax) gx = softmax_backward(d, p, dot[i]);
+          if constexpr (kPixel) gx += pixel_direct(c, i, x[i], p, t);
           // Ignored positions get exactly zero; a label outside [0, C) gets NaN
           // (its sample's statistics are NaN already).
           out[i] = labels.out_of_range[i] ? nan : (labels.valid[i] ? gx : acc_t(0));
@@ -105,7 +119,7 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-template <typename scalar_t, typename acc_t, Activation kAct, bool kFull>
+template <typename scalar_t, typename acc_t, Activation kAct, bool kFull, bool kPixel>
 void launch_dice_stats_backward(const at::Tensor& grad_stats, const at::Tensor& input, const DiceProblem& pr,
                                 at::Tensor& grad3) {
   constexpr int kItems = ItemsPerThread<scalar_t>::value;
@@ -114,7 +128,7 @@ void launch_dice_stats_backward(const at::Tensor& grad_stats, const at::Tensor& 
   const int64_t blocks = blocks_per_sample<kItems>(pr.spatial);
   const int64_t rows = pr.batch < kMaxGridY ? pr.batch : kMaxGridY;
   const size_t shared_bytes = size_t(pr.classes) * kNumGradCoefs * sizeof(acc_t);
-  auto kernel = dice_stats_backward_kernel<scalar_t, acc_t, kAct, kFull>;
+  auto kernel = dice_stats_backward_kernel<scalar_t, acc_t, kAct, kFull, kPixel>;
   set_dynamic_shared_memory(kernel, shared_bytes, device, pr.classes);
   const scalar_t* x = input.data_ptr<scalar_t>();
   scalar_t* g = grad3.data_ptr<scalar_t>();
@@ -130,10 +144,12 @@ void launch_dice_stats_backward(const at::Tensor& grad_stats, const at::Tensor& 
 
 at::Tensor dice_stats_backward_cuda(const at::Tensor& grad_stats, const at::Tensor& input, const at::Tensor& target,
                                     c10::string_view activation, bool full_stats,
-                                    c10::optional<int64_t> ignore_index) {
+                                    c10::optional<int64_t> ignore_index, c10::string_view pixel_loss,
+                                    double focal_gamma) {
   TORCH_CHECK_VALUE(input.is_cuda(), "fastdice: expected a CUDA input, got ", input.device());
   const c10::cuda::CUDAGuard guard(input.device());
-  const PreparedProblem prepared = prepare_problem(input, target, std::string(activation), full_stats, ignore_index);
+  const PreparedProblem prepared = prepare_problem(input, target, std::string(activation), full_stats, ignore_index,
+                                                   std::string(pixel_loss), focal_gamma);
   const DiceProblem& pr = prepared.problem;
   const at::Tensor grad_stats_c = check_grad_stats(grad_stats, prepared);
   at::Tensor grad_input = allocate_grad_input(input);
@@ -144,7 +160,9 @@ at::Tensor dice_stats_backward_cuda(const at::Tensor& grad_stats, const at::Tens
     using acc_t = std::conditional_t<std::is_same<scalar_t, double>::value, double, float>;
     FD_ACTIVATION_SWITCH(pr.activation, kAct, [&] {
       FD_BOOL_SWITCH(pr.full_stats, kFull, [&] {
-        launch_dice_stats_backward<scalar_t, acc_t, kAct, kFull>(grad_stats_c, prepared.input, pr, grad3);
+        FD_PIXEL_SWITCH(kAct, pr.pixel_loss, kPixel, [&] {
+          launch_dice_stats_backward<scalar_t, acc_t, kAct, kFull, kPixel>(grad_stats_c, prepared.input, pr, grad3);
+        });
       });
     });
   });

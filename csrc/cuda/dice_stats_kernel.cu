@@ -22,22 +22,31 @@ namespace fastdice {
 namespace cuda {
 namespace {
 
-template <typename scalar_t, typename acc_t, Activation kAct, bool kFull>
+// Shared-memory slots per (warp, class): the accumulated statistics, then
+// sum l and sum t*l of the pixel loss.
+template <bool kFull, bool kPixel>
+struct SlotSet {
+  static constexpr int kStats = StatSet<kFull>::kAccumulated;
+  static constexpr int kSlots = kStats + (kPixel ? 2 : 0);
+};
+
+template <typename scalar_t, typename acc_t, Activation kAct, bool kFull, bool kPixel>
 __global__ void __launch_bounds__(kThreads)
     dice_stats_kernel(const scalar_t* __restrict__ input, const DiceProblem pr, const bool vectorized,
                       acc_t* __restrict__ partials) {
   constexpr int kItems = ItemsPerThread<scalar_t>::value;
-  constexpr int kStats = StatSet<kFull>::kAccumulated;
+  constexpr int kStats = SlotSet<kFull, kPixel>::kStats;
+  constexpr int kSlots = SlotSet<kFull, kPixel>::kSlots;
   using BlockReduce = cub::BlockReduce<int64_t, kThreads>;
   __shared__ typename BlockReduce::TempStorage reduce_storage;
   __shared__ int64_t block_valid_count;
   extern __shared__ __align__(16) unsigned char shared_raw[];
-  acc_t* warp_acc = reinterpret_cast<acc_t*>(shared_raw);  // [kWarps][C][kStats]
+  acc_t* warp_acc = reinterpret_cast<acc_t*>(shared_raw);  // [kWarps][C][kSlots]
 
   const int warp = threadIdx.x / kWarpSize;
   const int lane = threadIdx.x % kWarpSize;
   const int64_t C = pr.classes;
-  const int64_t slots = int64_t(kWarps) * C * kStats;
+  const int64_t slots = int64_t(kWarps) * C * kSlots;
   const int64_t step = int64_t(gridDim.x) * kThreads * kItems;
 
   for (int64_t b = blockIdx.y; b < pr.batch; b += gridDim.y) {
@@ -54,16 +63,18 @@ __global__ void __launch_bounds__(kThreads)
       valid_count += labels.valid_count;
       out_of_range |= labels.any_out_of_range;
 
-      acc_t row_max[kItems] = {}, row_inv[kItems] = {};
+      acc_t row_max[kItems] = {}, row_inv[kItems] = {}, shift[kItems] = {};
       if (kAct == Activation::kSoftmax) {
         softmax_normalizer<kItems>(input, pr, b, s0, vectorized, row_max, row_inv);
+#pragma unroll
+        for (int i = 0; i < kItems; ++i) shift[i] = kPixel ? row_max[i] - log(row_inv[i]) : acc_t(0);
       }
       for (int64_t c = 0; c < C; ++c) {
         acc_t x[kItems];
         load_input_items<kItems>(input, pr, b, c, s0, vectorized, x);
-        acc_t local[kStats];
+        acc_t local[kSlots];
 #pragma unroll
-        for (int k = 0; k < kStats; ++k) local[k] = acc_t(0);
+        for (int k = 0; k < kSlots; ++k) local[k] = acc_t(0);
 #pragma unroll
         for (int i = 0; i < kItems; ++i) {
           if (labels.valid[i]) {
@@ -72,12 +83,17 @@ __global__ void __launch_bounds__(kThreads)
             // A dense target outside [0, 1] (a 0/255 mask, say) poisons like a bad label.
             out_of_range |= !(t >= acc_t(0) && t <= acc_t(1));
             accumulate_element<kFull>(local, p, t);
+            if constexpr (kPixel) {
+              const acc_t l = pixel_term(pr, x[i], p, shift[i], t).loss;
+              local[kStats] += l;
+              local[kStats + 1] += t != acc_t(0) ? t * l : acc_t(0);
+            }
           }
         }
 #pragma unroll
-        for (int k = 0; k < kStats; ++k) {
+        for (int k = 0; k < kSlots; ++k) {
           const acc_t v = warp_sum(local[k]);
-          if (lane == 0) warp_acc[(int64_t(warp) * C + c) * kStats + k] += v;
+          if (lane == 0) warp_acc[(int64_t(warp) * C + c) * kSlots + k] += v;
         }
       }
     }
@@ -94,9 +110,14 @@ __global__ void __launch_bounds__(kThreads)
     for (int64_t idx = threadIdx.x; idx < C * kNumStats; idx += kThreads) {
       const int64_t c = idx / kNumStats;
       const int k = static_cast<int>(idx % kNumStats);
+      // The slot that holds statistic k, if any.
+      const int slot = k < kStats ? k
+                       : (kPixel && k == kPixelLoss)       ? kStats
+                       : (kPixel && k == kPixelLossTarget) ? kStats + 1
+                                                           : -1;
       acc_t v = acc_t(0);
-      if (k < kStats) {
-        for (int w = 0; w < kWarps; ++w) v += warp_acc[(int64_t(w) * C + c) * kStats + k];
+      if (slot >= 0) {
+        for (int w = 0; w < kWarps; ++w) v += warp_acc[(int64_t(w) * C + c) * kSlots + slot];
       } else if (kFull && k == kValidCount) {
         v = static_cast<acc_t>(block_valid_count);
       }
@@ -119,16 +140,16 @@ __global__ void reduce_partials_kernel(const acc_t* __restrict__ partials, int64
   stats[idx] = static_cast<acc_t>(s);
 }
 
-template <typename scalar_t, typename acc_t, Activation kAct, bool kFull>
+template <typename scalar_t, typename acc_t, Activation kAct, bool kFull, bool kPixel>
 void launch_dice_stats(const at::Tensor& input, const DiceProblem& pr, at::Tensor& stats) {
   constexpr int kItems = ItemsPerThread<scalar_t>::value;
-  constexpr int kStats = StatSet<kFull>::kAccumulated;
+  constexpr int kSlots = SlotSet<kFull, kPixel>::kSlots;
   const int device = input.get_device();
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(device).stream();
   const int64_t blocks = blocks_per_sample<kItems>(pr.spatial);
   const int64_t rows = pr.batch < kMaxGridY ? pr.batch : kMaxGridY;
-  const size_t shared_bytes = size_t(kWarps) * pr.classes * kStats * sizeof(acc_t);
-  auto kernel = dice_stats_kernel<scalar_t, acc_t, kAct, kFull>;
+  const size_t shared_bytes = size_t(kWarps) * pr.classes * kSlots * sizeof(acc_t);
+  auto kernel = dice_stats_kernel<scalar_t, acc_t, kAct, kFull, kPixel>;
   set_dynamic_shared_memory(kernel, shared_bytes, device, pr.classes);
 
   const scalar_t* x = input.data_ptr<scalar_t>();
@@ -146,10 +167,12 @@ void launch_dice_stats(const at::Tensor& input, const DiceProblem& pr, at::Tenso
 }
 
 at::Tensor dice_stats_cuda(const at::Tensor& input, const at::Tensor& target, c10::string_view activation,
-                           bool full_stats, c10::optional<int64_t> ignore_index) {
+                           bool full_stats, c10::optional<int64_t> ignore_index,
+                                   c10::string_view pixel_loss, double focal_gamma) {
   TORCH_CHECK_VALUE(input.is_cuda(), "fastdice: expected a CUDA input, got ", input.device());
   const c10::cuda::CUDAGuard guard(input.device());
-  const PreparedProblem prepared = prepare_problem(input, target, std::string(activation), full_stats, ignore_index);
+  const PreparedProblem prepared = prepare_problem(input, target, std::string(activation), full_stats, ignore_index,
+                                                   std::string(pixel_loss), focal_gamma);
   const DiceProblem& pr = prepared.problem;
   const auto stats_options = input.options().dtype(stats_dtype_for(input.scalar_type()));
   if (pr.batch == 0 || pr.classes == 0 || pr.spatial == 0) {
@@ -161,7 +184,8 @@ at::Tensor dice_stats_cuda(const at::Tensor& input, const at::Tensor& target, c1
     using acc_t = std::conditional_t<std::is_same<scalar_t, double>::value, double, float>;
     FD_ACTIVATION_SWITCH(pr.activation, kAct, [&] {
       FD_BOOL_SWITCH(pr.full_stats, kFull, [&] {
-        launch_dice_stats<scalar_t, acc_t, kAct, kFull>(prepared.input, pr, stats);
+        FD_PIXEL_SWITCH(kAct, pr.pixel_loss, kPixel,
+                        [&] { launch_dice_stats<scalar_t, acc_t, kAct, kFull, kPixel>(prepared.input, pr, stats); });
       });
     });
   });
@@ -172,7 +196,8 @@ at::Tensor dice_stats_cuda(const at::Tensor& input, const at::Tensor& target, c1
 
 at::Tensor dice_stats_backward_cuda(const at::Tensor& grad_stats, const at::Tensor& input, const at::Tensor& target,
                                     c10::string_view activation, bool full_stats,
-                                    c10::optional<int64_t> ignore_index);
+                                    c10::optional<int64_t> ignore_index, c10::string_view pixel_loss,
+                                    double focal_gamma);
 
 }  // namespace cuda
 

@@ -13,16 +13,19 @@ PyObject* PyInit__C(void) {
 }
 
 TORCH_LIBRARY(fastdice, m) {
-  // stats[B, C, 9] (float32; float64 for float64 input): per (sample, class)
+  // stats[B, C, 11] (float32; float64 for float64 input): per (sample, class)
   // sum p*t, sum p, sum t, sum p^2, sum t^2, sum |p-t|, sum |p|, sum |t| and
-  // the number of valid elements; the last six only when full_stats is true
-  // (else zero). p = activation(input) over dim 1. target is dense (input's
-  // shape) or an integer label map (B, *spatial) / (B, 1, *spatial).
+  // the number of valid elements (those six only when full_stats is true, else
+  // zero), then sum l and sum t*l of the per-element loss l that pixel_loss
+  // selects ('none': zero; 'cross_entropy': -log softmax, or the softmax focal
+  // term when focal_gamma > 0; 'binary_cross_entropy': BCE with logits, or the
+  // sigmoid focal term). p = activation(input) over dim 1. target is dense
+  // (input's shape) or an integer label map (B, *spatial) / (B, 1, *spatial).
   m.def(
       "dice_stats(Tensor input, Tensor target, str activation, bool full_stats, "
-      "int? ignore_index) -> Tensor");
-  // grad_input for grad_stats[B, C, 9], recomputing the activation from input.
+      "int? ignore_index, str pixel_loss=\"none\", float focal_gamma=0.0) -> Tensor");
+  // grad_input for grad_stats[B, C, 11], recomputing the activation from input.
   m.def(
       "dice_stats_backward(Tensor grad_stats, Tensor input, Tensor target, str activation, "
-      "bool full_stats, int? ignore_index) -> Tensor");
+      "bool full_stats, int? ignore_index, str pixel_loss=\"none\", float focal_gamma=0.0) -> Tensor");
 }

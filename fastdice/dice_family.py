@@ -1,0 +1,135 @@
+"""Tversky and Generalized Dice losses: other epilogues of the same fused
+statistics (sum p*t, sum p, sum t per sample and class), so they cost what
+the Dice loss costs: one pass forward, one pass backward."""
+
+import math
+import numbers
+
+import torch
+from torch import nn
+
+from . import _ops
+from .loss import _check_tensors, align_shapes, pool_stats, reduce_losses
+from .options import DiceOptions, check_weight_values, weight_tensor
+
+W_TYPES = ("square", "simple", "uniform")
+
+
+def _check_nonnegative(name, value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"fastdice: {name} must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
+class _StatsLoss(nn.Module):
+    """Shared plumbing: options, the class-weight buffer and the op call."""
+
+    def __init__(self, process_group=None, **options):
+        super().__init__()
+        self.process_group = process_group
+        weight = options.pop("weight", None)
+        check_weight_values(weight)
+        self.opts = DiceOptions(**options)
+        if weight is not None and not isinstance(weight, (int, float)):
+            self.register_buffer("weight", torch.as_tensor(weight, dtype=torch.float64).flatten().clone())
+        else:
+            self.register_buffer("weight", None)
+            self.opts = self.opts.replace(weight=weight)
+
+    def _stats(self, input, target):
+        _check_tensors(input, target, self.opts)
+        input, target = align_shapes(input, target, self.opts, self.weight is not None or self.opts.weight is not None)
+        stats = _ops.dice_stats(input, target, self.opts.activation, False, self.opts.ignore_index)
+        num_classes = input.shape[1]
+        if self.weight is None:
+            weight = weight_tensor(self.opts.weight, num_classes, stats)
+        elif self.weight.numel() != num_classes:
+            raise ValueError(f"fastdice: weight has {self.weight.numel()} entries but the input has {num_classes} classes")
+        else:
+            weight = self.weight.to(device=stats.device, dtype=stats.dtype)
+        return stats, weight
+
+
+class TverskyLoss(_StatsLoss):
+    """Tversky loss ``(1 - (tp + smooth_nr) / (tp + alpha*fp + beta*fn + smooth_dr)) ** gamma``.
+
+    fp = sum p*(1-t) = sum p - tp, fn = sum (1-p)*t = sum t - tp. alpha
+    weighs false positives, beta false negatives (alpha = beta = 0.5 is the
+    Dice loss with doubled smoothing, alpha = beta = 1 the soft Jaccard);
+    gamma != 1 is the focal Tversky loss. Other keyword options as
+    :class:`fastdice.DiceLoss`: activation, pooling, include_background,
+    weight, ignore_index, smooth_nr, smooth_dr (1.0), reduction, distributed.
+    """
+
+    def __init__(self, *, alpha: float = 0.5, beta: float = 0.5, gamma: float = 1.0, process_group=None, **options):
+        for name in ("squared", "jaccard", "log_loss", "soft_label"):
+            if name in options:
+                raise TypeError(f"fastdice: TverskyLoss has no option {name!r}")
+        super().__init__(process_group=process_group, **options)
+        self.alpha = _check_nonnegative("alpha", alpha)
+        self.beta = _check_nonnegative("beta", beta)
+        self.gamma = _check_nonnegative("gamma", gamma)
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        stats, weight = self._stats(input, target)
+        s, weight = pool_stats(stats, self.opts, weight, self.process_group)
+        tp = s[..., _ops.TP]
+        fp = s[..., _ops.SUM_P] - tp
+        fn = s[..., _ops.SUM_T] - tp
+        score = (tp + self.opts.smooth_nr) / (tp + self.alpha * fp + self.beta * fn + self.opts.smooth_dr)
+        loss = 1 - score
+        if self.gamma != 1.0:
+            loss = loss.clamp_min(0).pow(self.gamma)
+        if weight is not None:
+            loss = loss * weight
+        return reduce_losses(loss, self.opts.reduction)
+
+
+class GeneralizedDiceLoss(_StatsLoss):
+    """Generalized Dice loss (Sudre et al. 2017), one value per sample (or
+    per batch with ``pooling='batch'``):
+
+        1 - (2 * sum_c w_c * tp_c + smooth_nr) / (sum_c w_c * (P_c + G_c) + smooth_dr)
+
+    with w_c = 1 / G_c^2 (``w_type='square'``), 1 / G_c ('simple') or 1
+    ('uniform'), G_c = sum t of class c. A class absent from the target
+    (infinite weight) gets the largest finite weight of its sample (batch),
+    as MONAI does; the weights are constants (no gradient). smooth_nr and
+    smooth_dr default to 1e-5 (the weighted sums are O(1 / G)). Other
+    keyword options: activation, pooling ('sample' or 'batch'),
+    include_background, ignore_index, reduction (over samples), distributed.
+    """
+
+    def __init__(self, *, w_type: str = "square", process_group=None, **options):
+        for name in ("squared", "jaccard", "log_loss", "soft_label", "weight"):
+            if name in options:
+                raise TypeError(f"fastdice: GeneralizedDiceLoss has no option {name!r}")
+        options.setdefault("pooling", "sample")
+        options.setdefault("smooth_nr", 1e-5)
+        options.setdefault("smooth_dr", 1e-5)
+        if options["pooling"] not in ("sample", "batch"):
+            raise ValueError(f"fastdice: GeneralizedDiceLoss pooling must be 'sample' or 'batch', got {options['pooling']!r}")
+        if w_type not in W_TYPES:
+            raise ValueError(f"fastdice: w_type must be one of {W_TYPES}, got {w_type!r}")
+        super().__init__(process_group=process_group, **options)
+        self.w_type = w_type
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        stats, _ = self._stats(input, target)
+        s, _ = pool_stats(stats, self.opts, None, self.process_group)  # [B, C, K] or [C, K]
+        tp, p_sum, g_sum = s[..., _ops.TP], s[..., _ops.SUM_P], s[..., _ops.SUM_T]
+        with torch.no_grad():
+            g = g_sum.detach()
+            if self.w_type == "square":
+                w = 1.0 / (g * g)
+            elif self.w_type == "simple":
+                w = 1.0 / g
+            else:
+                w = torch.ones_like(g)
+            infinite = torch.isinf(w)
+            w = torch.where(infinite, torch.zeros_like(w), w)
+            largest = w.max(dim=-1, keepdim=True).values if w.numel() else w
+            w = torch.where(infinite, largest.expand_as(w), w)
+        numerator = 2 * (w * tp).sum(-1) + self.opts.smooth_nr
+        denominator = (w * (p_sum + g_sum)).sum(-1) + self.opts.smooth_dr
+        return reduce_losses(1 - numerator / denominator, self.opts.reduction)
