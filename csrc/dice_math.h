@@ -268,14 +268,21 @@ struct PixelTerm {
 // and q with dl/dz_j = q * (delta_cj - p_j) for every logit z_j of the position:
 //   q = -(1 - p)^gamma * (1 + gamma * p * (-lp) / (1 - p)),
 // the ratio -lp / (1 - p) taken as its limit 1 at p = 1.
-template <typename M, typename acc_t>
+// kFocal = false is gamma = 0, a compile-time case so that the plain
+// cross-entropy loops carry no focal code.
+template <bool kFocal, typename M, typename acc_t>
 FD_HOST_DEVICE PixelTerm<acc_t> softmax_pixel_term(acc_t lp, acc_t p, acc_t gamma) {
   const acc_t nll = -lp;
-  if (gamma == acc_t(0)) return {nll, acc_t(-1)};
+  if constexpr (!kFocal) return {nll, acc_t(-1)};
   const acc_t one_minus_p = acc_t(1) - p;
   const acc_t modulator = M::exp_nonpositive(gamma * M::log(one_minus_p));
-  const acc_t ratio = one_minus_p > acc_t(0) ? nll / one_minus_p : acc_t(1);
-  return {modulator * nll, -modulator * (acc_t(1) + gamma * p * ratio)};
+  // Both sides computed, then selected: branch-free for vectorizers. At
+  // p = 0 (a logit of -inf) the product's limit 0 replaces 0 * inf.
+  const acc_t raw_ratio = nll / one_minus_p;
+  const acc_t ratio = one_minus_p > acc_t(0) ? raw_ratio : acc_t(1);
+  const acc_t raw_focal = gamma * p * ratio;
+  const acc_t focal = p > acc_t(0) ? raw_focal : acc_t(0);
+  return {modulator * nll, -modulator * (acc_t(1) + focal)};
 }
 
 // Binary cross-entropy / sigmoid focal loss of one logit z with target t
@@ -284,12 +291,12 @@ FD_HOST_DEVICE PixelTerm<acc_t> softmax_pixel_term(acc_t lp, acc_t p, acc_t gamm
 //   l = exp(gamma * logsigmoid(-z (2t - 1))) * bce
 // and grad = dl/dz = m * ((sigmoid(z) - t) - gamma * s * sigmoid(z s) * bce)
 // with s = 2t - 1 and m the modulator.
-template <typename M, typename acc_t>
+template <bool kFocal, typename M, typename acc_t>
 FD_HOST_DEVICE PixelTerm<acc_t> sigmoid_pixel_term(acc_t z, acc_t t, acc_t gamma) {
   const acc_t e = M::exp_nonpositive(-abs_of(z));
   const acc_t bce = (z > acc_t(0) ? z : acc_t(0)) - z * t + M::log1p_unit(e);
   const acc_t d_bce = sigmoid_from_exp_neg_abs(z, e) - t;
-  if (gamma == acc_t(0)) return {bce, d_bce};
+  if constexpr (!kFocal) return {bce, d_bce};
   const acc_t s = acc_t(2) * t - acc_t(1);
   const acc_t zs = z * s;  // the modulator's argument is logsigmoid(-zs)
   const acc_t e_s = M::exp_nonpositive(-abs_of(zs));

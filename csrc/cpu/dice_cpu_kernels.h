@@ -102,7 +102,8 @@ struct CpuMath<float> {
   static float log1p_unit(float x) {
     const float u = 1.f + x;
     const float d = u - 1.f;
-    return d == 0.f ? x : log_nonnegative(u) * (x / d);
+    const float r = log_nonnegative(u) * (x / d);  // computed, then selected: branch-free
+    return d == 0.f ? x : r;
   }
 };
 
@@ -456,19 +457,29 @@ void pixel_terms_class(const scalar_t* input, const DiceProblem& pr, int64_t b, 
         out0[i] = ok ? (coef_l + coef_tl * t) * term.grad : acc_t(0);
       } else {
         out0[i] = ok ? term.loss : acc_t(0);
-        out1[i] = (ok && t != acc_t(0)) ? t * term.loss : acc_t(0);
+        const bool keep = ok & (t != acc_t(0));
+        out1[i] = keep ? t * term.loss : acc_t(0);
       }
     };
-    if (pr.pixel_loss == PixelLoss::kCrossEntropy) {
-      for (int64_t i = 0; i < kTile; ++i) {
-        const acc_t p = prob<kAct>(x, inv, i);
-        emit(i, target(i), softmax_pixel_term<M>(z[i] - shift[i], p, gamma));
+    // One loop per (family, focal or not): each is branch-free and vectorizes.
+    auto loops = [&](auto focal) {
+      constexpr bool kFocal = decltype(focal)::value;
+      if (pr.pixel_loss == PixelLoss::kCrossEntropy) {
+        for (int64_t i = 0; i < kTile; ++i) {
+          const acc_t p = prob<kAct>(x, inv, i);
+          emit(i, target(i), softmax_pixel_term<kFocal, M>(z[i] - shift[i], p, gamma));
+        }
+      } else {
+        for (int64_t i = 0; i < kTile; ++i) {
+          const acc_t t = target(i);
+          emit(i, t, sigmoid_pixel_term<kFocal, M>(z[i], t, gamma));
+        }
       }
+    };
+    if (pr.focal_gamma != 0.0) {
+      loops(std::true_type{});
     } else {
-      for (int64_t i = 0; i < kTile; ++i) {
-        const acc_t t = target(i);
-        emit(i, t, sigmoid_pixel_term<M>(z[i], t, gamma));
-      }
+      loops(std::false_type{});
     }
   };
   if (pr.target.is_label) {

@@ -153,8 +153,12 @@ template <typename acc_t>
 __device__ __forceinline__ PixelTerm<acc_t> pixel_term(const DiceProblem& pr, acc_t z, acc_t p, acc_t shift,
                                                        acc_t t) {
   const acc_t gamma = static_cast<acc_t>(pr.focal_gamma);
-  if (pr.pixel_loss == PixelLoss::kCrossEntropy) return softmax_pixel_term<CudaMath>(z - shift, p, gamma);
-  return sigmoid_pixel_term<CudaMath>(z, t, gamma);
+  const bool focal = pr.focal_gamma != 0.0;
+  if (pr.pixel_loss == PixelLoss::kCrossEntropy) {
+    return focal ? softmax_pixel_term<true, CudaMath>(z - shift, p, gamma)
+                 : softmax_pixel_term<false, CudaMath>(z - shift, p, gamma);
+  }
+  return focal ? sigmoid_pixel_term<true, CudaMath>(z, t, gamma) : sigmoid_pixel_term<false, CudaMath>(z, t, gamma);
 }
 
 template <Activation kAct, typename acc_t>

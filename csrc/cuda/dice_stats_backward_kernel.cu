@@ -80,7 +80,7 @@ __global__ void __launch_bounds__(kThreads)
       if (kAct == Activation::kSoftmax) {
         softmax_normalizer<kItems>(input, pr, b, s0, vec_in, row_max, row_inv);
 #pragma unroll
-        for (int i = 0; i < kItems; ++i) shift[i] = kPixel ? row_max[i] - log(row_inv[i]) : acc_t(0);
+        for (int i = 0; i < kItems; ++i) shift[i] = coupled ? row_max[i] - log(row_inv[i]) : acc_t(0);
         for (int64_t c = 0; c < C; ++c) {
           acc_t x[kItems];
           load_input_items<kItems>(input, pr, b, c, s0, vec_in, x);

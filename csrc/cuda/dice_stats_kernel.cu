@@ -64,10 +64,12 @@ __global__ void __launch_bounds__(kThreads)
       out_of_range |= labels.any_out_of_range;
 
       acc_t row_max[kItems] = {}, row_inv[kItems] = {}, shift[kItems] = {};
+      // log-softmax shift (max + log sum exp): the cross-entropy only.
+      const bool wants_shift = kPixel && pr.pixel_loss == PixelLoss::kCrossEntropy;
       if (kAct == Activation::kSoftmax) {
         softmax_normalizer<kItems>(input, pr, b, s0, vectorized, row_max, row_inv);
 #pragma unroll
-        for (int i = 0; i < kItems; ++i) shift[i] = kPixel ? row_max[i] - log(row_inv[i]) : acc_t(0);
+        for (int i = 0; i < kItems; ++i) shift[i] = wants_shift ? row_max[i] - log(row_inv[i]) : acc_t(0);
       }
       for (int64_t c = 0; c < C; ++c) {
         acc_t x[kItems];

@@ -1,0 +1,554 @@
+"""Drop-in replacements for MONAI 1.6's ``monai.losses.DiceLoss``,
+``GeneralizedDiceLoss`` and ``TverskyLoss``, computed by the fused
+``fastdice::dice_stats`` op.
+
+Same constructor signatures, defaults, attributes (``class_weight`` buffer
+included), warnings, exception types and numbers (values and input gradients)
+as MONAI 1.6.1; MONAI itself does not need to be installed. Every N-sized step
+(activation, one-hot, products, sums over space) is one pass of the op;
+everything after it is O(B*C) arithmetic that mirrors MONAI's formulas line by
+line on the pooled statistics.
+
+How MONAI's pipeline maps onto the op:
+
+* ``sigmoid`` / ``softmax`` are fused in the kernel (softmax over all channels,
+  before the background channel is dropped, as in MONAI).
+* ``to_onehot_y=True`` passes the ``(B, 1, *spatial)`` label map to the op as
+  is; no one-hot tensor is ever built. A floating-point or bool label map is
+  converted to int64 first (``.long()``, truncation, as MONAI's ``one_hot``).
+* ``include_background=False`` computes statistics on all channels, then drops
+  class 0 from them.
+* ``ignore_index`` with a label map (``to_onehot_y=True``, C > 1) is the op's
+  own ``ignore_index``: those positions leave every statistic and get zero
+  gradient, exactly what MONAI's mask ``target != ignore_index`` does. An
+  in-range ignored class keeps an all-zero channel that still counts in the
+  mean, as in MONAI.
+
+Fallbacks (documented, exact, but not fused):
+
+* ``other_act``: the callable is applied in PyTorch, then the op runs with
+  activation ``"none"``.
+* ``ignore_index`` with a dense target (one-hot / soft targets with C > 1, or
+  any target with C == 1): MONAI multiplies the activated input and the target
+  by a mask built from the target (``1 - target[:, ignore_index]`` for an
+  in-range index, ``target.sum(1) > 0`` for a sentinel, ``target !=
+  ignore_index`` for a single channel), which can be fractional for soft
+  targets. This is emulated in PyTorch: activation, mask and the two products
+  are input-sized temporaries, then the op runs with activation ``"none"``.
+
+Differences from MONAI (all raise, none silently changes a number):
+
+* Dense targets must lie in [0, 1] (``ValueError`` from the op); MONAI accepts
+  any values.
+* A label (``to_onehot_y=True``) outside ``[0, C)`` that is not
+  ``ignore_index`` raises ``ValueError``; MONAI's ``one_hot`` raises
+  ``RuntimeError`` (scatter index out of bounds) on CPU and a device-side
+  assert on CUDA.
+* A floating-point label map with ``ignore_index`` must be integer-valued
+  (``ValueError``); MONAI compares the raw float against ``ignore_index`` but
+  one-hot-encodes the truncated value, which the op cannot express.
+* Gradients with respect to ``target`` are not computed: a target that
+  requires grad raises ``NotImplementedError``.
+* The result is float32 (float64 for float64 input) whatever the input
+  precision: float16/bfloat16 inputs are accumulated in float32 (MONAI
+  computes and returns them in the input's precision). A float32 input with a
+  float64 target gives a float32 result (MONAI promotes to float64).
+* Sums are accumulated in the input's precision (float32 or float64) even for
+  a lower-precision dense target; MONAI sums a float32 target in float32 even
+  for a float64 input (differences of float32 rounding size, soft targets only).
+"""
+
+from __future__ import annotations
+
+import enum
+import warnings
+from collections.abc import Callable, Sequence
+
+import torch
+from torch.nn.modules.loss import _Loss
+
+from .. import _ops
+
+__all__ = ["DiceLoss", "GeneralizedDiceLoss", "TverskyLoss"]
+
+_REDUCTIONS = ("none", "mean", "sum")
+_W_TYPES = ("square", "simple", "uniform")
+_LABEL_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+
+
+# --------------------------------------------------------------------------
+# Constructor-argument validation (MONAI's messages and exception types)
+# --------------------------------------------------------------------------
+
+
+def _lookup_reduction(reduction) -> str:
+    """MONAI's ``LossReduction(reduction).value``: exact match, ValueError otherwise."""
+    value = reduction.value if isinstance(reduction, enum.Enum) else reduction
+    if isinstance(value, str) and value in _REDUCTIONS:
+        return _REDUCTIONS[_REDUCTIONS.index(value)]  # a plain str, also for a str-Enum member
+    raise ValueError(f"{reduction!r} is not a valid LossReduction")
+
+
+def _lookup_w_type(w_type) -> str:
+    """MONAI's ``look_up_option(w_type, Weight)``: surrounding blanks stripped, ValueError otherwise."""
+    value = w_type.value if isinstance(w_type, enum.Enum) else w_type
+    if isinstance(value, str) and value.strip() in _W_TYPES:
+        return value.strip()
+    raise ValueError(f"Unsupported option '{w_type}', Available options are {set(_W_TYPES)}.")
+
+
+def _check_activation_args(sigmoid: bool, softmax: bool, other_act) -> None:
+    if other_act is not None and not callable(other_act):
+        raise TypeError(f"other_act must be None or callable but is {type(other_act).__name__}.")
+    if int(sigmoid) + int(softmax) + int(other_act is not None) > 1:
+        raise ValueError("Incompatible values: more than 1 of [sigmoid=True, softmax=True, other_act is not None].")
+
+
+# --------------------------------------------------------------------------
+# MONAI's preprocessing + the fused statistics (reusable by DiceCE / DiceFocal)
+# --------------------------------------------------------------------------
+
+
+def _ignore_mask(original_target: torch.Tensor, ignore_index: int) -> torch.Tensor:
+    """``monai.metrics.utils.create_ignore_mask`` (B, 1, *spatial): 1 = valid, 0 = ignored."""
+    if original_target.shape[1] == 1:
+        return (original_target != ignore_index).float()
+    num_classes = original_target.shape[1]
+    if 0 <= ignore_index < num_classes:
+        return 1.0 - original_target[:, ignore_index : ignore_index + 1]
+    return (original_target.sum(dim=1, keepdim=True) > 0).float()
+
+
+def _dice_stats_monai(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    include_background: bool,
+    to_onehot_y: bool,
+    sigmoid: bool,
+    softmax: bool,
+    other_act: Callable | None,
+    full_stats: bool,
+    ignore_index: int | None,
+    batch: bool,
+    shape_wording: str = "different",
+) -> torch.Tensor:
+    """MONAI's validation and preprocessing, then the fused statistics.
+
+    Returns the statistics (last axis: ``fastdice._ops.STAT_NAMES``) of
+    ``activation(input)`` and the (one-hot) target after background removal
+    and ignore masking, pooled exactly as MONAI reduces its sums:
+    ``(B, C', 9)`` per sample, ``(C', 9)`` with ``batch=True``, and ``(9,)``
+    for an input without spatial axes and ``batch=False`` (MONAI's
+    ``torch.sum(x, dim=[])`` reduces every axis). ``C'`` is C, or C - 1 when
+    the background is dropped (C > 1). Issues MONAI's warnings (single channel
+    with softmax / to_onehot_y / include_background=False) and raises its
+    shape errors (``AssertionError``). ``shape_wording`` is the word in the
+    shape-mismatch message ("different" for DiceLoss, "differing" for
+    GeneralizedDiceLoss and TverskyLoss).
+    """
+    if not isinstance(input, torch.Tensor) or not isinstance(target, torch.Tensor):
+        raise TypeError(
+            f"input and target must be tensors, got {type(input).__name__} and {type(target).__name__}"
+        )
+    if target.requires_grad:
+        raise NotImplementedError(
+            "fastdice.compat.monai: gradients with respect to `target` are not supported "
+            "(target requires grad); pass target.detach()"
+        )
+    n_pred_ch = input.shape[1]  # IndexError for an input without a channel axis, as in MONAI
+
+    activation = "none"
+    if sigmoid:
+        activation = "sigmoid"
+    if softmax:
+        if n_pred_ch == 1:
+            warnings.warn("single channel prediction, `softmax=True` ignored.", stacklevel=3)
+        else:
+            activation = "softmax"
+
+    use_label_map = False
+    if to_onehot_y:
+        if n_pred_ch == 1:
+            warnings.warn("single channel prediction, `to_onehot_y=True` ignored.", stacklevel=3)
+        else:
+            use_label_map = True
+            # monai.networks.utils.one_hot: trailing singleton axes up to 2 dims, channel of size 1.
+            if target.dim() < 2:
+                target = target.reshape(list(target.shape) + [1] * (2 - target.dim()))
+            if target.shape[1] != 1:
+                raise AssertionError("labels should have a channel with length equal to one.")
+
+    drop_background = not include_background
+    if drop_background and n_pred_ch == 1:
+        warnings.warn("single channel prediction, `include_background=False` ignored.", stacklevel=3)
+        drop_background = False
+
+    # The shape check MONAI does on the (one-hot, background-free) tensors.
+    target_shape = list(target.shape)
+    if use_label_map:
+        target_shape[1] = n_pred_ch
+    input_shape = list(input.shape)
+    if drop_background:
+        input_shape[1] -= 1
+        if len(target_shape) > 1:
+            target_shape[1] = max(target_shape[1] - 1, 0)
+    if target_shape != input_shape:
+        raise AssertionError(
+            f"ground truth has {shape_wording} shape ({torch.Size(target_shape)}) "
+            f"from input ({torch.Size(input_shape)})"
+        )
+
+    op_ignore = None
+    if use_label_map:
+        if target.dtype not in _LABEL_DTYPES:
+            if ignore_index is not None and target.is_floating_point() and bool((target != target.trunc()).any()):
+                raise ValueError(
+                    "fastdice.compat.monai: with to_onehot_y=True and ignore_index, a floating-point target "
+                    "must hold integer class labels (MONAI truncates non-integer labels but masks by the raw "
+                    "value); round the labels or pass an integer label map"
+                )
+            target = target.long()
+        op_ignore = ignore_index
+        mask = None
+    else:
+        mask = _ignore_mask(target, ignore_index) if ignore_index is not None else None
+
+    if other_act is not None or mask is not None:
+        # Fallback: MONAI's activation and masking in PyTorch, the sums fused.
+        if activation == "sigmoid":
+            input = torch.sigmoid(input)
+        elif activation == "softmax":
+            input = torch.softmax(input, 1)
+        activation = "none"
+        if other_act is not None:
+            input = other_act(input)
+        if mask is not None:
+            input = input * mask
+            target = target * mask
+
+    stats = _ops.dice_stats(input, target, activation, full_stats, op_ignore)
+    if drop_background:
+        stats = stats[:, 1:]
+    if batch:
+        return stats.sum(0)
+    if input.dim() == 2:
+        return stats.sum((0, 1))
+    return stats
+
+
+# --------------------------------------------------------------------------
+# Epilogues: MONAI's formulas on the pooled statistics (O(B*C))
+# --------------------------------------------------------------------------
+
+
+def _tp_fp_fn(stats: torch.Tensor, squared: bool, soft_label: bool):
+    """``monai.losses.utils.compute_tp_fp_fn`` from the statistics.
+
+    ord 1, hard: tp = sum p*t, fp = sum p - tp, fn = sum t - tp (equal to
+    Tversky's sum p*(1-t) and sum (1-p)*t). ord 2 (squared_pred): tp = sum p*t
+    (MONAI's (|p|^2 + |t|^2 - |p-t|^2)/2), fp = sum p^2 - tp, fn = sum t^2 - tp.
+    ord 1, soft: tp = (|p|_1 + |t|_1 - |p-t|_1)/2, fp = |p|_1 - tp, fn = |t|_1 - tp.
+    """
+    if squared:
+        tp = stats[..., _ops.TP]
+        pred_o, ground_o = stats[..., _ops.SUM_P2], stats[..., _ops.SUM_T2]
+    elif soft_label:
+        pred_o, ground_o = stats[..., _ops.SUM_ABS_P], stats[..., _ops.SUM_ABS_T]
+        tp = (pred_o + ground_o - stats[..., _ops.SUM_ABS_DIFF]) / 2
+    else:
+        tp = stats[..., _ops.TP]
+        pred_o, ground_o = stats[..., _ops.SUM_P], stats[..., _ops.SUM_T]
+    return tp, pred_o - tp, ground_o - tp
+
+
+def _dice_epilogue(
+    stats: torch.Tensor, *, squared_pred: bool, jaccard: bool, soft_label: bool, smooth_nr: float, smooth_dr: float
+) -> torch.Tensor:
+    """MONAI DiceLoss' unreduced loss ``f`` (shape ``stats.shape[:-1]``)."""
+    tp, fp, fn = _tp_fp_fn(stats, squared_pred, soft_label)
+    if not jaccard:
+        fp = fp * 0.5
+        fn = fn * 0.5
+    numerator = 2 * tp + smooth_nr
+    denominator = 2 * (tp + fp + fn) + smooth_dr
+    return 1 - numerator / denominator
+
+
+def _apply_class_weight(f: torch.Tensor, class_weight: torch.Tensor | None, num_of_classes: int):
+    """MONAI DiceLoss' class weighting. Returns ``(f, class_weight)``: like
+    MONAI, a 0-dim weight is expanded to one entry per class on first use and
+    the caller stores it back (so a later call with another class count raises)."""
+    if class_weight is not None and num_of_classes != 1:
+        if class_weight.ndim == 0:
+            class_weight = torch.as_tensor([class_weight] * num_of_classes)
+        elif class_weight.shape[0] != num_of_classes:
+            raise ValueError(
+                "The length of the `weight` sequence should be the same as the number of classes. "
+                "If `include_background=False`, the weight should not include the background category class 0."
+            )
+        if class_weight.min() < 0:
+            raise ValueError("the value/values of the `weight` should be no less than 0.")
+        f = f * class_weight.to(f)
+    return f, class_weight
+
+
+def _reduce_broadcast(f: torch.Tensor, reduction: str, input_dim: int) -> torch.Tensor:
+    """MONAI Dice / GDL reduction; "none" keeps a broadcastable shape
+    ``f.shape[:2] + (1,) * (input_dim - 2)``."""
+    if reduction == "mean":
+        return torch.mean(f)
+    if reduction == "sum":
+        return torch.sum(f)
+    if reduction == "none":
+        return f.view(list(f.shape[0:2]) + [1] * (input_dim - 2))
+    raise ValueError(f'Unsupported reduction: {reduction}, available options are ["mean", "sum", "none"].')
+
+
+def _num_classes_after_background(input: torch.Tensor, include_background: bool) -> int:
+    c = input.shape[1]
+    return c - 1 if (not include_background and c > 1) else c
+
+
+def _generalized_dice_epilogue(
+    stats: torch.Tensor, *, w_type: str, soft_label: bool, smooth_nr: float, smooth_dr: float, batch: bool
+) -> torch.Tensor:
+    """MONAI GeneralizedDiceLoss' unreduced loss: (B, 1), or (1,) with batch=True."""
+    tp, fp, fn = _tp_fp_fn(stats, False, soft_label)
+    fp = fp * 0.5
+    fn = fn * 0.5
+    denominator = 2 * (tp + fp + fn)
+
+    # Weights from the target volume, in float32 as MONAI (ground_o.float()); not differentiated.
+    ground_o = stats[..., _ops.SUM_T].detach().float()
+    if w_type == "simple":
+        w = torch.reciprocal(ground_o)
+    elif w_type == "square":
+        w = torch.reciprocal(ground_o * ground_o)
+    else:
+        w = torch.ones_like(ground_o)
+    infs = torch.isinf(w)
+    if batch:
+        w[infs] = 0.0
+        w = w + infs * torch.max(w)
+    else:
+        w[infs] = 0.0
+        max_values = torch.max(w, dim=1)[0].unsqueeze(dim=1)
+        w = w + infs * max_values
+
+    final_reduce_dim = 0 if batch else 1
+    numer = 2.0 * (tp * w).sum(final_reduce_dim, keepdim=True) + smooth_nr
+    denom = (denominator * w).sum(final_reduce_dim, keepdim=True) + smooth_dr
+    return 1.0 - (numer / denom)
+
+
+def _tversky_epilogue(
+    stats: torch.Tensor, *, alpha: float, beta: float, soft_label: bool, smooth_nr: float, smooth_dr: float
+) -> torch.Tensor:
+    """MONAI TverskyLoss' unreduced score (shape ``stats.shape[:-1]``)."""
+    tp, fp, fn = _tp_fp_fn(stats, False, soft_label)
+    fp = fp * alpha
+    fn = fn * beta
+    numerator = tp + smooth_nr
+    denominator = tp + fp + fn + smooth_dr
+    return 1.0 - numerator / denominator
+
+
+# --------------------------------------------------------------------------
+# The losses
+# --------------------------------------------------------------------------
+
+
+class DiceLoss(_Loss):
+    """``monai.losses.DiceLoss`` (MONAI 1.6) on the fused fastdice op.
+
+    Arguments, defaults, attributes, warnings and errors as MONAI's; see the
+    module docstring for the fused/fallback paths and the few differences.
+    """
+
+    def __init__(
+        self,
+        include_background: bool = True,
+        to_onehot_y: bool = False,
+        sigmoid: bool = False,
+        softmax: bool = False,
+        other_act: Callable | None = None,
+        squared_pred: bool = False,
+        jaccard: bool = False,
+        reduction: str = "mean",
+        smooth_nr: float = 1e-5,
+        smooth_dr: float = 1e-5,
+        batch: bool = False,
+        weight: Sequence[float] | float | int | torch.Tensor | None = None,
+        soft_label: bool = False,
+        ignore_index: int | None = None,
+    ) -> None:
+        super().__init__(reduction=_lookup_reduction(reduction))
+        _check_activation_args(sigmoid, softmax, other_act)
+        self.include_background = include_background
+        self.to_onehot_y = to_onehot_y
+        self.sigmoid = sigmoid
+        self.softmax = softmax
+        self.other_act = other_act
+        self.squared_pred = squared_pred
+        self.jaccard = jaccard
+        self.smooth_nr = float(smooth_nr)
+        self.smooth_dr = float(smooth_dr)
+        self.batch = batch
+        self.ignore_index = ignore_index
+        weight = torch.as_tensor(weight) if weight is not None else None
+        self.register_buffer("class_weight", weight)
+        self.class_weight: None | torch.Tensor
+        self.soft_label = soft_label
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        stats = _dice_stats_monai(
+            input,
+            target,
+            include_background=self.include_background,
+            to_onehot_y=self.to_onehot_y,
+            sigmoid=self.sigmoid,
+            softmax=self.softmax,
+            other_act=self.other_act,
+            full_stats=self.squared_pred or self.soft_label,
+            ignore_index=self.ignore_index,
+            batch=self.batch,
+        )
+        f = _dice_epilogue(
+            stats,
+            squared_pred=self.squared_pred,
+            jaccard=self.jaccard,
+            soft_label=self.soft_label,
+            smooth_nr=self.smooth_nr,
+            smooth_dr=self.smooth_dr,
+        )
+        f, class_weight = _apply_class_weight(
+            f, self.class_weight, _num_classes_after_background(input, self.include_background)
+        )
+        if class_weight is not self.class_weight:
+            self.class_weight = class_weight
+        return _reduce_broadcast(f, self.reduction, input.dim())
+
+
+class GeneralizedDiceLoss(_Loss):
+    """``monai.losses.GeneralizedDiceLoss`` (MONAI 1.6) on the fused fastdice op."""
+
+    def __init__(
+        self,
+        include_background: bool = True,
+        to_onehot_y: bool = False,
+        sigmoid: bool = False,
+        softmax: bool = False,
+        other_act: Callable | None = None,
+        w_type: str = "square",
+        reduction: str = "mean",
+        smooth_nr: float = 1e-5,
+        smooth_dr: float = 1e-5,
+        batch: bool = False,
+        soft_label: bool = False,
+    ) -> None:
+        super().__init__(reduction=_lookup_reduction(reduction))
+        _check_activation_args(sigmoid, softmax, other_act)
+        self.include_background = include_background
+        self.to_onehot_y = to_onehot_y
+        self.sigmoid = sigmoid
+        self.softmax = softmax
+        self.other_act = other_act
+        self.w_type = _lookup_w_type(w_type)
+        self.smooth_nr = float(smooth_nr)
+        self.smooth_dr = float(smooth_dr)
+        self.batch = batch
+        self.soft_label = soft_label
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        stats = _dice_stats_monai(
+            input,
+            target,
+            include_background=self.include_background,
+            to_onehot_y=self.to_onehot_y,
+            sigmoid=self.sigmoid,
+            softmax=self.softmax,
+            other_act=self.other_act,
+            full_stats=self.soft_label,
+            ignore_index=None,
+            batch=self.batch,
+            shape_wording="differing",
+        )
+        f = _generalized_dice_epilogue(
+            stats,
+            w_type=self.w_type,
+            soft_label=self.soft_label,
+            smooth_nr=self.smooth_nr,
+            smooth_dr=self.smooth_dr,
+            batch=self.batch,
+        )
+        return _reduce_broadcast(f, self.reduction, input.dim())
+
+
+class TverskyLoss(_Loss):
+    """``monai.losses.TverskyLoss`` (MONAI 1.6) on the fused fastdice op.
+
+    As in MONAI, reduction "none" returns the per-(sample, class) losses of
+    shape (B, C') (or (C',) with ``batch=True``), without trailing axes.
+    """
+
+    def __init__(
+        self,
+        include_background: bool = True,
+        to_onehot_y: bool = False,
+        sigmoid: bool = False,
+        softmax: bool = False,
+        other_act: Callable | None = None,
+        alpha: float = 0.5,
+        beta: float = 0.5,
+        reduction: str = "mean",
+        smooth_nr: float = 1e-5,
+        smooth_dr: float = 1e-5,
+        batch: bool = False,
+        soft_label: bool = False,
+        ignore_index: int | None = None,
+    ) -> None:
+        super().__init__(reduction=_lookup_reduction(reduction))
+        _check_activation_args(sigmoid, softmax, other_act)
+        self.include_background = include_background
+        self.to_onehot_y = to_onehot_y
+        self.sigmoid = sigmoid
+        self.softmax = softmax
+        self.other_act = other_act
+        self.alpha = alpha
+        self.beta = beta
+        self.smooth_nr = float(smooth_nr)
+        self.smooth_dr = float(smooth_dr)
+        self.batch = batch
+        self.soft_label = soft_label
+        self.ignore_index = ignore_index
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        stats = _dice_stats_monai(
+            input,
+            target,
+            include_background=self.include_background,
+            to_onehot_y=self.to_onehot_y,
+            sigmoid=self.sigmoid,
+            softmax=self.softmax,
+            other_act=self.other_act,
+            full_stats=self.soft_label,
+            ignore_index=self.ignore_index,
+            batch=self.batch,
+            shape_wording="differing",
+        )
+        score = _tversky_epilogue(
+            stats,
+            alpha=self.alpha,
+            beta=self.beta,
+            soft_label=self.soft_label,
+            smooth_nr=self.smooth_nr,
+            smooth_dr=self.smooth_dr,
+        )
+        if self.reduction == "sum":
+            return torch.sum(score)
+        if self.reduction == "none":
+            return score
+        if self.reduction == "mean":
+            return torch.mean(score)
+        raise ValueError(f'Unsupported reduction: {self.reduction}, available options are ["mean", "sum", "none"].')
