@@ -68,8 +68,9 @@ import torch
 from torch.nn.modules.loss import _Loss
 
 from .. import _ops
+from ..combined import pixel_loss_from_stats
 
-__all__ = ["DiceLoss", "GeneralizedDiceLoss", "TverskyLoss"]
+__all__ = ["DiceLoss", "GeneralizedDiceLoss", "TverskyLoss", "DiceCELoss", "DiceFocalLoss"]
 
 _REDUCTIONS = ("none", "mean", "sum")
 _W_TYPES = ("square", "simple", "uniform")
@@ -132,8 +133,18 @@ def _dice_stats_monai(
     ignore_index: int | None,
     batch: bool,
     shape_wording: str = "different",
-) -> torch.Tensor:
+    pixel_loss: str = "none",
+    focal_gamma: float = 0.0,
+    with_raw: bool = False,
+):
     """MONAI's validation and preprocessing, then the fused statistics.
+
+    With ``pixel_loss`` (DiceCE / DiceFocal) and ``with_raw=True`` it returns
+    ``(pooled, raw)``: ``raw`` are the op's unpooled ``[B, C, 11]`` statistics
+    including the pixel-loss sums over all C classes when the pixel loss
+    could ride along in the same pass (its activation family matches the Dice
+    activation and no PyTorch fallback ran), else ``None`` (the caller then
+    makes a second, separate fused pass for it).
 
     Returns the statistics (last axis: ``fastdice._ops.STAT_NAMES``) of
     ``activation(input)`` and the (one-hot) target after background removal
@@ -227,14 +238,23 @@ def _dice_stats_monai(
             input = input * mask
             target = target * mask
 
-    stats = _ops.dice_stats(input, target, activation, full_stats, op_ignore)
+    fused_pixel = pixel_loss != "none" and (
+        activation == "softmax" if pixel_loss == "cross_entropy" else activation != "none"
+    )
+    if fused_pixel:
+        stats = _ops.dice_stats(input, target, activation, full_stats, op_ignore, pixel_loss, focal_gamma)
+    else:
+        stats = _ops.dice_stats(input, target, activation, full_stats, op_ignore)
+    raw = stats if fused_pixel else None
     if drop_background:
         stats = stats[:, 1:]
     if batch:
-        return stats.sum(0)
-    if input.dim() == 2:
-        return stats.sum((0, 1))
-    return stats
+        pooled = stats.sum(0)
+    elif input.dim() == 2:
+        pooled = stats.sum((0, 1))
+    else:
+        pooled = stats
+    return (pooled, raw) if with_raw else pooled
 
 
 # --------------------------------------------------------------------------
@@ -402,7 +422,10 @@ class DiceLoss(_Loss):
         self.soft_label = soft_label
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        stats = _dice_stats_monai(
+        return self._loss_from_stats(self._stats(input, target), input)
+
+    def _stats(self, input, target, **pixel):
+        return _dice_stats_monai(
             input,
             target,
             include_background=self.include_background,
@@ -413,7 +436,10 @@ class DiceLoss(_Loss):
             full_stats=self.squared_pred or self.soft_label,
             ignore_index=self.ignore_index,
             batch=self.batch,
+            **pixel,
         )
+
+    def _loss_from_stats(self, stats: torch.Tensor, input: torch.Tensor) -> torch.Tensor:
         f = _dice_epilogue(
             stats,
             squared_pred=self.squared_pred,
@@ -552,3 +578,262 @@ class TverskyLoss(_Loss):
         if self.reduction == "mean":
             return torch.mean(score)
         raise ValueError(f'Unsupported reduction: {self.reduction}, available options are ["mean", "sum", "none"].')
+
+
+# --------------------------------------------------------------------------
+# Dice + cross-entropy / focal: the second term from the same fused pass
+# --------------------------------------------------------------------------
+
+
+def _check_combined_shapes(input: torch.Tensor, target: torch.Tensor) -> None:
+    """The checks at the top of MONAI's DiceCELoss / DiceFocalLoss.forward."""
+    if input.dim() != target.dim():
+        raise ValueError(
+            "the number of dimensions for input and target should be the same, "
+            f"got shape {input.shape} (nb dims: {len(input.shape)}) and {target.shape} (nb dims: {len(target.shape)}). "
+            "if target is not one-hot encoded, please provide a tensor with shape B1H[WD]."
+        )
+    if target.shape[1] != 1 and target.shape[1] != input.shape[1]:
+        raise ValueError(
+            "number of channels for target is neither 1 (without one-hot encoding) nor the same as input, "
+            f"got shape {input.shape} and {target.shape}."
+        )
+
+
+def _check_lambda(name: str, value: float) -> float:
+    if value < 0.0:
+        raise ValueError(f"{name} should be no less than 0.0.")
+    return value
+
+
+def _as_label_map(target: torch.Tensor) -> torch.Tensor:
+    return target if target.dtype in _LABEL_DTYPES else target.long()
+
+
+class DiceCELoss(_Loss):
+    """``monai.losses.DiceCELoss`` (MONAI 1.6) with the cross-entropy fused.
+
+    The Dice term is :class:`DiceLoss`. The cross-entropy (``C > 1``:
+    ``nn.CrossEntropyLoss(weight, label_smoothing)`` on the logits, class
+    indices for a ``(B, 1, ...)`` target, class probabilities for a one-hot
+    target; ``C == 1``: ``BCEWithLogitsLoss(pos_weight=weight)``) is
+    accumulated in the same kernel pass as the Dice statistics when
+    ``softmax=True`` (``sigmoid=True`` for C == 1), and its gradient is added
+    in the same backward pass. Other activations (none, sigmoid with C > 1,
+    other_act) get the cross-entropy from a second fused pass over the logits
+    (still no N-sized temporaries). ``C == 1`` with a ``weight``
+    (``pos_weight``) uses torch's BCEWithLogitsLoss.
+    """
+
+    def __init__(
+        self,
+        include_background: bool = True,
+        to_onehot_y: bool = False,
+        sigmoid: bool = False,
+        softmax: bool = False,
+        other_act: Callable | None = None,
+        squared_pred: bool = False,
+        jaccard: bool = False,
+        reduction: str = "mean",
+        smooth_nr: float = 1e-5,
+        smooth_dr: float = 1e-5,
+        batch: bool = False,
+        weight: torch.Tensor | None = None,
+        lambda_dice: float = 1.0,
+        lambda_ce: float = 1.0,
+        label_smoothing: float = 0.0,
+    ) -> None:
+        super().__init__()
+        value = reduction.value if isinstance(reduction, enum.Enum) else reduction
+        if value not in ("mean", "sum"):
+            raise ValueError(f"Unsupported option '{reduction}', Available options are {{'mean', 'sum'}}.")
+        reduction = value
+        dice_weight = weight[1:] if (weight is not None and not include_background) else weight
+        self.dice = DiceLoss(
+            include_background=include_background,
+            to_onehot_y=to_onehot_y,
+            sigmoid=sigmoid,
+            softmax=softmax,
+            other_act=other_act,
+            squared_pred=squared_pred,
+            jaccard=jaccard,
+            reduction=reduction,
+            smooth_nr=smooth_nr,
+            smooth_dr=smooth_dr,
+            batch=batch,
+            weight=dice_weight,
+        )
+        if not 0.0 <= label_smoothing <= 1.0:
+            raise ValueError(f"label_smoothing must be between 0.0 and 1.0, got {label_smoothing}")
+        self.register_buffer("ce_weight", torch.as_tensor(weight) if weight is not None else None)
+        self.label_smoothing = float(label_smoothing)
+        self.ce_reduction = reduction
+        self.lambda_dice = _check_lambda("lambda_dice", lambda_dice)
+        self.lambda_ce = _check_lambda("lambda_ce", lambda_ce)
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        _check_combined_shapes(input, target)
+        num_classes = input.shape[1]
+        label_target = target.shape[1] == 1 and num_classes != 1
+        family = "cross_entropy" if num_classes != 1 else "binary_cross_entropy"
+        fusable = not (num_classes == 1 and self.ce_weight is not None)  # pos_weight: torch's BCE
+        stats, raw = self.dice._stats(input, target, pixel_loss=family if fusable else "none", with_raw=True)
+        dice_loss = self.dice._loss_from_stats(stats, input)
+        if not fusable:
+            ce_target = target if target.is_floating_point() else target.to(input.dtype)
+            ce_loss = torch.nn.functional.binary_cross_entropy_with_logits(
+                input, ce_target, pos_weight=self.ce_weight, reduction=self.ce_reduction
+            )
+        else:
+            if raw is None:  # the Dice pass used another activation: a second fused pass
+                ce_target = _as_label_map(target) if label_target else target
+                activation = "softmax" if family == "cross_entropy" else "sigmoid"
+                raw = _ops.dice_stats(input, ce_target, activation, False, None, family)
+            positions = input.shape[0] * (input[0, 0].numel() if input.dim() > 2 else 1)
+            weight = self.ce_weight.to(device=raw.device, dtype=raw.dtype) if self.ce_weight is not None else None
+            ce_loss = pixel_loss_from_stats(
+                raw,
+                family=family,
+                label_map=label_target,
+                positions=positions,
+                weight=weight if family == "cross_entropy" else None,
+                label_smoothing=self.label_smoothing if family == "cross_entropy" else 0.0,
+                reduction=self.ce_reduction,
+            )
+        return self.lambda_dice * dice_loss + self.lambda_ce * ce_loss
+
+
+def _sigmoid_focal_elementwise(input, target, gamma, alpha):
+    """MONAI's sigmoid_focal_loss, for reduction='none' (not fused: N-sized)."""
+    loss = input - input * target - torch.nn.functional.logsigmoid(input)
+    invprobs = torch.nn.functional.logsigmoid(-input * (target * 2 - 1))
+    loss = (invprobs * gamma).exp() * loss
+    if alpha is not None:
+        loss = (target * alpha + (1 - target) * (1 - alpha)) * loss
+    return loss
+
+
+class DiceFocalLoss(_Loss):
+    """``monai.losses.DiceFocalLoss`` (MONAI 1.6) with the focal term fused.
+
+    The Dice term is :class:`DiceLoss`; the focal term is MONAI's FocalLoss
+    as DiceFocalLoss builds it (always the sigmoid focal loss on the logits,
+    ``weight`` per class, ``alpha``-balanced), accumulated in the same kernel
+    pass as the Dice statistics when ``sigmoid=True`` or ``softmax=True``
+    (else in a second fused pass). ``reduction='none'`` returns MONAI's
+    broadcast per-element tensor and computes the focal term in PyTorch.
+    The focal term is computed in the input's precision (MONAI casts to
+    float32 first, so float64 results differ at float32 rounding).
+    """
+
+    def __init__(
+        self,
+        include_background: bool = True,
+        to_onehot_y: bool = False,
+        sigmoid: bool = False,
+        softmax: bool = False,
+        other_act: Callable | None = None,
+        squared_pred: bool = False,
+        jaccard: bool = False,
+        reduction: str = "mean",
+        smooth_nr: float = 1e-5,
+        smooth_dr: float = 1e-5,
+        batch: bool = False,
+        gamma: float = 2.0,
+        weight: Sequence[float] | float | int | torch.Tensor | None = None,
+        lambda_dice: float = 1.0,
+        lambda_focal: float = 1.0,
+        alpha: float | None = None,
+    ) -> None:
+        super().__init__()
+        self.dice = DiceLoss(
+            include_background=include_background,
+            to_onehot_y=False,
+            sigmoid=sigmoid,
+            softmax=softmax,
+            other_act=other_act,
+            squared_pred=squared_pred,
+            jaccard=jaccard,
+            reduction=reduction,
+            smooth_nr=smooth_nr,
+            smooth_dr=smooth_dr,
+            batch=batch,
+            weight=weight,
+        )
+        self.gamma = float(gamma)
+        self.alpha = alpha
+        self.focal_weight = weight
+        self.include_background = include_background
+        self.focal_reduction = _lookup_reduction(reduction)
+        self.lambda_dice = _check_lambda("lambda_dice", lambda_dice)
+        self.lambda_focal = _check_lambda("lambda_focal", lambda_focal)
+        self.to_onehot_y = to_onehot_y
+
+    def _focal_class_weight(self, loss: torch.Tensor) -> torch.Tensor:
+        """MONAI FocalLoss' class weighting of a (B, C', ...) tensor."""
+        if self.focal_weight is None:
+            return loss
+        cw = torch.as_tensor(self.focal_weight, device=loss.device, dtype=loss.dtype)
+        num_classes = loss.shape[1]
+        if cw.ndim > 0:
+            if num_classes == 1:
+                raise ValueError("Per-class class_weight is not supported for single-channel outputs.")
+            if cw.numel() != num_classes:
+                raise ValueError(
+                    f"The number of class_weight ({cw.numel()}) must match the number of output channels ({num_classes})."
+                )
+            if (cw < 0).any():
+                raise ValueError("class_weight values must be non-negative.")
+            return loss * cw.view([1, num_classes] + [1] * (loss.ndim - 2))
+        if cw < 0:
+            raise ValueError("class_weight values must be non-negative.")
+        return loss * cw
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        _check_combined_shapes(input, target)
+        num_classes = input.shape[1]
+        label_target = False
+        if self.to_onehot_y:
+            if num_classes == 1:
+                warnings.warn("single channel prediction, `to_onehot_y=True` ignored.", stacklevel=2)
+            else:
+                label_target = True
+        # The Dice term sees a label map as MONAI's one-hot target, never built.
+        self.dice.to_onehot_y = label_target
+        try:
+            stats, raw = self.dice._stats(
+                input, target, pixel_loss="binary_cross_entropy", focal_gamma=self.gamma, with_raw=True
+            )
+        finally:
+            self.dice.to_onehot_y = False
+        dice_loss = self.dice._loss_from_stats(stats, input)
+        drop_background = not self.include_background and num_classes > 1
+        if not self.include_background and num_classes == 1:
+            warnings.warn("single channel prediction, `include_background=False` ignored.", stacklevel=2)
+        focal_target = _as_label_map(target) if label_target else target
+        if self.focal_reduction == "none":
+            dense = focal_target
+            if label_target:
+                dense = torch.nn.functional.one_hot(focal_target[:, 0], num_classes).movedim(-1, 1)
+            x, t = input.float() if input.dtype != torch.float64 else input, dense.to(
+                torch.float64 if input.dtype == torch.float64 else torch.float32
+            )
+            if drop_background:
+                x, t = x[:, 1:], t[:, 1:]
+            focal = self._focal_class_weight(_sigmoid_focal_elementwise(x, t, self.gamma, self.alpha))
+            return self.lambda_dice * dice_loss + self.lambda_focal * focal
+        if raw is None:  # the Dice pass had no logits activation: a second fused pass
+            raw = _ops.dice_stats(input, focal_target, "sigmoid", False, None, "binary_cross_entropy", self.gamma)
+        if drop_background:
+            raw = raw[:, 1:]
+        per_class = raw[..., _ops.PIXEL_LOSS]
+        if self.alpha is not None:
+            alpha = float(self.alpha)
+            per_class = (1 - alpha) * per_class + (2 * alpha - 1) * raw[..., _ops.PIXEL_LOSS_TARGET]
+        per_class = self._focal_class_weight(per_class)  # (B, C')
+        spatial = input[0, 0].numel() if input.dim() > 2 else 1
+        if self.focal_reduction == "sum":
+            focal = per_class.sum() / spatial  # MONAI: mean over space, then sum
+        else:
+            focal = per_class.sum() / (per_class.numel() * spatial)
+        return self.lambda_dice * dice_loss + self.lambda_focal * focal

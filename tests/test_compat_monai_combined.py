@@ -1,0 +1,207 @@
+"""fastdice.compat.monai.DiceCELoss / DiceFocalLoss against the installed MONAI
+1.6.1 (the oracle): loss values and input gradients over a random sweep of
+constructor arguments, shapes, targets and dtypes."""
+
+import random
+import warnings
+
+import pytest
+import torch
+
+from conftest import DEVICES, assert_close
+
+monai_losses = pytest.importorskip("monai.losses")
+import functools  # noqa: E402
+
+import monai.losses.dice  # noqa: E402
+from monai.networks import one_hot as monai_one_hot  # noqa: E402
+
+from fastdice.compat import monai as ours  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _float64_one_hot(monkeypatch):
+    """MONAI's one_hot makes float32 targets whatever the input's dtype, which
+    puts float32 rounding into its float64 oracle; same values in float64."""
+    monkeypatch.setattr(monai.losses.dice, "one_hot", functools.partial(monai_one_hot, dtype=torch.float64))
+
+
+def _case(rng):
+    c = rng.choice([1, 2, 5])
+    act = rng.choice(["softmax", "sigmoid", "none", "softmax", "sigmoid"])
+    return dict(
+        classes=c,
+        spatial=rng.choice([(7, 9), (4, 5, 6)]),
+        act=act,
+        target=rng.choice(["label", "onehot"]) if c > 1 else rng.choice(["binary", "soft"]),
+        include_background=rng.random() < 0.7,
+        batch=rng.random() < 0.3,
+        squared_pred=rng.random() < 0.2,
+        jaccard=rng.random() < 0.2,
+        weight=rng.random() < 0.4,
+        lambdas=rng.choice([(1.0, 1.0), (0.4, 1.6)]),
+        reduction=rng.choice(["mean", "sum"]),
+        label_smoothing=rng.choice([0.0, 0.0, 0.15]),
+        gamma=rng.choice([2.0, 0.0, 1.5]),
+        alpha=rng.choice([None, None, 0.25]),
+        focal_reduction=rng.choice(["mean", "sum", "none"]),
+    )
+
+
+_rng = random.Random(31)
+CASES = [_case(_rng) for _ in range(60)]
+
+
+def _inputs(k, dtype, device):
+    shape = (3, k["classes"], *k["spatial"])
+    if k["act"] == "none" or (k["act"] == "softmax" and k["classes"] == 1):
+        # The Dice term sees the raw input: keep it in (0, 1) like probabilities,
+        # so that a negative Dice term does not cancel the cross-entropy.
+        x = torch.rand(shape, dtype=torch.float64, device=device).to(dtype)
+    else:
+        x = (2.5 * torch.randn(shape, dtype=torch.float64, device=device)).to(dtype)
+    b, c, *sp = shape
+    labels = torch.randint(0, c, (b, 1, *sp), device=device)
+    labels[0][labels[0] == c - 1] = 0  # a class absent from sample 0
+    if k["target"] == "label":
+        return x, labels
+    if k["target"] == "onehot":
+        return x, torch.nn.functional.one_hot(labels[:, 0], c).movedim(-1, 1).to(torch.float64)
+    if k["target"] == "binary":
+        return x, (torch.rand(shape, device=device) < 0.3).to(torch.float64)
+    return x, torch.rand(shape, dtype=torch.float64, device=device)
+
+
+def _run(module, x, target, grad_out):
+    x = x.clone().requires_grad_()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        loss = module(x, target)
+    loss.backward(grad_out.to(loss.dtype))
+    return loss, x.grad
+
+
+def _common(k):
+    kw = dict(
+        include_background=k["include_background"],
+        to_onehot_y=k["target"] == "label",
+        sigmoid=k["act"] == "sigmoid",
+        softmax=k["act"] == "softmax",
+        squared_pred=k["squared_pred"],
+        jaccard=k["jaccard"],
+        batch=k["batch"],
+    )
+    return kw
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("case", range(len(CASES)))
+def test_dice_ce_matches_monai(case, dtype, device):
+    k = CASES[case]
+    x, target = _inputs(k, dtype, device)
+    c = k["classes"]
+    weight = (torch.rand(c, dtype=torch.float64) + 0.25).to(device) if k["weight"] else None
+    kw = dict(
+        _common(k), reduction=k["reduction"], weight=weight, lambda_dice=k["lambdas"][0], lambda_ce=k["lambdas"][1],
+        label_smoothing=k["label_smoothing"],
+    )
+    grad_out = torch.tensor(0.7, device=device)
+    loss, grad = _run(ours.DiceCELoss(**kw), x, target, grad_out)
+    # Oracle: MONAI in float64 on the same values.
+    expected, expected_grad = _run(monai_losses.DiceCELoss(**kw), x.double(), target, grad_out)
+    assert_close(loss, expected, dtype, f"DiceCE {k}")
+    assert_close(grad, expected_grad, dtype, f"DiceCE grad {k}")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("case", range(len(CASES)))
+def test_dice_focal_matches_monai(case, dtype, device):
+    k = CASES[case]
+    x, target = _inputs(k, dtype, device)
+    c_after = k["classes"] - (0 if k["include_background"] or k["classes"] == 1 else 1)
+    weight = [0.5 + i for i in range(c_after)] if (k["weight"] and c_after > 1) else (2.0 if k["weight"] else None)
+    kw = dict(
+        _common(k), reduction=k["focal_reduction"], weight=weight, lambda_dice=k["lambdas"][0],
+        lambda_focal=k["lambdas"][1], gamma=k["gamma"], alpha=k["alpha"],
+    )
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        shape = ours.DiceFocalLoss(**kw)(x, target).shape
+    grad_out = torch.rand(shape, dtype=torch.float64, device=device) + 0.5
+    loss, grad = _run(ours.DiceFocalLoss(**kw), x, target, grad_out)
+    expected, expected_grad = _run(monai_losses.DiceFocalLoss(**kw), x.double(), target, grad_out)
+    # MONAI's FocalLoss casts to float32 (input.float()): its focal term is a
+    # float32 oracle whatever the input precision.
+    assert_close(loss, expected, torch.float32, f"DiceFocal {k}")
+    assert_close(grad, expected_grad, torch.float32, f"DiceFocal grad {k}")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_dice_ce_is_one_pass_with_softmax(device, monkeypatch):
+    """softmax=True: the cross-entropy rides along in the Dice pass (one op call)."""
+    from fastdice import _ops
+
+    calls = []
+    real = _ops.dice_stats
+    monkeypatch.setattr(_ops, "dice_stats", lambda *a: calls.append(a[2:]) or real(*a))
+    x = torch.randn(2, 3, 8, 8, device=device)
+    labels = torch.randint(0, 3, (2, 1, 8, 8), device=device)
+    ours.DiceCELoss(softmax=True, to_onehot_y=True)(x, labels)
+    assert len(calls) == 1 and calls[0][-2] == "cross_entropy"
+    calls.clear()
+    ours.DiceFocalLoss(sigmoid=True, to_onehot_y=True)(x, labels)
+    assert len(calls) == 1 and calls[0][-2] == "binary_cross_entropy"
+
+
+@pytest.mark.parametrize("half", [torch.bfloat16, torch.float16])
+def test_half_precision_dice_ce(half):
+    x = 2 * torch.randn(2, 4, 8, 9)
+    labels = torch.randint(0, 4, (2, 1, 8, 9))
+    loss, grad = _run(ours.DiceCELoss(softmax=True, to_onehot_y=True), x.to(half), labels, torch.tensor(1.3))
+    expected, expected_grad = _run(
+        monai_losses.DiceCELoss(softmax=True, to_onehot_y=True), x.to(half).double(), labels, torch.tensor(1.3)
+    )
+    assert_close(loss, expected, half, "loss")
+    assert_close(grad, expected_grad, half, "grad")
+
+
+@pytest.mark.parametrize(
+    "cls,kwargs",
+    [
+        ("DiceCELoss", dict(lambda_ce=-1.0)),
+        ("DiceCELoss", dict(lambda_dice=-0.5)),
+        ("DiceCELoss", dict(reduction="none")),
+        ("DiceCELoss", dict(softmax=True, sigmoid=True)),
+        ("DiceFocalLoss", dict(lambda_focal=-1.0)),
+        ("DiceFocalLoss", dict(reduction="avg")),
+    ],
+)
+def test_constructor_errors_match_monai(cls, kwargs):
+    with pytest.raises(ValueError) as theirs:
+        getattr(monai_losses, cls)(**kwargs)
+    with pytest.raises(type(theirs.value)):
+        getattr(ours, cls)(**kwargs)
+
+
+@pytest.mark.parametrize("cls", ["DiceCELoss", "DiceFocalLoss"])
+@pytest.mark.parametrize(
+    "x_shape,t_shape", [((2, 3, 4, 4), (2, 4, 4)), ((2, 3, 4, 4), (2, 2, 4, 4))]
+)
+def test_forward_shape_errors_match_monai(cls, x_shape, t_shape):
+    x, t = torch.randn(x_shape), torch.zeros(t_shape)
+    with pytest.raises(ValueError) as theirs:
+        getattr(monai_losses, cls)()(x, t)
+    with pytest.raises(ValueError, match=str(theirs.value)[:40].replace("(", r"\(").replace(")", r"\)")):
+        getattr(ours, cls)()(x, t)
+
+
+def test_focal_weight_errors_match_monai():
+    x = torch.randn(2, 3, 4, 4)
+    t = torch.randint(0, 3, (2, 1, 4, 4))
+    for kw in (dict(weight=[1.0, 2.0]), dict(weight=[1.0, -2.0, 1.0])):
+        with pytest.raises(ValueError):
+            monai_losses.DiceFocalLoss(to_onehot_y=True, sigmoid=True, **kw)(x, t)
+        with pytest.raises(ValueError):
+            ours.DiceFocalLoss(to_onehot_y=True, sigmoid=True, **kw)(x, t)
