@@ -205,3 +205,31 @@ def test_focal_weight_errors_match_monai():
             monai_losses.DiceFocalLoss(to_onehot_y=True, sigmoid=True, **kw)(x, t)
         with pytest.raises(ValueError):
             ours.DiceFocalLoss(to_onehot_y=True, sigmoid=True, **kw)(x, t)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_readme_migration_rows_native_api(device):
+    """The README's MONAI -> native fastdice rows give MONAI's numbers."""
+    import fastdice
+
+    x = 2 * torch.randn(2, 4, 6, 7, dtype=torch.float64, device=device)
+    labels = torch.randint(0, 4, (2, 1, 6, 7), device=device)
+    rows = [
+        (
+            monai_losses.DiceLoss(softmax=True, to_onehot_y=True, include_background=False),
+            fastdice.DiceLoss(activation="softmax", pooling="sample", include_background=False, smooth_nr=1e-5, smooth_dr=1e-5),
+        ),
+        (
+            monai_losses.DiceLoss(softmax=True, to_onehot_y=True, batch=True),
+            fastdice.DiceLoss(activation="softmax", pooling="batch", smooth_nr=1e-5, smooth_dr=1e-5),
+        ),
+        (
+            monai_losses.DiceCELoss(softmax=True, to_onehot_y=True),
+            fastdice.DiceCELoss(pooling="sample", smooth_nr=1e-5, smooth_dr=1e-5),
+        ),
+    ]
+    for theirs, mine in rows:
+        expected, expected_grad = _run(theirs, x, labels, torch.tensor(0.9))
+        got, grad = _run(mine, x, labels, torch.tensor(0.9))
+        assert_close(got, expected, torch.float64, type(theirs).__name__)
+        assert_close(grad, expected_grad, torch.float64, type(theirs).__name__ + " grad")
