@@ -1,5 +1,6 @@
 """Small CUDA workload for compute-sanitizer: forward and backward of every
-option, dtype and target kind, on odd and aligned sizes, channels_last too;
+option, dtype and target kind (with and without the fused cross-entropy /
+focal term), on odd and aligned sizes, channels_last too;
 and the confusion counts of fastdice.metrics.
 
     compute-sanitizer --tool memcheck python scripts/sanitizer_driver.py
@@ -39,6 +40,24 @@ def main():
         stats = fastdice.dice_stats(x, t, activation, full, ignore)
         grad_stats = torch.randn_like(stats)
         (stats * grad_stats).sum().backward()
+        runs += 1
+    # the fused pixel losses (cross-entropy / BCE, plain and focal) for every dtype and target kind
+    for shape, dtype, (activation, pixel_loss), gamma, full, target_kind in itertools.product(
+        shapes[:2] + shapes[3:], dtypes,
+        [("softmax", "cross_entropy"), ("softmax", "binary_cross_entropy"), ("sigmoid", "binary_cross_entropy")],
+        [0.0, 2.0], [False, True], ["dense", "label"],
+    ):
+        x = torch.randn(shape, device=dev, dtype=dtype, requires_grad=True)
+        b, c, *spatial = shape
+        ignore = None
+        if target_kind == "dense":
+            t = torch.rand(shape, device=dev)
+        else:
+            t = torch.randint(0, c, (b, *spatial), device=dev)
+            t[..., 0] = 200
+            ignore = 200
+        stats = fastdice.dice_stats(x, t, activation, full, ignore, pixel_loss, gamma)
+        (stats * torch.randn_like(stats)).sum().backward()
         runs += 1
     # channels_last, and a sliced (non-vectorizable) input
     x = torch.randn(2, 4, 16, 16, device=dev).to(memory_format=torch.channels_last).requires_grad_(True)
