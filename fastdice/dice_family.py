@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from . import _ops
-from .loss import _check_tensors, align_shapes, pool_stats, reduce_losses
-from .options import DiceOptions, check_weight_values, weight_tensor
+from .loss import _check_tensors, align_shapes, pool_stats, reduce_losses, register_weight
+from .options import DiceOptions, weight_tensor
 
 W_TYPES = ("square", "simple", "uniform")
 
@@ -28,13 +28,7 @@ class _StatsLoss(nn.Module):
         super().__init__()
         self.process_group = process_group
         weight = options.pop("weight", None)
-        check_weight_values(weight)
-        self.opts = DiceOptions(**options)
-        if weight is not None and not isinstance(weight, (int, float)):
-            self.register_buffer("weight", torch.as_tensor(weight, dtype=torch.float64).flatten().clone())
-        else:
-            self.register_buffer("weight", None)
-            self.opts = self.opts.replace(weight=weight)
+        self.opts = register_weight(self, weight, DiceOptions(**options), torch.float64)
 
     def _stats(self, input, target):
         _check_tensors(input, target, self.opts)

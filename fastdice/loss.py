@@ -143,6 +143,17 @@ def loss_from_stats(
     return reduce_losses(loss, opts.reduction)
 
 
+def register_weight(module: nn.Module, weight, opts: DiceOptions, dtype: torch.dtype) -> DiceOptions:
+    """Keeps a per-class weight sequence as the module's buffer ``weight`` (it
+    follows .to() and state_dict); a number stays an option. Returns the options."""
+    check_weight_values(weight)
+    if weight is not None and not isinstance(weight, (int, float)):
+        module.register_buffer("weight", torch.as_tensor(weight, dtype=dtype).flatten().clone())
+        return opts
+    module.register_buffer("weight", None)
+    return opts.replace(weight=weight)
+
+
 def _check_tensors(input: torch.Tensor, target: torch.Tensor, opts: DiceOptions) -> None:
     if not isinstance(input, torch.Tensor) or not isinstance(target, torch.Tensor):
         raise TypeError(
@@ -215,13 +226,7 @@ class DiceLoss(nn.Module):
         super().__init__()
         self.process_group = process_group
         weight = options.pop("weight", None)
-        check_weight_values(weight)
-        self.opts = DiceOptions(**options)
-        if weight is not None and not isinstance(weight, (int, float)):
-            self.register_buffer("weight", torch.as_tensor(weight, dtype=torch.float32).flatten().clone())
-        else:
-            self.register_buffer("weight", None)
-            self.opts = self.opts.replace(weight=weight)
+        self.opts = register_weight(self, weight, DiceOptions(**options), torch.float32)
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return _dice_loss(input, target, self.opts, self.weight, self.process_group)
