@@ -3,7 +3,8 @@
 # whole test suite (CUDA tests included), compute-sanitizer (memcheck,
 # racecheck, synccheck) over scripts/sanitizer_driver.py, and the benchmarks
 # (loss and metrics).
-# Installs nothing (the lent GPU machines have no network). Logs and results
+# Installs nothing from the network (the lent GPU machines have none); wheels
+# carried in .whl/ (scripts/fetch_gpu_wheels.sh) are installed. Logs and results
 # go to $OUT when set, else to benchmarks/results/. A summary is printed last.
 #
 #   scripts/gpu_check.sh [STAGE ...]
@@ -33,6 +34,13 @@ step() {  # step NAME LOGFILE COMMAND...
   summary+=("$(printf '%-22s rc=%-3s %4ss  %s' "$name" "$rc" "$((SECONDS - t0))" "$(tail -n 1 "$log" | cut -c1-110)")")
   return $rc
 }
+
+# Peers carried as wheels (scripts/fetch_gpu_wheels.sh; carry ".whl"): the
+# compat tests use them as oracles and the benchmark as providers.
+if compgen -G ".whl/*.whl" >/dev/null; then
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    && export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
+fi
 
 ARCH=$($PY -c "import torch; m, n = torch.cuda.get_device_capability(); print(f'{m}.{n}')") || { echo "no CUDA device"; exit 1; }
 export TORCH_CUDA_ARCH_LIST="$ARCH"
