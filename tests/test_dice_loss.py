@@ -214,3 +214,26 @@ def test_large_volume_float32_accuracy(device):
     dims = (2, 3, 4)
     expected = torch.stack([(p * onehot).sum(dims), p.sum(dims), onehot.sum(dims)], -1)
     torch.testing.assert_close(stats[..., :3].double(), expected, rtol=2e-6, atol=0)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("activation", ["none", "sigmoid"])
+@pytest.mark.parametrize("squared", [False, True])
+def test_elementwise_backward_paths_agree(squared, activation, dtype, device):
+    """A dense target of the input's dtype takes the CPU's one-pass elementwise
+    backward; a target of another dtype, or a strided one, the tiled path.
+    All must give the reference gradient."""
+    x = random_logits((2, 3, 37, 41), dtype, device, activation)
+    # Values exact in the input's dtype and in float32 / float64 alike.
+    base = torch.rand(2, 3, 37, 41, device=device).to(dtype).double()
+    opts = dict(activation=activation, pooling="sample", squared=squared, smooth_nr=0.1, smooth_dr=0.1)
+    xr = x.detach().double().requires_grad_()
+    (reference.dice_loss(xr, base, **opts) * 1.7).backward()
+    strided = torch.zeros(2, 3, 37, 82, dtype=dtype, device=device)[..., ::2]
+    strided.copy_(base)
+    other = torch.float32 if dtype == torch.float64 else torch.float64
+    for target in (base.to(dtype), base.to(other), strided):
+        xi = x.detach().clone().requires_grad_()
+        (fastdice.dice_loss(xi, target, **opts) * 1.7).backward()
+        assert_close(xi.grad, xr.grad, dtype, f"grad, target {target.dtype} stride {target.stride()}")

@@ -597,6 +597,43 @@ void forward_impl(const at::Tensor& input, const DiceProblem& pr, at::Tensor& st
   reduce_chunk_partials(partials, pr.batch, per_sample, C * kNumStats, stats.data_ptr<acc_t>());
 }
 
+// The TargetDtype tag of a dense target stored in scalar_t.
+template <typename scalar_t>
+constexpr TargetDtype target_dtype_of() {
+  if constexpr (std::is_same<scalar_t, double>::value) return TargetDtype::kFloat64;
+  if constexpr (std::is_same<scalar_t, c10::Half>::value) return TargetDtype::kFloat16;
+  if constexpr (std::is_same<scalar_t, c10::BFloat16>::value) return TargetDtype::kBFloat16;
+  return TargetDtype::kFloat32;
+}
+
+// The backward of an elementwise activation (none / sigmoid) against a dense
+// target of the input's dtype, both with unit spatial stride: no coupling
+// between classes, so each row is one branch-free pass that reads input and
+// target and writes the gradient, without staging them in a tile.
+template <typename scalar_t, typename acc_t, Activation kAct, bool kFull>
+void backward_row_elementwise(const scalar_t* __restrict x, const scalar_t* __restrict t, scalar_t* __restrict g,
+                              int64_t n, const acc_t* coef_in) {
+  acc_t coef[kNumGradCoefs];
+  for (int j = 0; j < kNumGradCoefs; ++j) coef[j] = coef_in[j];
+  for (int64_t i = 0; i < n; ++i) {
+    const acc_t xv = static_cast<acc_t>(x[i]);
+    const acc_t tv = static_cast<acc_t>(t[i]);
+    acc_t p = xv;
+    if constexpr (kAct == Activation::kSigmoid) p = sigmoid_from_exp_neg_abs(xv, exp_nonpositive(-abs_of(xv)));
+    acc_t d = grad_wrt_prob<kFull>(coef, p, tv);
+    if constexpr (kAct == Activation::kSigmoid) d = sigmoid_backward(d, p);
+    g[i] = static_cast<scalar_t>(d);
+  }
+}
+
+// Whether backward_row_elementwise can serve this problem.
+template <typename scalar_t>
+bool elementwise_backward_applies(const DiceProblem& pr, int64_t grad_stride_s) {
+  return pr.activation != Activation::kSoftmax && pr.pixel_loss == PixelLoss::kNone && !pr.target.is_label &&
+         pr.target.dtype == target_dtype_of<scalar_t>() && pr.in_stride_s == 1 && pr.target.stride_s == 1 &&
+         grad_stride_s == 1;
+}
+
 template <typename scalar_t, typename acc_t, Activation kAct, bool kFull, bool kPixel>
 void backward_impl(const at::Tensor& grad_stats, const at::Tensor& input, const DiceProblem& pr, at::Tensor& grad3) {
   const int64_t C = pr.classes;
@@ -611,6 +648,25 @@ void backward_impl(const at::Tensor& grad_stats, const at::Tensor& input, const 
   const int64_t gsb = grad3.stride(0), gsc = grad3.stride(1), gss = grad3.stride(2);
   const bool is_label = pr.target.is_label;
   const int64_t per_sample = chunks_per_sample(pr.spatial);
+
+  if constexpr (kAct != Activation::kSoftmax && !kPixel) {
+    if (elementwise_backward_applies<scalar_t>(pr, gss)) {
+      const scalar_t* t = static_cast<const scalar_t*>(pr.target.data);
+      at::parallel_for(0, pr.batch * per_sample, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t item = begin; item < end; ++item) {
+          const int64_t b = item / per_sample;
+          const int64_t s_begin = (item % per_sample) * kChunk;
+          const int64_t n = std::min(s_begin + kChunk, pr.spatial) - s_begin;
+          for (int64_t c = 0; c < C; ++c) {
+            backward_row_elementwise<scalar_t, acc_t, kAct, kFull>(
+                x + pr.input_offset(b, c, s_begin), t + pr.dense_target_offset(b, c, s_begin),
+                g + b * gsb + c * gsc + s_begin, n, coefs.data() + (b * C + c) * kNumGradCoefs);
+          }
+        }
+      });
+      return;
+    }
+  }
 
   const bool want_shift = kPixel && pr.pixel_loss == PixelLoss::kCrossEntropy;
   // The cross-entropy's gradient couples the classes through the softmax
