@@ -291,16 +291,20 @@ FD_HOST_DEVICE PixelTerm<acc_t> softmax_pixel_term(acc_t lp, acc_t p, acc_t gamm
 //   l = exp(gamma * logsigmoid(-z (2t - 1))) * bce
 // and grad = dl/dz = m * ((sigmoid(z) - t) - gamma * s * sigmoid(z s) * bce)
 // with s = 2t - 1 and m the modulator.
-template <bool kFocal, typename M, typename acc_t>
+// kHardTarget: t is 0 or 1 (label maps), so |z s| = |z| and the modulator
+// reuses exp(-|z|) and its log1p instead of computing them again.
+template <bool kFocal, bool kHardTarget, typename M, typename acc_t>
 FD_HOST_DEVICE PixelTerm<acc_t> sigmoid_pixel_term(acc_t z, acc_t t, acc_t gamma) {
   const acc_t e = M::exp_nonpositive(-abs_of(z));
-  const acc_t bce = (z > acc_t(0) ? z : acc_t(0)) - z * t + M::log1p_unit(e);
+  const acc_t log1p_e = M::log1p_unit(e);
+  const acc_t bce = (z > acc_t(0) ? z : acc_t(0)) - z * t + log1p_e;
   const acc_t d_bce = sigmoid_from_exp_neg_abs(z, e) - t;
   if constexpr (!kFocal) return {bce, d_bce};
   const acc_t s = acc_t(2) * t - acc_t(1);
   const acc_t zs = z * s;  // the modulator's argument is logsigmoid(-zs)
-  const acc_t e_s = M::exp_nonpositive(-abs_of(zs));
-  const acc_t log_sigmoid = (zs < acc_t(0) ? acc_t(0) : -zs) - M::log1p_unit(e_s);
+  const acc_t e_s = kHardTarget ? e : M::exp_nonpositive(-abs_of(zs));
+  const acc_t log1p_e_s = kHardTarget ? log1p_e : M::log1p_unit(e_s);
+  const acc_t log_sigmoid = (zs < acc_t(0) ? acc_t(0) : -zs) - log1p_e_s;
   const acc_t modulator = M::exp_nonpositive(gamma * log_sigmoid);
   const acc_t sigmoid_zs = sigmoid_from_exp_neg_abs(zs, e_s);
   return {modulator * bce, modulator * (d_bce - gamma * s * sigmoid_zs * bce)};

@@ -450,7 +450,7 @@ void pixel_loop(const acc_t* __restrict z, const acc_t* __restrict x, const acc_
     if constexpr (kCrossEntropy) {
       term = softmax_pixel_term<kFocal, M>(z[i] - shift[i], prob<kAct>(x, inv, i), gamma);
     } else {
-      term = sigmoid_pixel_term<kFocal, M>(z[i], t, gamma);
+      term = sigmoid_pixel_term<kFocal, kLabel, M>(z[i], t, gamma);
     }
     if constexpr (kBackward) {
       const acc_t g = kLabel ? (is_one ? coef_l + coef_tl : coef_l) : coef_l + coef_tl * t;

@@ -158,7 +158,8 @@ __device__ __forceinline__ PixelTerm<acc_t> pixel_term(const DiceProblem& pr, ac
     return focal ? softmax_pixel_term<true, CudaMath>(z - shift, p, gamma)
                  : softmax_pixel_term<false, CudaMath>(z - shift, p, gamma);
   }
-  return focal ? sigmoid_pixel_term<true, CudaMath>(z, t, gamma) : sigmoid_pixel_term<false, CudaMath>(z, t, gamma);
+  return focal ? sigmoid_pixel_term<true, false, CudaMath>(z, t, gamma)
+               : sigmoid_pixel_term<false, false, CudaMath>(z, t, gamma);
 }
 
 template <Activation kAct, typename acc_t>
