@@ -123,8 +123,10 @@ class DiceCELoss(nn.Module):
         super().__init__()
         options.setdefault("activation", "softmax")
         weight = options.pop("weight", None)
-        check_weight_values(weight)
-        check_weight_values(ce_weight)
+        for name, value in (("weight", weight), ("ce_weight", ce_weight)):
+            if value is not None and not isinstance(value, (int, float)) and torch.as_tensor(value).dim() != 1:
+                raise ValueError(f"fastdice: {name} must be a number or a 1-D sequence (one entry per class)")
+            check_weight_values(value)
         self.opts = DiceOptions(**options)
         if self.opts.activation not in ("softmax", "sigmoid"):
             raise ValueError(
@@ -166,6 +168,30 @@ class DiceCELoss(nn.Module):
             raise ValueError(f"fastdice: {name} has {tensor.numel()} entries but the input has {num_classes} classes")
         return tensor.to(device=like.device, dtype=like.dtype)
 
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["process_group"] = None  # process groups do not pickle; the default group is used after loading
+        return state
+
+    def extra_repr(self) -> str:
+        defaults = DiceOptions(activation="softmax")
+        parts = [
+            f"{name}={getattr(self.opts, name)!r}"
+            for name in DiceOptions.__dataclass_fields__
+            if name != "weight" and getattr(self.opts, name) != getattr(defaults, name)
+        ]
+        for name in ("lambda_dice", "lambda_ce", "label_smoothing", "focal_gamma"):
+            value = getattr(self, name)
+            if value != (1.0 if name.startswith("lambda") else 0.0):
+                parts.append(f"{name}={value!r}")
+        for name in ("weight", "ce_weight"):
+            tensor, scalar = getattr(self, name), getattr(self, f"_{name}_scalar")
+            if tensor is not None:
+                parts.append(f"{name}={tensor.tolist()}")
+            elif scalar is not None:
+                parts.append(f"{name}={scalar!r}")
+        return ", ".join(parts)
+
     @property
     def pixel_loss(self) -> str:
         return "cross_entropy" if self.opts.activation == "softmax" else "binary_cross_entropy"
@@ -200,4 +226,9 @@ class DiceFocalLoss(DiceCELoss):
     ``lambda_focal`` for ``lambda_ce`` (``focal_weight`` for ``ce_weight``)."""
 
     def __init__(self, *, gamma: float = 2.0, lambda_focal: float = 1.0, focal_weight=None, **options):
+        for name, ours in (("focal_gamma", "gamma"), ("lambda_ce", "lambda_focal"), ("ce_weight", "focal_weight")):
+            if name in options:
+                raise TypeError(f"fastdice: DiceFocalLoss takes {ours!r}, not {name!r}")
+        if isinstance(gamma, bool) or not isinstance(gamma, numbers.Real) or not math.isfinite(gamma) or gamma < 0:
+            raise ValueError(f"fastdice: gamma must be a finite number >= 0, got {gamma!r}")
         super().__init__(focal_gamma=gamma, lambda_ce=lambda_focal, ce_weight=focal_weight, **options)

@@ -263,3 +263,26 @@ def test_op_rejects_bad_pixel_options():
 def test_ce_weight_length_is_checked():
     with pytest.raises(ValueError, match="ce_weight has 2 entries"):
         fastdice.DiceCELoss(ce_weight=[1.0, 2.0])(torch.randn(2, 3, 4), torch.randint(0, 3, (2, 4)))
+
+
+def test_dice_focal_argument_errors_name_its_own_arguments():
+    with pytest.raises(TypeError, match="'gamma', not 'focal_gamma'"):
+        fastdice.DiceFocalLoss(focal_gamma=2.0)
+    with pytest.raises(TypeError, match="'focal_weight', not 'ce_weight'"):
+        fastdice.DiceFocalLoss(ce_weight=[1.0, 2.0])
+    with pytest.raises(ValueError, match="gamma must be"):
+        fastdice.DiceFocalLoss(gamma=-1.0)
+    with pytest.raises(ValueError, match="ce_weight must be a number or a 1-D"):
+        fastdice.DiceCELoss(ce_weight=[[1.0, 2.0, 3.0]])
+
+
+def test_repr_and_pickle():
+    import pickle
+
+    loss = fastdice.DiceCELoss(pooling="batch", ce_weight=[1.0, 2.0, 0.5], label_smoothing=0.1)
+    text = repr(loss)
+    assert "pooling='batch'" in text and "ce_weight=[1.0, 2.0, 0.5]" in text and "label_smoothing=0.1" in text
+    x = torch.randn(2, 3, 5, 5)
+    labels = torch.randint(0, 3, (2, 5, 5))
+    clone = pickle.loads(pickle.dumps(loss))
+    assert torch.equal(clone(x, labels), loss(x, labels))

@@ -233,3 +233,45 @@ def test_readme_migration_rows_native_api(device):
         got, grad = _run(mine, x, labels, torch.tensor(0.9))
         assert_close(got, expected, torch.float64, type(theirs).__name__)
         assert_close(grad, expected_grad, torch.float64, type(theirs).__name__ + " grad")
+
+
+def test_dice_focal_without_spatial_axes_matches_monai():
+    """(B, C) input: MONAI's 'sum' averages over every axis (mean(dim=[]))."""
+    x = 2 * torch.randn(4, 3, dtype=torch.float64)
+    labels = torch.randint(0, 3, (4, 1))
+    for reduction in ("sum", "mean"):
+        kw = dict(sigmoid=True, to_onehot_y=True, reduction=reduction, lambda_dice=0.3)
+        got, grad = _run(ours.DiceFocalLoss(**kw), x, labels, torch.tensor(0.8))
+        expected, expected_grad = _run(monai_losses.DiceFocalLoss(**kw), x, labels, torch.tensor(0.8))
+        assert_close(got, expected, torch.float32, reduction)
+        assert_close(grad, expected_grad, torch.float32, reduction + " grad")
+
+
+@pytest.mark.parametrize(
+    "cls,kwargs",
+    [
+        ("DiceCELoss", dict(weight=torch.tensor([0.2, 1.0, 3.0]))),
+        ("DiceFocalLoss", dict(weight=[0.2, 1.0, 3.0], gamma=1.5, alpha=0.3)),
+    ],
+)
+def test_state_dict_and_attributes_match_monai(cls, kwargs):
+    theirs, mine = getattr(monai_losses, cls)(**kwargs), getattr(ours, cls)(**kwargs)
+    assert set(mine.state_dict()) == set(theirs.state_dict())
+    mine.load_state_dict(theirs.state_dict())
+    for sub in ("dice", "cross_entropy", "binary_cross_entropy", "focal"):
+        assert hasattr(mine, sub) == hasattr(theirs, sub), sub
+    if cls == "DiceFocalLoss":
+        for attr in ("gamma", "alpha", "include_background", "use_softmax", "reduction"):
+            assert getattr(mine.focal, attr) == getattr(theirs.focal, attr), attr
+
+
+def test_dice_ce_argument_errors_match_monai():
+    x, t = torch.randn(2, 3, 4, 4), torch.randint(0, 3, (2, 1, 4, 4))
+    with pytest.raises(TypeError):
+        monai_losses.DiceCELoss(weight=[0.2, 1.0, 3.0])
+    with pytest.raises(TypeError):
+        ours.DiceCELoss(weight=[0.2, 1.0, 3.0])
+    with pytest.raises(RuntimeError):
+        monai_losses.DiceCELoss(to_onehot_y=True, label_smoothing=1.5)(x, t)
+    with pytest.raises(RuntimeError):
+        ours.DiceCELoss(to_onehot_y=True, label_smoothing=1.5)(x, t)

@@ -663,11 +663,10 @@ class DiceCELoss(_Loss):
             batch=batch,
             weight=dice_weight,
         )
-        if not 0.0 <= label_smoothing <= 1.0:
-            raise ValueError(f"label_smoothing must be between 0.0 and 1.0, got {label_smoothing}")
-        self.register_buffer("ce_weight", torch.as_tensor(weight) if weight is not None else None)
-        self.label_smoothing = float(label_smoothing)
-        self.ce_reduction = reduction
+        # MONAI's submodules, kept for their attributes, state_dict keys and
+        # argument checks; their forward is never called (the CE is fused).
+        self.cross_entropy = torch.nn.CrossEntropyLoss(weight=weight, reduction=reduction, label_smoothing=label_smoothing)
+        self.binary_cross_entropy = torch.nn.BCEWithLogitsLoss(pos_weight=weight, reduction=reduction)
         self.lambda_dice = _check_lambda("lambda_dice", lambda_dice)
         self.lambda_ce = _check_lambda("lambda_ce", lambda_ce)
 
@@ -676,13 +675,18 @@ class DiceCELoss(_Loss):
         num_classes = input.shape[1]
         label_target = target.shape[1] == 1 and num_classes != 1
         family = "cross_entropy" if num_classes != 1 else "binary_cross_entropy"
-        fusable = not (num_classes == 1 and self.ce_weight is not None)  # pos_weight: torch's BCE
+        ce_weight = self.cross_entropy.weight if num_classes != 1 else self.binary_cross_entropy.pos_weight
+        label_smoothing = self.cross_entropy.label_smoothing
+        if num_classes != 1 and not 0.0 <= label_smoothing <= 1.0:
+            raise RuntimeError(f"label_smoothing must be between 0.0 and 1.0. Got: {label_smoothing}")
+        reduction = self.cross_entropy.reduction
+        fusable = not (num_classes == 1 and ce_weight is not None)  # pos_weight: torch's BCE
         stats, raw = self.dice._stats(input, target, pixel_loss=family if fusable else "none", with_raw=True)
         dice_loss = self.dice._loss_from_stats(stats, input)
         if not fusable:
             ce_target = target if target.is_floating_point() else target.to(input.dtype)
             ce_loss = torch.nn.functional.binary_cross_entropy_with_logits(
-                input, ce_target, pos_weight=self.ce_weight, reduction=self.ce_reduction
+                input, ce_target, pos_weight=ce_weight, reduction=reduction
             )
         else:
             if raw is None:  # the Dice pass used another activation: a second fused pass
@@ -690,17 +694,34 @@ class DiceCELoss(_Loss):
                 activation = "softmax" if family == "cross_entropy" else "sigmoid"
                 raw = _ops.dice_stats(input, ce_target, activation, False, None, family)
             positions = input.shape[0] * (input[0, 0].numel() if input.dim() > 2 else 1)
-            weight = self.ce_weight.to(device=raw.device, dtype=raw.dtype) if self.ce_weight is not None else None
+            weight = ce_weight.to(device=raw.device, dtype=raw.dtype) if ce_weight is not None else None
             ce_loss = pixel_loss_from_stats(
                 raw,
                 family=family,
                 label_map=label_target,
                 positions=positions,
                 weight=weight if family == "cross_entropy" else None,
-                label_smoothing=self.label_smoothing if family == "cross_entropy" else 0.0,
-                reduction=self.ce_reduction,
+                label_smoothing=label_smoothing if family == "cross_entropy" else 0.0,
+                reduction=reduction,
             )
         return self.lambda_dice * dice_loss + self.lambda_ce * ce_loss
+
+
+class _FocalTerm(_Loss):
+    """The ``focal`` submodule of MONAI's DiceFocalLoss (a FocalLoss), kept for
+    its attributes and state_dict key ``focal.class_weight``; the focal term
+    itself is computed by the fused op in DiceFocalLoss.forward."""
+
+    def __init__(self, include_background, gamma, weight, alpha, reduction):
+        super().__init__(reduction=_lookup_reduction(reduction))
+        self.include_background = include_background
+        self.to_onehot_y = False
+        self.gamma = gamma
+        self.weight = weight
+        self.use_softmax = False
+        self.alpha = None if alpha is None else float(alpha)
+        self.register_buffer("class_weight", torch.as_tensor(weight) if weight is not None else None)
+        self.ignore_index = None
 
 
 def _sigmoid_focal_elementwise(input, target, gamma, alpha):
@@ -760,20 +781,16 @@ class DiceFocalLoss(_Loss):
             batch=batch,
             weight=weight,
         )
-        self.gamma = float(gamma)
-        self.alpha = alpha
-        self.focal_weight = weight
-        self.include_background = include_background
-        self.focal_reduction = _lookup_reduction(reduction)
+        self.focal = _FocalTerm(include_background, gamma, weight, alpha, reduction)
         self.lambda_dice = _check_lambda("lambda_dice", lambda_dice)
         self.lambda_focal = _check_lambda("lambda_focal", lambda_focal)
         self.to_onehot_y = to_onehot_y
 
     def _focal_class_weight(self, loss: torch.Tensor) -> torch.Tensor:
         """MONAI FocalLoss' class weighting of a (B, C', ...) tensor."""
-        if self.focal_weight is None:
+        if self.focal.class_weight is None:
             return loss
-        cw = torch.as_tensor(self.focal_weight, device=loss.device, dtype=loss.dtype)
+        cw = self.focal.class_weight.to(device=loss.device, dtype=loss.dtype)
         num_classes = loss.shape[1]
         if cw.ndim > 0:
             if num_classes == 1:
@@ -802,16 +819,18 @@ class DiceFocalLoss(_Loss):
         self.dice.to_onehot_y = label_target
         try:
             stats, raw = self.dice._stats(
-                input, target, pixel_loss="binary_cross_entropy", focal_gamma=self.gamma, with_raw=True
+                input, target, pixel_loss="binary_cross_entropy", focal_gamma=float(self.focal.gamma), with_raw=True
             )
         finally:
             self.dice.to_onehot_y = False
         dice_loss = self.dice._loss_from_stats(stats, input)
-        drop_background = not self.include_background and num_classes > 1
-        if not self.include_background and num_classes == 1:
+        include_background = self.focal.include_background
+        drop_background = not include_background and num_classes > 1
+        if not include_background and num_classes == 1:
             warnings.warn("single channel prediction, `include_background=False` ignored.", stacklevel=2)
         focal_target = _as_label_map(target) if label_target else target
-        if self.focal_reduction == "none":
+        gamma, alpha, reduction = float(self.focal.gamma), self.focal.alpha, self.focal.reduction
+        if reduction == "none":
             dense = focal_target
             if label_target:
                 dense = torch.nn.functional.one_hot(focal_target[:, 0], num_classes).movedim(-1, 1)
@@ -820,20 +839,21 @@ class DiceFocalLoss(_Loss):
             )
             if drop_background:
                 x, t = x[:, 1:], t[:, 1:]
-            focal = self._focal_class_weight(_sigmoid_focal_elementwise(x, t, self.gamma, self.alpha))
+            focal = self._focal_class_weight(_sigmoid_focal_elementwise(x, t, gamma, alpha))
             return self.lambda_dice * dice_loss + self.lambda_focal * focal
         if raw is None:  # the Dice pass had no logits activation: a second fused pass
-            raw = _ops.dice_stats(input, focal_target, "sigmoid", False, None, "binary_cross_entropy", self.gamma)
+            raw = _ops.dice_stats(input, focal_target, "sigmoid", False, None, "binary_cross_entropy", gamma)
         if drop_background:
             raw = raw[:, 1:]
         per_class = raw[..., _ops.PIXEL_LOSS]
-        if self.alpha is not None:
-            alpha = float(self.alpha)
+        if alpha is not None:
             per_class = (1 - alpha) * per_class + (2 * alpha - 1) * raw[..., _ops.PIXEL_LOSS_TARGET]
         per_class = self._focal_class_weight(per_class)  # (B, C')
         spatial = input[0, 0].numel() if input.dim() > 2 else 1
-        if self.focal_reduction == "sum":
+        if reduction == "sum" and input.dim() > 2:
             focal = per_class.sum() / spatial  # MONAI: mean over space, then sum
+        elif reduction == "sum":
+            focal = per_class.mean()  # no spatial axes: MONAI's mean(dim=[]) averages everything
         else:
             focal = per_class.sum() / (per_class.numel() * spatial)
         return self.lambda_dice * dice_loss + self.lambda_focal * focal
