@@ -225,3 +225,31 @@ def test_cuda_out_of_range_label_does_not_spill_into_neighbours():
     (grad_x,) = torch.autograd.grad(stats.sum(), x)
     assert torch.isnan(grad_x[0, :, 5]).all()
     assert (grad_x[0, :, 4] == 0).all()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize(
+    "activation,pixel_loss", [("softmax", "cross_entropy"), ("softmax", "binary_cross_entropy"), ("sigmoid", "binary_cross_entropy")]
+)
+@pytest.mark.parametrize("gamma", [0.0, 2.0])
+@pytest.mark.parametrize("target_kind", ["label", "dense"])
+def test_cuda_matches_cpu_with_pixel_loss(target_kind, gamma, activation, pixel_loss, dtype):
+    """The fused cross-entropy / focal sums and their gradient: CUDA against the CPU kernels."""
+    x = (3 * torch.randn(3, 5, 33, 17)).to(dtype)
+    if target_kind == "label":
+        t = torch.randint(0, 5, (3, 33, 17))
+        t[0, :3] = 250
+        ignore = 250
+    else:
+        t = torch.rand(3, 5, 33, 17)
+        ignore = None
+    grad_stats = torch.randn(3, 5, fastdice.NUM_STATS)
+    results = []
+    for device in ("cpu", "cuda"):
+        xi = x.to(device).requires_grad_()
+        stats = fastdice.dice_stats(xi, t.to(device), activation, True, ignore, pixel_loss, gamma)
+        (stats * grad_stats.to(device)).sum().backward()
+        results.append((stats.detach().cpu(), xi.grad.cpu()))
+    assert_close(results[1][0], results[0][0], dtype if dtype == torch.float64 else torch.float32, "stats")
+    assert_close(results[1][1], results[0][1], dtype, "grad")
