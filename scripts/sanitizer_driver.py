@@ -16,6 +16,16 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import fastdice  # noqa: E402
 
 
+def make_target(shape, kind, dev):
+    """(target, ignore_index): soft dense, or a label map (int64 / uint8) whose first column is ignored."""
+    b, c, *spatial = shape
+    if kind == "dense":
+        return torch.rand(shape, device=dev), None
+    t = torch.randint(0, c, (b, *spatial), device=dev)
+    t[..., 0] = 200  # ignored positions
+    return (t.to(torch.uint8) if kind == "label_u8" else t), 200
+
+
 def main():
     assert torch.cuda.is_available(), "needs a CUDA device"
     dev = "cuda"
@@ -27,16 +37,7 @@ def main():
         shapes, dtypes, ["none", "sigmoid", "softmax"], [False, True], ["dense", "label", "label_u8"]
     ):
         x = torch.randn(shape, device=dev, dtype=dtype, requires_grad=True)
-        b, c, *spatial = shape
-        ignore = None
-        if target_kind == "dense":
-            t = torch.rand(shape, device=dev)
-        else:
-            t = torch.randint(0, c, (b, *spatial), device=dev)
-            t[..., 0] = 200  # ignored positions
-            ignore = 200
-            if target_kind == "label_u8":
-                t = t.to(torch.uint8)
+        t, ignore = make_target(shape, target_kind, dev)
         stats = fastdice.dice_stats(x, t, activation, full, ignore)
         grad_stats = torch.randn_like(stats)
         (stats * grad_stats).sum().backward()
@@ -48,14 +49,7 @@ def main():
         [0.0, 2.0], [False, True], ["dense", "label"],
     ):
         x = torch.randn(shape, device=dev, dtype=dtype, requires_grad=True)
-        b, c, *spatial = shape
-        ignore = None
-        if target_kind == "dense":
-            t = torch.rand(shape, device=dev)
-        else:
-            t = torch.randint(0, c, (b, *spatial), device=dev)
-            t[..., 0] = 200
-            ignore = 200
+        t, ignore = make_target(shape, target_kind, dev)
         stats = fastdice.dice_stats(x, t, activation, full, ignore, pixel_loss, gamma)
         (stats * torch.randn_like(stats)).sum().backward()
         runs += 1

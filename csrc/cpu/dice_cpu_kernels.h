@@ -127,7 +127,7 @@ struct Tile {
   // Pixel losses only:
   std::vector<acc_t> shift;   // [kTile]: softmax max + log(sum exp), so log p = x - shift
   std::vector<acc_t> logits;  // [kTile]: one class's logits
-  std::vector<acc_t> pixel;   // [2][kTile]: forward l and t*l; backward dl/dz scaled by the gradient
+  std::vector<acc_t> pixel;   // [2][kTile] (forward): l and t*l of one class
   std::vector<acc_t> direct;  // [C][kTile] (backward): the pixel loss's gradient per class
 
   Tile(int64_t c, bool is_label, bool has_pixel = false)
@@ -466,9 +466,9 @@ void pixel_loop(const acc_t* __restrict z, const acc_t* __restrict x, const acc_
   }
 }
 
-// The pixel loss of class c over the tile, into tile.pixel (masked: ignored
-// and padding positions give 0). Forward (kBackward false): rows l and t*l.
-// Backward: one row, d/dz of (coef_l * l + coef_tl * t*l), for the class's
+// The pixel loss of class c over the tile (masked: ignored and padding
+// positions give 0). Forward (kBackward false): rows l and t*l in tile.pixel.
+// Backward: tile.direct_row(c), d/dz of (coef_l * l + coef_tl * t*l), for the class's
 // coefficients coef[0], coef[1]. Reads the logits again (from L1/L2) since
 // the tile only keeps activation values.
 template <bool kBackward, Activation kAct, typename scalar_t, typename acc_t>
@@ -489,8 +489,9 @@ void pixel_terms_class(const scalar_t* input, const DiceProblem& pr, int64_t b, 
   const acc_t gamma = static_cast<acc_t>(pr.focal_gamma);
   const acc_t coef_l = kBackward ? coef[0] : acc_t(0);
   const acc_t coef_tl = kBackward ? coef[1] : acc_t(0);
-  acc_t* out0 = tile.pixel.data();
-  acc_t* out1 = out0 + kTile;
+  // Backward writes straight into the class's row of tile.direct.
+  acc_t* out0 = kBackward ? tile.direct_row(c) : tile.pixel.data();
+  acc_t* out1 = tile.pixel.data() + kTile;
   auto go = [&](auto focal, auto label, auto cross_entropy) {
     pixel_loop<kBackward, decltype(focal)::value, decltype(label)::value, decltype(cross_entropy)::value, kAct>(
         z, tile.row(c), tile.inv.data(), tile.shift.data(), labels, static_cast<int32_t>(c), target, n, gamma,
@@ -693,7 +694,6 @@ void backward_impl(const at::Tensor& grad_stats, const at::Tensor& input, const 
         if constexpr (kPixel) {
           for (int64_t c = 0; c < C; ++c) {
             pixel_terms_class<true, kAct>(x, pr, b, s0, n, tile, c, sample_coefs + c * kNumGradCoefs + kCoefPixelLoss);
-            std::memcpy(tile.direct_row(c), tile.pixel.data(), kTile * sizeof(acc_t));
           }
         }
         // d(loss)/dp of class c at position i (cheap: recomputed, not stored).

@@ -424,12 +424,14 @@ class DiceLoss(_Loss):
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return self._loss_from_stats(self._stats(input, target), input)
 
-    def _stats(self, input, target, **pixel):
+    def _stats(self, input, target, to_onehot_y=None, **pixel):
+        """The fused statistics; to_onehot_y overrides the attribute (DiceFocalLoss
+        one-hot-encodes for its Dice term, which MONAI builds with to_onehot_y=False)."""
         return _dice_stats_monai(
             input,
             target,
             include_background=self.include_background,
-            to_onehot_y=self.to_onehot_y,
+            to_onehot_y=self.to_onehot_y if to_onehot_y is None else to_onehot_y,
             sigmoid=self.sigmoid,
             softmax=self.softmax,
             other_act=self.other_act,
@@ -816,13 +818,10 @@ class DiceFocalLoss(_Loss):
             else:
                 label_target = True
         # The Dice term sees a label map as MONAI's one-hot target, never built.
-        self.dice.to_onehot_y = label_target
-        try:
-            stats, raw = self.dice._stats(
-                input, target, pixel_loss="binary_cross_entropy", focal_gamma=float(self.focal.gamma), with_raw=True
-            )
-        finally:
-            self.dice.to_onehot_y = False
+        stats, raw = self.dice._stats(
+            input, target, to_onehot_y=label_target, pixel_loss="binary_cross_entropy",
+            focal_gamma=float(self.focal.gamma), with_raw=True,
+        )
         dice_loss = self.dice._loss_from_stats(stats, input)
         include_background = self.focal.include_background
         drop_background = not include_background and num_classes > 1
