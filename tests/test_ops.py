@@ -96,6 +96,32 @@ def test_cpu_result_independent_of_thread_count(target_kind):
         assert torch.equal(loss, results[0][0]) and torch.equal(grad, results[0][1])
 
 
+# Spatial sizes around the CPU's 32-position groups, 512-position tiles and
+# 4096-position chunks, so that every partial-group and partial-tile branch runs.
+_EDGE_SPATIAL = [1, 7, 31, 33, 511, 513, 4095, 4097 + 37]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("classes", [1, 2, 5, 17])
+@pytest.mark.parametrize("spatial", _EDGE_SPATIAL)
+def test_float_softmax_labels_match_float64(spatial, classes, device):
+    """float32 softmax + label maps (the CPU's dedicated SIMD path) against the
+    float64 kernels (the general path), stats and gradient, with ignored labels."""
+    g = torch.Generator().manual_seed(spatial * 31 + classes)
+    x64 = (3 * torch.randn(2, classes, spatial, generator=g, dtype=torch.float64)).to(device)
+    t = torch.randint(0, classes, (2, spatial), generator=g).to(device)
+    t[torch.rand(2, spatial, generator=g).to(device) < 0.2] = -5
+    x32 = x64.float()
+    stats32 = torch.ops.fastdice.dice_stats(x32, t, "softmax", False, -5)
+    stats64 = torch.ops.fastdice.dice_stats(x32.double(), t, "softmax", False, -5)
+    assert_close(stats32, stats64, torch.float32, "stats")
+    grad_stats = torch.randn(stats64.shape, generator=g, dtype=torch.float64).to(device)
+    grad32 = torch.ops.fastdice.dice_stats_backward(grad_stats.float(), x32, t, "softmax", False, -5)
+    grad64 = torch.ops.fastdice.dice_stats_backward(grad_stats, x32.double(), t, "softmax", False, -5)
+    assert_close(grad32, grad64, torch.float32, "grad")
+    assert (grad32.permute(1, 0, 2)[:, t == -5] == 0).all()
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_forward_saves_no_input_sized_tensor(device):
     x = torch.randn(2, 3, 40, 40, device=device, requires_grad=True)
