@@ -67,6 +67,10 @@ def test_label_out_of_range_raises_on_cpu():
         fastdice.dice_loss(_x(2, 3, 5, 5), t, activation="softmax")
     # ... unless it is the ignore_index
     assert torch.isfinite(fastdice.dice_loss(_x(2, 3, 5, 5), t, activation="softmax", ignore_index=-1))
+    # The most negative int64 is a label like any other (it once stood for "no ignore_index").
+    t[1, 2, 3] = torch.iinfo(torch.int64).min
+    with pytest.raises(ValueError, match=r"label -9223372036854775808"):
+        fastdice.dice_loss(_x(2, 3, 5, 5), t, activation="softmax")
 
 
 def test_ignore_index_needs_label_map():

@@ -38,15 +38,15 @@ static_assert(kLanes == 8, "Float8 holds kLanes floats");
 // U = UInt8): branch-free, so that GCC vectorizes the scalar loops calling it.
 // n = round(x / ln 2) comes from adding 1.5 * 2^23, which leaves n in the low
 // bits of the sum: no float/int conversions, half the time of a floor-based
-// reduction on AMD Zen. Results below the smallest normal float flush to 0;
-// NaN stays NaN (it flows through every step).
+// reduction on AMD Zen. Results below the smallest normal float flush to 0
+// by the final select (x is not clamped first: below it, or at -inf, the
+// steps compute garbage or NaN that the select discards); NaN stays NaN.
 template <typename V, typename U>
 inline V exp_nonpositive_lanes(V x) {
   const V zero = V{};
   const V lowest = zero + -87.3365447504f;  // log of the smallest normal float
   const V round_magic = zero + 12582912.f;  // 1.5 * 2^23
-  V xc = x < lowest ? lowest : x;
-  xc = xc > zero ? zero : xc;
+  const V xc = x;
   const V shifted = xc * 1.44269504088896341f + round_magic;
   const V nf = shifted - round_magic;  // n = round(x / ln 2), exactly, as a float
   U shifted_bits;
@@ -241,11 +241,12 @@ template <typename label_t>
 int64_t load_labels_typed(const label_t* src, int64_t stride, const DiceProblem& pr, int64_t b, int64_t s0,
                           int64_t n, int32_t* labels) {
   const int64_t C = pr.classes;
-  const int64_t ignore = pr.has_ignore ? pr.ignore_index : std::numeric_limits<int64_t>::min();
+  const bool has_ignore = pr.has_ignore;
+  const int64_t ignore = pr.ignore_index;
   int64_t valid = 0;
   int32_t bad = 0;
   auto classify = [&](int64_t i, int64_t v) {
-    const bool ignored = v == ignore;
+    const bool ignored = has_ignore && v == ignore;
     const bool in_range = v >= 0 && v < C;
     labels[i] = (!ignored && in_range) ? static_cast<int32_t>(v) : -1;
     valid += (!ignored && in_range);
@@ -259,7 +260,7 @@ int64_t load_labels_typed(const label_t* src, int64_t stride, const DiceProblem&
   if (bad) {
     for (int64_t i = 0; i < n; ++i) {
       const int64_t v = static_cast<int64_t>(src[i * stride]);
-      if (v != ignore && (v < 0 || v >= C)) throw_out_of_range(v, pr, b, s0 + i);
+      if (!(has_ignore && v == ignore) && (v < 0 || v >= C)) throw_out_of_range(v, pr, b, s0 + i);
     }
   }
   for (int64_t i = n; i < kTile; ++i) labels[i] = -1;

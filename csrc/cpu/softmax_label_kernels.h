@@ -14,7 +14,7 @@
 // as the general path's (dice_math.h: nan-propagating max, exp(x - max) / sum,
 // softmax_backward), and so are the results up to float rounding order.
 
-constexpr int kGroupVectors = 4;
+constexpr int kGroupVectors = 2;
 constexpr int kGroup = 8 * kGroupVectors;  // positions per group
 static_assert(kTile % kGroup == 0, "a tile is a whole number of groups");
 
@@ -55,28 +55,42 @@ struct SoftmaxLabelScratch {
   std::vector<float> tail;  // [C][kGroup]: the logits of a partial last group, zero-padded
   std::vector<float> grad;  // [C][kGroup]: the gradient of a partial last group
   std::vector<float> acc;   // [C][3][8]: lanes of sum p*t, sum p, sum t over one tile
+  // [C][8] (backward): d(loss)/dp_c where the label is c, and elsewhere, in
+  // every lane (floats, not Float8: std::vector does not align those here).
+  std::vector<float> grad_on_target, grad_off_target;
+  std::vector<float> tile_exps;  // [C][kTile] (forward): exp(x - max) of the tile
+  std::vector<float> tile_inv;   // [kTile] (forward): 1 / sum of the exps
 
   explicit SoftmaxLabelScratch(int64_t classes)
-      : exps(classes * kGroup), tail(classes * kGroup), grad(classes * kGroup), acc(classes * 3 * 8) {}
+      : exps(classes * kGroup),
+        tail(classes * kGroup),
+        grad(classes * kGroup),
+        acc(classes * 3 * 8),
+        grad_on_target(classes * 8),
+        grad_off_target(classes * 8),
+        tile_exps(classes * kTile),
+        tile_inv(kTile) {}
 };
 
 // exp(x_c - max_k x_k) of the kGroup positions at x (class rows sc apart)
-// into exps[c]; 1 / their sum into inv. A NaN logit makes the position's max
-// NaN, so its probabilities are NaN, as torch.softmax gives.
-inline void softmax_exps(const float* x, int64_t sc, int64_t C, float* exps, Float8* inv) {
+// into exps[c]; 1 / their sum into inv. The max is a plain vmaxps that may
+// skip a NaN logit: that class's exp is NaN all the same, so is the sum, and
+// so is every probability of the position, as torch.softmax gives; a +inf
+// logit gives inf - inf = NaN likewise.
+inline void softmax_exps(const float* x, int64_t sc, int64_t C, float* exps, int64_t exps_stride, Float8* inv) {
   Float8 m[kGroupVectors], sum[kGroupVectors];
   for (int v = 0; v < kGroupVectors; ++v) m[v] = load8(x + 8 * v);
   for (int64_t c = 1; c < C; ++c) {
     for (int v = 0; v < kGroupVectors; ++v) {
       const Float8 xv = load8(x + c * sc + 8 * v);
-      m[v] = ((xv > m[v]) | (xv != xv)) ? xv : m[v];
+      m[v] = xv > m[v] ? xv : m[v];  // vmaxps
     }
   }
   for (int v = 0; v < kGroupVectors; ++v) sum[v] = Float8{};
   for (int64_t c = 0; c < C; ++c) {
     for (int v = 0; v < kGroupVectors; ++v) {
       const Float8 e = exp_nonpositive_lanes<Float8, UInt8>(load8(x + c * sc + 8 * v) - m[v]);
-      store8(exps + kGroup * c + 8 * v, e);
+      store8(exps + exps_stride * c + 8 * v, e);
       sum[v] += e;
     }
   }
@@ -105,31 +119,33 @@ inline int64_t group_logits(const float* x, int64_t sc, int64_t C, int64_t i, in
 inline void softmax_label_tile_stats(const float* x, int64_t sc, int64_t C, int64_t n, const int32_t* labels,
                                      SoftmaxLabelScratch& s, double* chunk_acc) {
   float* acc = s.acc.data();
-  std::fill(s.acc.begin(), s.acc.end(), 0.f);
+  float* exps = s.tile_exps.data();
+  float* inv = s.tile_inv.data();
   const Float8 zero = {};
   const Float8 one = broadcast8(1.f);
   for (int64_t i = 0; i < n; i += kGroup) {
     const float* xg;
     const int64_t sg = group_logits(x, sc, C, i, n, s, &xg);
-    Float8 inv[kGroupVectors];
-    softmax_exps(xg, sg, C, s.exps.data(), inv);
-    for (int64_t c = 0; c < C; ++c) {
-      float* a = acc + c * 24;
-      Float8 tp = load8(a + 8 * kTruePositive), sp = load8(a + 8 * kSumProb), st = load8(a + 8 * kSumTarget);
-      for (int v = 0; v < kGroupVectors; ++v) {
-        Int8 label;
-        std::memcpy(&label, labels + i + 8 * v, sizeof(label));
-        const Float8 e = load8(s.exps.data() + kGroup * c + 8 * v);
-        const Float8 p = (label >= 0) ? e * inv[v] : zero;  // ignored: leaves every sum
-        const Float8 t = (label == static_cast<int32_t>(c)) ? one : zero;
-        tp += p * t;  // a product, not a select: a NaN probability reaches every class's sum, as torch's does
-        sp += p;
-        st += t;
-      }
-      store8(a + 8 * kTruePositive, tp);
-      store8(a + 8 * kSumProb, sp);
-      store8(a + 8 * kSumTarget, st);
+    Float8 group_inv[kGroupVectors];
+    softmax_exps(xg, sg, C, exps + i, kTile, group_inv);
+    for (int v = 0; v < kGroupVectors; ++v) store8(inv + i + 8 * v, group_inv[v]);
+  }
+  const int64_t n_up = (n + 7) / 8 * 8;  // past n, labels are -1: nothing is added
+  for (int64_t c = 0; c < C; ++c) {
+    const float* e_row = exps + kTile * c;
+    Float8 tp = zero, sp = zero, st = zero;
+    for (int64_t i = 0; i < n_up; i += 8) {
+      Int8 label;
+      std::memcpy(&label, labels + i, sizeof(label));
+      const Float8 p = (label >= 0) ? load8(e_row + i) * load8(inv + i) : zero;  // ignored: leaves every sum
+      const Float8 t = (label == static_cast<int32_t>(c)) ? one : zero;
+      tp += p * t;  // a product, not a select: a NaN probability reaches every class's sum, as torch's does
+      sp += p;
+      st += t;
     }
+    store8(acc + c * 24 + 8 * kTruePositive, tp);
+    store8(acc + c * 24 + 8 * kSumProb, sp);
+    store8(acc + c * 24 + 8 * kSumTarget, st);
   }
   for (int64_t c = 0; c < C; ++c) {
     for (int k = 0; k < kNumBasicStats; ++k) {
@@ -151,31 +167,34 @@ inline void softmax_label_tile_backward(const float* x, int64_t sc, int64_t C, i
                                         SoftmaxLabelScratch& s) {
   const Float8 zero = {};
   float* exps = s.exps.data();
+  float* on_target = s.grad_on_target.data();
+  float* off_target = s.grad_off_target.data();
+  for (int64_t c = 0; c < C; ++c) {
+    store8(on_target + 8 * c,
+           broadcast8(coefs[c * kNumGradCoefs + kCoefTruePositive] + coefs[c * kNumGradCoefs + kCoefSumProb]));
+    store8(off_target + 8 * c, broadcast8(coefs[c * kNumGradCoefs + kCoefSumProb]));
+  }
   for (int64_t i = 0; i < n; i += kGroup) {
     const float* xg;
     const int64_t sg = group_logits(x, sc, C, i, n, s, &xg);
-    Float8 inv[kGroupVectors];
-    softmax_exps(xg, sg, C, exps, inv);
     Int8 label[kGroupVectors];
     for (int v = 0; v < kGroupVectors; ++v) std::memcpy(&label[v], labels + i + 8 * v, sizeof(label[v]));
+    Float8 inv[kGroupVectors];
+    softmax_exps(xg, sg, C, exps, kGroup, inv);
     Float8 dot[kGroupVectors] = {};  // sum_k p_k * d(loss)/dp_k
     for (int64_t c = 0; c < C; ++c) {
-      const Float8 on_target = broadcast8(coefs[c * kNumGradCoefs + kCoefTruePositive] + coefs[c * kNumGradCoefs + kCoefSumProb]);
-      const Float8 off_target = broadcast8(coefs[c * kNumGradCoefs + kCoefSumProb]);
       for (int v = 0; v < kGroupVectors; ++v) {
         const Float8 p = load8(exps + kGroup * c + 8 * v) * inv[v];
-        dot[v] += p * ((label[v] == static_cast<int32_t>(c)) ? on_target : off_target);
+        dot[v] += p * ((label[v] == static_cast<int32_t>(c)) ? load8(on_target + 8 * c) : load8(off_target + 8 * c));
       }
     }
     const bool whole = i + kGroup <= n;
     float* out = whole ? g + i : s.grad.data();
     const int64_t oc = whole ? gc : kGroup;
     for (int64_t c = 0; c < C; ++c) {
-      const Float8 on_target = broadcast8(coefs[c * kNumGradCoefs + kCoefTruePositive] + coefs[c * kNumGradCoefs + kCoefSumProb]);
-      const Float8 off_target = broadcast8(coefs[c * kNumGradCoefs + kCoefSumProb]);
       for (int v = 0; v < kGroupVectors; ++v) {
         const Float8 p = load8(exps + kGroup * c + 8 * v) * inv[v];
-        const Float8 grad_p = (label[v] == static_cast<int32_t>(c)) ? on_target : off_target;
+        const Float8 grad_p = (label[v] == static_cast<int32_t>(c)) ? load8(on_target + 8 * c) : load8(off_target + 8 * c);
         // Ignored: exactly zero, whatever the logits.
         const Float8 grad_x = (label[v] >= 0) ? p * (grad_p - dot[v]) : zero;
         if (streaming) {
