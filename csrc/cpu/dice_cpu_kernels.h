@@ -78,6 +78,26 @@ inline double exp_nonpositive(double x) { return std::exp(x); }
 // log(x) for x >= 0 (Cephes' single-precision logf, about 1 ulp), branch-free
 // like exp_nonpositive so that the loops calling it vectorize. log(0) = -inf,
 // log(inf) = inf, NaN and negative x give NaN; subnormal x is exact too.
+// log(2^e * (1 + m)) for m in [sqrt(1/2) - 1, sqrt(2) - 1) (Cephes' logf
+// polynomial), for a float or a Float8.
+template <typename V>
+inline V log_from_reduced(V m, V fe) {
+  const V z = m * m;
+  V y = V{} + 7.0376836292e-2f;
+  y = y * m - 1.1514610310e-1f;
+  y = y * m + 1.1676998740e-1f;
+  y = y * m - 1.2420140846e-1f;
+  y = y * m + 1.4249322787e-1f;
+  y = y * m - 1.6668057665e-1f;
+  y = y * m + 2.0000714765e-1f;
+  y = y * m - 2.4999993993e-1f;
+  y = y * m + 3.3333331174e-1f;
+  y = y * m * z;
+  y += -2.12194440e-4f * fe;
+  y += -0.5f * z;
+  return m + y + 0.693359375f * fe;
+}
+
 inline float log_nonnegative(float x) {
   const bool subnormal = x < 1.17549435e-38f;
   const float xs = subnormal ? x * 8388608.f : x;  // 2^23
@@ -90,21 +110,7 @@ inline float log_nonnegative(float x) {
   const bool below = m < 0.707106781186547524f;
   e -= below;
   m = below ? m + m - 1.f : m - 1.f;
-  const float z = m * m;
-  float y = 7.0376836292e-2f;
-  y = y * m - 1.1514610310e-1f;
-  y = y * m + 1.1676998740e-1f;
-  y = y * m - 1.2420140846e-1f;
-  y = y * m + 1.4249322787e-1f;
-  y = y * m - 1.6668057665e-1f;
-  y = y * m + 2.0000714765e-1f;
-  y = y * m - 2.4999993993e-1f;
-  y = y * m + 3.3333331174e-1f;
-  y = y * m * z;
-  const float fe = static_cast<float>(e);
-  y += -2.12194440e-4f * fe;
-  y += -0.5f * z;
-  float r = m + y + 0.693359375f * fe;
+  float r = log_from_reduced(m, static_cast<float>(e));
   r = x == 0.f ? -std::numeric_limits<float>::infinity() : r;
   r = x == std::numeric_limits<float>::infinity() ? x : r;
   r = ((x < 0.f) | (x != x)) ? std::numeric_limits<float>::quiet_NaN() : r;
@@ -565,6 +571,12 @@ inline double sum_tile_row(const float* v) {
 
 #include "softmax_label_kernels.h"
 
+// Whether the pixel loss is none or the plain cross-entropy (the only one
+// that the softmax + label path computes; focal and BCE take the general path).
+inline bool plain_cross_entropy_or_none(const DiceProblem& pr) {
+  return pr.pixel_loss == PixelLoss::kNone || (pr.pixel_loss == PixelLoss::kCrossEntropy && pr.focal_gamma == 0.0);
+}
+
 template <typename scalar_t, typename acc_t, Activation kAct, bool kFull, bool kPixel>
 void forward_impl(const at::Tensor& input, const DiceProblem& pr, at::Tensor& stats) {
   const int64_t C = pr.classes;
@@ -577,8 +589,8 @@ void forward_impl(const at::Tensor& input, const DiceProblem& pr, at::Tensor& st
   std::vector<uint8_t> target_outside(is_label ? 0 : items, 0);
 
   const bool want_shift = kPixel && pr.pixel_loss == PixelLoss::kCrossEntropy;
-  constexpr bool kSoftmaxLabelCase = std::is_same<scalar_t, float>::value && kAct == Activation::kSoftmax && !kFull && !kPixel;
-  const bool softmax_label_path = kSoftmaxLabelCase && is_label && pr.in_stride_s == 1;
+  constexpr bool kSoftmaxLabelCase = std::is_same<scalar_t, float>::value && kAct == Activation::kSoftmax && !kFull;
+  const bool softmax_label_path = kSoftmaxLabelCase && is_label && pr.in_stride_s == 1 && plain_cross_entropy_or_none(pr);
   at::parallel_for(0, items, 1, [&](int64_t begin, int64_t end) {
     Tile<acc_t> tile(C, is_label, kPixel);
     SoftmaxLabelScratch scratch(softmax_label_path ? C : 0);
@@ -593,8 +605,8 @@ void forward_impl(const at::Tensor& input, const DiceProblem& pr, at::Tensor& st
         if constexpr (kSoftmaxLabelCase) {
           if (softmax_label_path) {
             valid_count += load_labels(pr, b, s0, n, tile);
-            softmax_label_tile_stats(x + pr.input_offset(b, 0, s0), pr.in_stride_c, C, n, tile.labels.data(), scratch,
-                                     acc);
+            softmax_label_tile_stats<kPixel>(x + pr.input_offset(b, 0, s0), pr.in_stride_c, C, n, tile.labels.data(),
+                                             scratch, acc);
             continue;
           }
         }
@@ -705,8 +717,9 @@ void backward_impl(const at::Tensor& grad_stats, const at::Tensor& input, const 
   // The cross-entropy's gradient couples the classes through the softmax
   // (it joins `dot`); the binary cross-entropy's is per element.
   const bool coupled = want_shift;
-  constexpr bool kSoftmaxLabelCase = std::is_same<scalar_t, float>::value && kAct == Activation::kSoftmax && !kFull && !kPixel;
-  const bool softmax_label_path = kSoftmaxLabelCase && is_label && pr.in_stride_s == 1 && gss == 1;
+  constexpr bool kSoftmaxLabelCase = std::is_same<scalar_t, float>::value && kAct == Activation::kSoftmax && !kFull;
+  const bool softmax_label_path =
+      kSoftmaxLabelCase && is_label && pr.in_stride_s == 1 && gss == 1 && plain_cross_entropy_or_none(pr);
   const bool stream_grad = grad3.numel() * static_cast<int64_t>(sizeof(scalar_t)) >= kStreamingBytes;
   at::parallel_for(0, pr.batch * per_sample, 1, [&](int64_t begin, int64_t end) {
     Tile<acc_t> tile(C, is_label, kPixel);
@@ -722,8 +735,9 @@ void backward_impl(const at::Tensor& grad_stats, const at::Tensor& input, const 
         if constexpr (kSoftmaxLabelCase) {
           if (softmax_label_path) {
             load_labels(pr, b, s0, n, tile);
-            softmax_label_tile_backward(x + pr.input_offset(b, 0, s0), pr.in_stride_c, C, n, tile.labels.data(),
-                                        sample_coefs, g + b * gsb + s0, gsc, stream_grad, scratch);
+            softmax_label_tile_backward<kPixel>(x + pr.input_offset(b, 0, s0), pr.in_stride_c, C, n,
+                                                tile.labels.data(), sample_coefs, g + b * gsb + s0, gsc, stream_grad,
+                                                scratch);
             continue;
           }
         }

@@ -1,5 +1,7 @@
-// The float path of the most common Dice loss: softmax over float32 logits
-// against an integer label map, basic statistics (sum p*t, sum p, sum t).
+// The float path of the most common Dice losses: softmax over float32 logits
+// against an integer label map, basic statistics (sum p*t, sum p, sum t),
+// and optionally (kCrossEntropy) the cross-entropy sums of Dice + CE
+// (sum l, sum t*l with l = -log p_c; focal variants take the general path).
 //
 // No include guard on purpose: dice_cpu_kernels.h includes this file inside
 // its instruction-set namespace, after Float8 / Int8 / UInt8 and exp_nonpositive_lanes.
@@ -27,6 +29,37 @@ inline Float8 load8(const float* p) {
 inline void store8(float* p, Float8 v) { std::memcpy(p, &v, sizeof(v)); }
 
 inline Float8 broadcast8(float v) { return Float8{} + v; }
+
+// The lanes' sum, in lane order (a fixed order: results do not depend on threads).
+inline float sum_lanes(Float8 v) {
+  float sum = 0.f;
+  for (int j = 0; j < 8; ++j) sum += v[j];
+  return sum;
+}
+
+// The first count (< 8) floats at p, zero-padded: never reads past them.
+inline Float8 load8_partial(const float* p, int64_t count) {
+  float lanes[8] = {};
+  for (int64_t j = 0; j < count; ++j) lanes[j] = p[j];
+  return load8(lanes);
+}
+
+// log(x) for a sum of exps (x >= 1: its largest term is exp(0)), Cephes' logf
+// like log_nonnegative without the zero / subnormal / infinity cases that
+// cannot occur here; NaN stays NaN.
+inline Float8 log_of_exp_sum(Float8 x) {
+  UInt8 bits;
+  std::memcpy(&bits, &x, sizeof(bits));
+  Int8 e = (Int8)((bits >> 23) & 0xffu) - 126;
+  bits = (bits & 0x807fffffu) | 0x3f000000u;  // x = m * 2^e, m in [0.5, 1)
+  Float8 m;
+  std::memcpy(&m, &bits, sizeof(m));
+  const Int8 below = m < 0.707106781186547524f;
+  e += below;  // below is -1 where true
+  m = below ? m + m - 1.f : m - 1.f;
+  const Float8 r = log_from_reduced(m, __builtin_convertvector(e, Float8));
+  return x != x ? x : r;
+}
 
 // A store that bypasses the caches where the address allows it (32-byte
 // aligned, AVX build): a gradient larger than the caches is written once and
@@ -60,6 +93,8 @@ struct SoftmaxLabelScratch {
   std::vector<float> grad_on_target, grad_off_target;
   std::vector<float> tile_exps;  // [C][kTile] (forward): exp(x - max) of the tile
   std::vector<float> tile_inv;   // [kTile] (forward): 1 / sum of the exps
+  std::vector<float> tile_shift;  // [kTile] (forward, cross-entropy): max + log(sum), so l_c = shift - x_c
+  std::vector<float> ce_on_target, ce_off_target;  // [C][8] (backward, cross-entropy): d(loss)/d(l_c)
 
   explicit SoftmaxLabelScratch(int64_t classes)
       : exps(classes * kGroup),
@@ -69,7 +104,10 @@ struct SoftmaxLabelScratch {
         grad_on_target(classes * 8),
         grad_off_target(classes * 8),
         tile_exps(classes * kTile),
-        tile_inv(kTile) {}
+        tile_inv(kTile),
+        tile_shift(kTile),
+        ce_on_target(classes * 8),
+        ce_off_target(classes * 8) {}
 };
 
 // exp(x_c - max_k x_k) of the kGroup positions at x (class rows sc apart)
@@ -77,7 +115,9 @@ struct SoftmaxLabelScratch {
 // skip a NaN logit: that class's exp is NaN all the same, so is the sum, and
 // so is every probability of the position, as torch.softmax gives; a +inf
 // logit gives inf - inf = NaN likewise.
-inline void softmax_exps(const float* x, int64_t sc, int64_t C, float* exps, int64_t exps_stride, Float8* inv) {
+// shift (if not null): max + log(sum), the position's log-sum-exp.
+inline void softmax_exps(const float* x, int64_t sc, int64_t C, float* exps, int64_t exps_stride, Float8* inv,
+                         Float8* shift = nullptr) {
   Float8 m[kGroupVectors], sum[kGroupVectors];
   for (int v = 0; v < kGroupVectors; ++v) m[v] = load8(x + 8 * v);
   for (int64_t c = 1; c < C; ++c) {
@@ -95,6 +135,9 @@ inline void softmax_exps(const float* x, int64_t sc, int64_t C, float* exps, int
     }
   }
   for (int v = 0; v < kGroupVectors; ++v) inv[v] = broadcast8(1.f) / sum[v];
+  if (shift != nullptr) {
+    for (int v = 0; v < kGroupVectors; ++v) shift[v] = m[v] + log_of_exp_sum(sum[v]);
+  }
 }
 
 // The group at position i of a tile of n positions: the logits themselves, or
@@ -113,9 +156,11 @@ inline int64_t group_logits(const float* x, int64_t sc, int64_t C, int64_t i, in
 }
 
 // Adds the tile's statistics to chunk_acc[c * kNumStats + k] for k in
-// {kTruePositive, kSumProb, kSumTarget}. x: the tile's class-0 logits, class
-// rows sc apart; labels: the tile's labels (-1 where ignored, and padded with
-// -1 up to kTile, so that every 8-label group can be read whole).
+// {kTruePositive, kSumProb, kSumTarget} (and kPixelLoss, kPixelLossTarget
+// with kCrossEntropy). x: the tile's class-0 logits, class rows sc apart;
+// labels: the tile's labels (-1 where ignored, and padded with -1 up to
+// kTile, so that every 8-label group can be read whole).
+template <bool kCrossEntropy>
 inline void softmax_label_tile_stats(const float* x, int64_t sc, int64_t C, int64_t n, const int32_t* labels,
                                      SoftmaxLabelScratch& s, double* chunk_acc) {
   float* acc = s.acc.data();
@@ -126,9 +171,12 @@ inline void softmax_label_tile_stats(const float* x, int64_t sc, int64_t C, int6
   for (int64_t i = 0; i < n; i += kGroup) {
     const float* xg;
     const int64_t sg = group_logits(x, sc, C, i, n, s, &xg);
-    Float8 group_inv[kGroupVectors];
-    softmax_exps(xg, sg, C, exps + i, kTile, group_inv);
+    Float8 group_inv[kGroupVectors], group_shift[kGroupVectors];
+    softmax_exps(xg, sg, C, exps + i, kTile, group_inv, kCrossEntropy ? group_shift : nullptr);
     for (int v = 0; v < kGroupVectors; ++v) store8(inv + i + 8 * v, group_inv[v]);
+    if (kCrossEntropy) {
+      for (int v = 0; v < kGroupVectors; ++v) store8(s.tile_shift.data() + i + 8 * v, group_shift[v]);
+    }
   }
   const int64_t n_up = (n + 7) / 8 * 8;  // past n, labels are -1: nothing is added
   for (int64_t c = 0; c < C; ++c) {
@@ -146,13 +194,24 @@ inline void softmax_label_tile_stats(const float* x, int64_t sc, int64_t C, int6
     store8(acc + c * 24 + 8 * kTruePositive, tp);
     store8(acc + c * 24 + 8 * kSumProb, sp);
     store8(acc + c * 24 + 8 * kSumTarget, st);
+    if (kCrossEntropy) {  // l = shift - x_c, summed where valid and where the label is c
+      const float* x_row = x + c * sc;
+      Float8 loss = zero, loss_target = zero;
+      for (int64_t i = 0; i < n_up; i += 8) {
+        Int8 label;
+        std::memcpy(&label, labels + i, sizeof(label));
+        const Float8 logit = i + 8 <= n ? load8(x_row + i) : load8_partial(x_row + i, n - i);
+        const Float8 l = load8(s.tile_shift.data() + i) - logit;
+        loss += (label >= 0) ? l : zero;
+        loss_target += (label == static_cast<int32_t>(c)) ? l : zero;
+      }
+      chunk_acc[c * kNumStats + kPixelLoss] += static_cast<double>(sum_lanes(loss));
+      chunk_acc[c * kNumStats + kPixelLossTarget] += static_cast<double>(sum_lanes(loss_target));
+    }
   }
   for (int64_t c = 0; c < C; ++c) {
     for (int k = 0; k < kNumBasicStats; ++k) {
-      const float* lanes = acc + c * 24 + 8 * k;
-      float sum = 0.f;
-      for (int j = 0; j < 8; ++j) sum += lanes[j];
-      chunk_acc[c * kNumStats + k] += static_cast<double>(sum);
+      chunk_acc[c * kNumStats + k] += static_cast<double>(sum_lanes(load8(acc + c * 24 + 8 * k)));
     }
   }
 }
@@ -162,6 +221,10 @@ inline void softmax_label_tile_stats(const float* x, int64_t sc, int64_t C, int6
 // coef_tp * t_c + coef_sp; exactly zero at ignored positions. coefs: the
 // sample's [C][kNumGradCoefs]. streaming: bypass the caches (a gradient
 // larger than they are).
+// kCrossEntropy adds the cross-entropy sums' part: with w_c = d(loss)/d(l_c)
+// = coef_l + coef_tl * t_c and W = sum_k w_k, d/dx_c of sum_k w_k l_k is
+// p_c * W - w_c (l_k = logsumexp(x) - x_k).
+template <bool kCrossEntropy>
 inline void softmax_label_tile_backward(const float* x, int64_t sc, int64_t C, int64_t n, const int32_t* labels,
                                         const float* coefs, float* g, int64_t gc, bool streaming,
                                         SoftmaxLabelScratch& s) {
@@ -174,6 +237,15 @@ inline void softmax_label_tile_backward(const float* x, int64_t sc, int64_t C, i
            broadcast8(coefs[c * kNumGradCoefs + kCoefTruePositive] + coefs[c * kNumGradCoefs + kCoefSumProb]));
     store8(off_target + 8 * c, broadcast8(coefs[c * kNumGradCoefs + kCoefSumProb]));
   }
+  float* ce_on = s.ce_on_target.data();
+  float* ce_off = s.ce_off_target.data();
+  if (kCrossEntropy) {
+    for (int64_t c = 0; c < C; ++c) {
+      const float* coef = coefs + c * kNumGradCoefs;
+      store8(ce_on + 8 * c, broadcast8(coef[kCoefPixelLoss] + coef[kCoefPixelLossTarget]));
+      store8(ce_off + 8 * c, broadcast8(coef[kCoefPixelLoss]));
+    }
+  }
   for (int64_t i = 0; i < n; i += kGroup) {
     const float* xg;
     const int64_t sg = group_logits(x, sc, C, i, n, s, &xg);
@@ -181,11 +253,13 @@ inline void softmax_label_tile_backward(const float* x, int64_t sc, int64_t C, i
     for (int v = 0; v < kGroupVectors; ++v) std::memcpy(&label[v], labels + i + 8 * v, sizeof(label[v]));
     Float8 inv[kGroupVectors];
     softmax_exps(xg, sg, C, exps, kGroup, inv);
-    Float8 dot[kGroupVectors] = {};  // sum_k p_k * d(loss)/dp_k
+    Float8 dot[kGroupVectors] = {};  // sum_k p_k * d(loss)/dp_k, minus W with kCrossEntropy
     for (int64_t c = 0; c < C; ++c) {
       for (int v = 0; v < kGroupVectors; ++v) {
+        const Int8 is_target = label[v] == static_cast<int32_t>(c);
         const Float8 p = load8(exps + kGroup * c + 8 * v) * inv[v];
-        dot[v] += p * ((label[v] == static_cast<int32_t>(c)) ? load8(on_target + 8 * c) : load8(off_target + 8 * c));
+        dot[v] += p * (is_target ? load8(on_target + 8 * c) : load8(off_target + 8 * c));
+        if (kCrossEntropy) dot[v] -= is_target ? load8(ce_on + 8 * c) : load8(ce_off + 8 * c);
       }
     }
     const bool whole = i + kGroup <= n;
@@ -196,7 +270,9 @@ inline void softmax_label_tile_backward(const float* x, int64_t sc, int64_t C, i
         const Float8 p = load8(exps + kGroup * c + 8 * v) * inv[v];
         const Float8 grad_p = (label[v] == static_cast<int32_t>(c)) ? load8(on_target + 8 * c) : load8(off_target + 8 * c);
         // Ignored: exactly zero, whatever the logits.
-        const Float8 grad_x = (label[v] >= 0) ? p * (grad_p - dot[v]) : zero;
+        Float8 grad_x = p * (grad_p - dot[v]);
+        if (kCrossEntropy) grad_x -= (label[v] == static_cast<int32_t>(c)) ? load8(ce_on + 8 * c) : load8(ce_off + 8 * c);
+        grad_x = (label[v] >= 0) ? grad_x : zero;
         if (streaming) {
           store8_streaming(out + c * oc + 8 * v, grad_x);
         } else {
