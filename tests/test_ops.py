@@ -128,6 +128,43 @@ def test_float_softmax_labels_match_float64(spatial, classes, pixel_loss, device
     assert (grad32.permute(1, 0, 2)[:, t == -5] == 0).all()
 
 
+_ISA_SCRIPT = """
+import sys, torch, fastdice
+g = torch.Generator().manual_seed(0)
+out = []
+for shape, act, dtype, pixel in [((2, 4, 1000), "softmax", torch.float32, "none"),
+                                 ((2, 4, 1000), "softmax", torch.float32, "cross_entropy"),
+                                 ((2, 3, 777), "sigmoid", torch.float32, "binary_cross_entropy"),
+                                 ((2, 3, 777), "softmax", torch.float64, "none")]:
+    x = (2 * torch.randn(shape, generator=g)).to(dtype)
+    t = torch.randint(0, shape[1], (shape[0], shape[2]), generator=g)
+    t[:, ::7] = -1
+    args = (act, True, -1, pixel, 0.0) if pixel == "none" else (act, False, -1, pixel, 0.0)
+    stats = torch.ops.fastdice.dice_stats(x, t, *args)
+    grad = torch.ops.fastdice.dice_stats_backward(torch.randn(stats.shape, generator=g, dtype=stats.dtype), x, t, *args)
+    out.append((stats, grad))
+torch.save(out, sys.argv[1])
+"""
+
+
+def test_baseline_and_avx2_kernels_agree(tmp_path):
+    """The CPU kernels exist twice (baseline ISA, AVX2 + FMA), chosen at run
+    time; the suite runs the best one, so the other is compared here."""
+    import os
+    import subprocess
+    import sys
+
+    results = {}
+    for isa in ("baseline", "auto"):
+        env = dict(os.environ, FASTDICE_CPU_ISA=isa)
+        path = tmp_path / f"{isa}.pt"
+        subprocess.run([sys.executable, "-c", _ISA_SCRIPT, str(path)], check=True, env=env)
+        results[isa] = torch.load(path)
+    for (s_base, g_base), (s_auto, g_auto) in zip(results["baseline"], results["auto"]):
+        assert_close(s_base, s_auto, s_auto.dtype, "stats")
+        assert_close(g_base, g_auto, g_auto.dtype, "grad")
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_forward_saves_no_input_sized_tensor(device):
     x = torch.randn(2, 3, 40, 40, device=device, requires_grad=True)
