@@ -563,6 +563,10 @@ def test_errors():
         bad = lab.clone()
         bad[0, 0, 0] = -1
         M.confusion_counts(x, bad, ignore_index=255)
+    with pytest.raises(ValueError, match=r"target label -9223372036854775808"):
+        bad = lab.clone()
+        bad[0, 1, 0] = torch.iinfo(torch.int64).min  # once the "no ignore_index" sentinel
+        M.confusion_counts(x, bad)
     with pytest.raises(ValueError, match="not 0 or 1 in binary mode"):
         M.confusion_counts(x[:, :1], torch.full((2, 5, 5), 2), mode="binary")
     with pytest.raises(ValueError, match="must hold 0 or 1; got 0.5"):

@@ -53,10 +53,11 @@ void load_labels_typed(const label_t* src, int64_t stride, const CountsProblem& 
   const DiceProblem& pr = cp.base;
   const int64_t limit = pr.classes + cp.label_shift;
   const int64_t shift = cp.label_shift;
-  const int64_t ignore = pr.has_ignore ? pr.ignore_index : std::numeric_limits<int64_t>::min();
+  const bool has_ignore = pr.has_ignore;
+  const int64_t ignore = pr.ignore_index;
   int32_t bad = 0;
   auto classify = [&](int64_t i, int64_t v) {
-    const bool ignored = v == ignore;
+    const bool ignored = has_ignore && v == ignore;
     const bool in_range = v >= 0 && v < limit;
     codes[i] = ignored ? kSkip : (in_range ? static_cast<int32_t>(v - shift) : kSkip);
     bad |= (!ignored && !in_range);
@@ -69,7 +70,7 @@ void load_labels_typed(const label_t* src, int64_t stride, const CountsProblem& 
   if (bad) {
     for (int64_t i = 0; i < n; ++i) {
       const int64_t v = static_cast<int64_t>(src[i * stride]);
-      if (v != ignore && (v < 0 || v >= limit)) throw_label_out_of_range(v, cp, b, s0 + i);
+      if (!(has_ignore && v == ignore) && (v < 0 || v >= limit)) throw_label_out_of_range(v, cp, b, s0 + i);
     }
   }
 }

@@ -75,9 +75,6 @@ inline float exp_nonpositive(float x) { return exp_nonpositive_lanes<float, uint
 
 inline double exp_nonpositive(double x) { return std::exp(x); }
 
-// log(x) for x >= 0 (Cephes' single-precision logf, about 1 ulp), branch-free
-// like exp_nonpositive so that the loops calling it vectorize. log(0) = -inf,
-// log(inf) = inf, NaN and negative x give NaN; subnormal x is exact too.
 // log(2^e * (1 + m)) for m in [sqrt(1/2) - 1, sqrt(2) - 1) (Cephes' logf
 // polynomial), for a float or a Float8.
 template <typename V>
@@ -98,6 +95,9 @@ inline V log_from_reduced(V m, V fe) {
   return m + y + 0.693359375f * fe;
 }
 
+// log(x) for x >= 0 (Cephes' single-precision logf, about 1 ulp), branch-free
+// like exp_nonpositive so that the loops calling it vectorize. log(0) = -inf,
+// log(inf) = inf, NaN and negative x give NaN; subnormal x is exact too.
 inline float log_nonnegative(float x) {
   const bool subnormal = x < 1.17549435e-38f;
   const float xs = subnormal ? x * 8388608.f : x;  // 2^23
@@ -592,8 +592,9 @@ void forward_impl(const at::Tensor& input, const DiceProblem& pr, at::Tensor& st
   constexpr bool kSoftmaxLabelCase = std::is_same<scalar_t, float>::value && kAct == Activation::kSoftmax && !kFull;
   const bool softmax_label_path = kSoftmaxLabelCase && is_label && pr.in_stride_s == 1 && plain_cross_entropy_or_none(pr);
   at::parallel_for(0, items, 1, [&](int64_t begin, int64_t end) {
-    Tile<acc_t> tile(C, is_label, kPixel);
-    SoftmaxLabelScratch scratch(softmax_label_path ? C : 0);
+    // The softmax + label path uses only the tile's labels.
+    Tile<acc_t> tile(softmax_label_path ? 0 : C, is_label, kPixel && !softmax_label_path);
+    SoftmaxLabelScratch scratch(softmax_label_path ? C : 0, softmax_label_path);
     for (int64_t item = begin; item < end; ++item) {
       const int64_t b = item / per_sample;
       const int64_t s_begin = (item % per_sample) * kChunk;
@@ -722,8 +723,8 @@ void backward_impl(const at::Tensor& grad_stats, const at::Tensor& input, const 
       kSoftmaxLabelCase && is_label && pr.in_stride_s == 1 && gss == 1 && plain_cross_entropy_or_none(pr);
   const bool stream_grad = grad3.numel() * static_cast<int64_t>(sizeof(scalar_t)) >= kStreamingBytes;
   at::parallel_for(0, pr.batch * per_sample, 1, [&](int64_t begin, int64_t end) {
-    Tile<acc_t> tile(C, is_label, kPixel);
-    SoftmaxLabelScratch scratch(softmax_label_path ? C : 0);
+    Tile<acc_t> tile(softmax_label_path ? 0 : C, is_label, kPixel && !softmax_label_path);
+    SoftmaxLabelScratch scratch(softmax_label_path ? C : 0, softmax_label_path);
     acc_t dot[kTile];
     for (int64_t item = begin; item < end; ++item) {
       const int64_t b = item / per_sample;

@@ -62,12 +62,13 @@ inline Float8 log_of_exp_sum(Float8 x) {
 }
 
 // A store that bypasses the caches where the address allows it (32-byte
-// aligned, AVX build): a gradient larger than the caches is written once and
+// aligned, AVX2 build: FD_CPU_ISA_AVX2, since `#pragma GCC target` does not
+// define __AVX__ in C++): a gradient larger than the caches is written once and
 // read much later, so reading its lines into the cache first (what a normal
 // store does) only costs bandwidth (-10% backward time at 2x4x96^3 on an
 // AMD EPYC). Callers finish with streaming_fence().
 inline void store8_streaming(float* p, Float8 v) {
-#if defined(__AVX__)
+#if defined(FD_CPU_ISA_AVX2)
   if ((reinterpret_cast<uintptr_t>(p) & 31) == 0) {
     __builtin_ia32_movntps256(p, v);
     return;
@@ -77,7 +78,7 @@ inline void store8_streaming(float* p, Float8 v) {
 }
 
 inline void streaming_fence() {
-#if defined(__SSE__)
+#if defined(FD_CPU_ISA_AVX2)
   __builtin_ia32_sfence();
 #endif
 }
@@ -96,7 +97,8 @@ struct SoftmaxLabelScratch {
   std::vector<float> tile_shift;  // [kTile] (forward, cross-entropy): max + log(sum), so l_c = shift - x_c
   std::vector<float> ce_on_target, ce_off_target;  // [C][8] (backward, cross-entropy): d(loss)/d(l_c)
 
-  explicit SoftmaxLabelScratch(int64_t classes)
+  // used: whether the path runs at all (nothing is allocated otherwise).
+  SoftmaxLabelScratch(int64_t classes, bool used)
       : exps(classes * kGroup),
         tail(classes * kGroup),
         grad(classes * kGroup),
@@ -104,8 +106,8 @@ struct SoftmaxLabelScratch {
         grad_on_target(classes * 8),
         grad_off_target(classes * 8),
         tile_exps(classes * kTile),
-        tile_inv(kTile),
-        tile_shift(kTile),
+        tile_inv(used ? kTile : 0),
+        tile_shift(used ? kTile : 0),
         ce_on_target(classes * 8),
         ce_off_target(classes * 8) {}
 };
@@ -235,7 +237,9 @@ inline void softmax_label_tile_backward(const float* x, int64_t sc, int64_t C, i
   for (int64_t c = 0; c < C; ++c) {
     store8(on_target + 8 * c,
            broadcast8(coefs[c * kNumGradCoefs + kCoefTruePositive] + coefs[c * kNumGradCoefs + kCoefSumProb]));
-    store8(off_target + 8 * c, broadcast8(coefs[c * kNumGradCoefs + kCoefSumProb]));
+    // coef_tp * 0 + coef_sp, as grad_wrt_prob computes it: a non-finite coef_tp spreads everywhere.
+    store8(off_target + 8 * c,
+           broadcast8(coefs[c * kNumGradCoefs + kCoefTruePositive] * 0.f + coefs[c * kNumGradCoefs + kCoefSumProb]));
   }
   float* ce_on = s.ce_on_target.data();
   float* ce_off = s.ce_off_target.data();
@@ -273,7 +277,7 @@ inline void softmax_label_tile_backward(const float* x, int64_t sc, int64_t C, i
         Float8 grad_x = p * (grad_p - dot[v]);
         if (kCrossEntropy) grad_x -= (label[v] == static_cast<int32_t>(c)) ? load8(ce_on + 8 * c) : load8(ce_off + 8 * c);
         grad_x = (label[v] >= 0) ? grad_x : zero;
-        if (streaming) {
+        if (streaming && whole) {  // a partial group's staging buffer is read back at once: cache it
           store8_streaming(out + c * oc + 8 * v, grad_x);
         } else {
           store8(out + c * oc + 8 * v, grad_x);
