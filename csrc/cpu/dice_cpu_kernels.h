@@ -22,8 +22,6 @@ namespace FD_CPU_ISA_NS {
 constexpr int64_t kTile = 512;          // positions per tile
 constexpr int64_t kTilesPerChunk = 8;   // a chunk is one parallel work item
 constexpr int64_t kChunk = kTile * kTilesPerChunk;
-// Gradients from this size on are written past the caches (store8_streaming).
-constexpr int64_t kStreamingBytes = int64_t(8) << 20;
 constexpr int kLanes = 8;  // independent partial sums per statistic (one AVX2 register of floats)
 
 // Explicit SIMD vectors (GCC vector extensions): one AVX2 register, or two SSE
@@ -721,7 +719,6 @@ void backward_impl(const at::Tensor& grad_stats, const at::Tensor& input, const 
   constexpr bool kSoftmaxLabelCase = std::is_same<scalar_t, float>::value && kAct == Activation::kSoftmax && !kFull;
   const bool softmax_label_path =
       kSoftmaxLabelCase && is_label && pr.in_stride_s == 1 && gss == 1 && plain_cross_entropy_or_none(pr);
-  const bool stream_grad = grad3.numel() * static_cast<int64_t>(sizeof(scalar_t)) >= kStreamingBytes;
   at::parallel_for(0, pr.batch * per_sample, 1, [&](int64_t begin, int64_t end) {
     Tile<acc_t> tile(softmax_label_path ? 0 : C, is_label, kPixel && !softmax_label_path);
     SoftmaxLabelScratch scratch(softmax_label_path ? C : 0, softmax_label_path);
@@ -737,8 +734,7 @@ void backward_impl(const at::Tensor& grad_stats, const at::Tensor& input, const 
           if (softmax_label_path) {
             load_labels(pr, b, s0, n, tile);
             softmax_label_tile_backward<kPixel>(x + pr.input_offset(b, 0, s0), pr.in_stride_c, C, n,
-                                                tile.labels.data(), sample_coefs, g + b * gsb + s0, gsc, stream_grad,
-                                                scratch);
+                                                tile.labels.data(), sample_coefs, g + b * gsb + s0, gsc, scratch);
             continue;
           }
         }
@@ -799,7 +795,6 @@ void backward_impl(const at::Tensor& grad_stats, const at::Tensor& input, const 
         }
       }
     }
-    if (softmax_label_path && stream_grad) streaming_fence();
   });
 }
 

@@ -19,7 +19,6 @@
 #pragma GCC push_options
 #pragma GCC target("avx2,fma")
 #define FD_CPU_ISA_NS avx2
-#define FD_CPU_ISA_AVX2 1
 #include "dice_cpu_kernels.h"
 #pragma GCC pop_options
 #endif

@@ -61,28 +61,6 @@ inline Float8 log_of_exp_sum(Float8 x) {
   return x != x ? x : r;
 }
 
-// A store that bypasses the caches where the address allows it (32-byte
-// aligned, AVX2 build: FD_CPU_ISA_AVX2, since `#pragma GCC target` does not
-// define __AVX__ in C++): a gradient larger than the caches is written once and
-// read much later, so reading its lines into the cache first (what a normal
-// store does) only costs bandwidth (-10% backward time at 2x4x96^3 on an
-// AMD EPYC). Callers finish with streaming_fence().
-inline void store8_streaming(float* p, Float8 v) {
-#if defined(FD_CPU_ISA_AVX2)
-  if ((reinterpret_cast<uintptr_t>(p) & 31) == 0) {
-    __builtin_ia32_movntps256(p, v);
-    return;
-  }
-#endif
-  store8(p, v);
-}
-
-inline void streaming_fence() {
-#if defined(FD_CPU_ISA_AVX2)
-  __builtin_ia32_sfence();
-#endif
-}
-
 // One thread's buffers, sized for C classes.
 struct SoftmaxLabelScratch {
   std::vector<float> exps;  // [C][kGroup]: exp(x - max) of one group
@@ -221,15 +199,14 @@ inline void softmax_label_tile_stats(const float* x, int64_t sc, int64_t C, int6
 // Writes d(loss)/dx of the tile into g (class rows gc apart, unit spatial
 // stride): p_c * (g_c - sum_k p_k g_k) with g_c = d(loss)/dp_c =
 // coef_tp * t_c + coef_sp; exactly zero at ignored positions. coefs: the
-// sample's [C][kNumGradCoefs]. streaming: bypass the caches (a gradient
-// larger than they are).
+// sample's [C][kNumGradCoefs]. (Streaming stores that bypass the caches were
+// tried for large gradients: no gain on the AMD EPYC VM, so plain stores.)
 // kCrossEntropy adds the cross-entropy sums' part: with w_c = d(loss)/d(l_c)
 // = coef_l + coef_tl * t_c and W = sum_k w_k, d/dx_c of sum_k w_k l_k is
 // p_c * W - w_c (l_k = logsumexp(x) - x_k).
 template <bool kCrossEntropy>
 inline void softmax_label_tile_backward(const float* x, int64_t sc, int64_t C, int64_t n, const int32_t* labels,
-                                        const float* coefs, float* g, int64_t gc, bool streaming,
-                                        SoftmaxLabelScratch& s) {
+                                        const float* coefs, float* g, int64_t gc, SoftmaxLabelScratch& s) {
   const Float8 zero = {};
   float* exps = s.exps.data();
   float* on_target = s.grad_on_target.data();
@@ -277,11 +254,7 @@ inline void softmax_label_tile_backward(const float* x, int64_t sc, int64_t C, i
         Float8 grad_x = p * (grad_p - dot[v]);
         if (kCrossEntropy) grad_x -= (label[v] == static_cast<int32_t>(c)) ? load8(ce_on + 8 * c) : load8(ce_off + 8 * c);
         grad_x = (label[v] >= 0) ? grad_x : zero;
-        if (streaming && whole) {  // a partial group's staging buffer is read back at once: cache it
-          store8_streaming(out + c * oc + 8 * v, grad_x);
-        } else {
-          store8(out + c * oc + 8 * v, grad_x);
-        }
+        store8(out + c * oc + 8 * v, grad_x);
       }
     }
     if (!whole) {
