@@ -166,6 +166,20 @@ def test_baseline_and_avx2_kernels_agree(tmp_path):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+def test_second_derivative_raises(device):
+    """First derivatives with create_graph=True work; differentiating them
+    again raises instead of treating the gradient as a constant."""
+    x = torch.randn(2, 3, 8, device=device, requires_grad=True)
+    t = torch.randint(0, 3, (2, 8), device=device)
+    loss = fastdice.dice_loss(x, t, activation="softmax")
+    (grad,) = torch.autograd.grad(loss, x, create_graph=True)
+    expected = torch.autograd.grad(reference.dice_loss(x, t, activation="softmax"), x)[0]
+    assert_close(grad, expected, torch.float32, "first derivative")
+    with pytest.raises(RuntimeError, match="derivative for fastdice::dice_stats_backward is not implemented"):
+        grad.sum().backward()
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_forward_saves_no_input_sized_tensor(device):
     x = torch.randn(2, 3, 40, 40, device=device, requires_grad=True)
     t = torch.randint(0, 3, (2, 40, 40), device=device)

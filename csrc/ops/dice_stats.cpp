@@ -1,5 +1,6 @@
 // Schemas of the fastdice custom ops. Kernels are registered per device in
-// cpu/ and cuda/; fake (meta) kernels and autograd live in fastdice/_ops.py.
+// cpu/ and cuda/, autograd in dice_stats_autograd.cpp; fake (meta) kernels live
+// in fastdice/_ops.py.
 #include <Python.h>
 #include <torch/library.h>
 
