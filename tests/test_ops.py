@@ -179,6 +179,14 @@ def test_second_derivative_raises(device):
         grad.sum().backward()
 
 
+def test_functorch_transforms_raise():
+    """torch.func is not supported (README, Limits): it raises, never returns a number."""
+    x = torch.randn(2, 3, 8)
+    t = torch.randint(0, 3, (2, 8))
+    with pytest.raises(RuntimeError, match="functorch transforms"):
+        torch.func.grad(lambda a: fastdice.dice_loss(a, t, activation="softmax"))(x)
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_forward_saves_no_input_sized_tensor(device):
     x = torch.randn(2, 3, 40, 40, device=device, requires_grad=True)
