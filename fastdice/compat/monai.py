@@ -98,11 +98,17 @@ def _lookup_w_type(w_type) -> str:
     raise ValueError(f"Unsupported option '{w_type}', Available options are {set(_W_TYPES)}.")
 
 
-def _check_activation_args(sigmoid: bool, softmax: bool, other_act) -> None:
+def _set_activation_args(module, include_background: bool, to_onehot_y: bool, sigmoid: bool, softmax: bool, other_act):
+    """Checks the activation arguments as MONAI does and keeps them as MONAI's attributes."""
     if other_act is not None and not callable(other_act):
         raise TypeError(f"other_act must be None or callable but is {type(other_act).__name__}.")
     if int(sigmoid) + int(softmax) + int(other_act is not None) > 1:
         raise ValueError("Incompatible values: more than 1 of [sigmoid=True, softmax=True, other_act is not None].")
+    module.include_background = include_background
+    module.to_onehot_y = to_onehot_y
+    module.sigmoid = sigmoid
+    module.softmax = softmax
+    module.other_act = other_act
 
 
 # --------------------------------------------------------------------------
@@ -404,12 +410,7 @@ class DiceLoss(_Loss):
         ignore_index: int | None = None,
     ) -> None:
         super().__init__(reduction=_lookup_reduction(reduction))
-        _check_activation_args(sigmoid, softmax, other_act)
-        self.include_background = include_background
-        self.to_onehot_y = to_onehot_y
-        self.sigmoid = sigmoid
-        self.softmax = softmax
-        self.other_act = other_act
+        _set_activation_args(self, include_background, to_onehot_y, sigmoid, softmax, other_act)
         self.squared_pred = squared_pred
         self.jaccard = jaccard
         self.smooth_nr = float(smooth_nr)
@@ -476,12 +477,7 @@ class GeneralizedDiceLoss(_Loss):
         soft_label: bool = False,
     ) -> None:
         super().__init__(reduction=_lookup_reduction(reduction))
-        _check_activation_args(sigmoid, softmax, other_act)
-        self.include_background = include_background
-        self.to_onehot_y = to_onehot_y
-        self.sigmoid = sigmoid
-        self.softmax = softmax
-        self.other_act = other_act
+        _set_activation_args(self, include_background, to_onehot_y, sigmoid, softmax, other_act)
         self.w_type = _lookup_w_type(w_type)
         self.smooth_nr = float(smooth_nr)
         self.smooth_dr = float(smooth_dr)
@@ -537,12 +533,7 @@ class TverskyLoss(_Loss):
         ignore_index: int | None = None,
     ) -> None:
         super().__init__(reduction=_lookup_reduction(reduction))
-        _check_activation_args(sigmoid, softmax, other_act)
-        self.include_background = include_background
-        self.to_onehot_y = to_onehot_y
-        self.sigmoid = sigmoid
-        self.softmax = softmax
-        self.other_act = other_act
+        _set_activation_args(self, include_background, to_onehot_y, sigmoid, softmax, other_act)
         self.alpha = alpha
         self.beta = beta
         self.smooth_nr = float(smooth_nr)
