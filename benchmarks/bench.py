@@ -139,7 +139,7 @@ def run_workload(w, args, copy_gbs):
     inputs = [w.make_inputs(seed=i) for i in range(n_buffers)]
     warmup, reps = (2, 7) if args.quick else (3, 15)
     if w.device == "cuda":
-        warmup, reps = 5, 30
+        warmup, reps = 2, 12  # bursts of utils.CUDA_BURST iterations each
     times = utils.interleaved_times(providers, inputs, w.device, warmup, reps)
     rows = {}
     for name, fn in providers.items():

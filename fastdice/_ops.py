@@ -96,6 +96,65 @@ def dice_stats(
     )
 
 
+def _dice_classes(num_classes, include_background):
+    return num_classes - 1 if not include_background and num_classes > 1 else num_classes
+
+
+@torch.library.register_fake("fastdice::dice_loss_from_stats")
+def _dice_loss_from_stats_fake(
+    stats, weight, ce_weight, pooling, include_background, form, jaccard, smooth_nr, smooth_dr, log_loss,
+    log_eps, reduction, lambda_dice, lambda_ce, ce_family, ce_label_map, ce_positions, label_smoothing,
+):
+    torch._check(stats.dim() == 3, lambda: f"fastdice: stats must have shape (B, C, {NUM_STATS})")
+    shape = ()
+    if reduction == "none" and pooling == "sample":
+        shape = (stats.shape[0], _dice_classes(stats.shape[1], include_background))
+    elif reduction == "none" and pooling == "batch":
+        shape = (_dice_classes(stats.shape[1], include_background),)
+    return stats.new_empty(shape)
+
+
+@torch.library.register_fake("fastdice::dice_loss_from_stats_backward")
+def _dice_loss_from_stats_backward_fake(grad, stats, *options):
+    return torch.empty_like(stats, memory_format=torch.contiguous_format)
+
+
+def dice_loss_from_stats(
+    stats,
+    weight=None,
+    ce_weight=None,
+    *,
+    pooling="global",
+    include_background=True,
+    form="plain",
+    jaccard=False,
+    smooth_nr=1.0,
+    smooth_dr=1.0,
+    log_loss=False,
+    log_eps=1e-7,
+    reduction="mean",
+    lambda_dice=1.0,
+    lambda_ce=0.0,
+    ce_family="none",
+    ce_label_map=True,
+    ce_positions=0,
+    label_smoothing=0.0,
+):
+    """The loss ``lambda_dice * Dice + lambda_ce * CE`` of statistics ``[B, C, NUM_STATS]``
+    in one op (see csrc/ops/dice_loss_from_stats.cpp); differentiable with respect to stats.
+
+    form: 'plain' | 'squared' | 'soft_label' (the Dice denominator / intersection).
+    ce_family: 'none' | 'cross_entropy' | 'binary_cross_entropy' (the normalization of
+    torch's CrossEntropyLoss / BCEWithLogitsLoss, see fastdice.combined.pixel_loss_from_stats);
+    ce_positions: B * spatial size, the denominator for dense targets.
+    """
+    return torch.ops.fastdice.dice_loss_from_stats(
+        stats, weight, ce_weight, pooling, include_background, form, jaccard, float(smooth_nr), float(smooth_dr),
+        log_loss, float(log_eps), reduction, float(lambda_dice), float(lambda_ce), ce_family, ce_label_map,
+        int(ce_positions), float(label_smoothing),
+    )
+
+
 #: Names of the counts along the last dimension of ``confusion_counts``' output.
 COUNT_NAMES = ("true_positive", "false_positive", "false_negative")
 NUM_COUNTS = len(COUNT_NAMES)

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from . import _ops
-from .loss import _check_tensors, align_shapes, loss_from_stats
+from .loss import _check_tensors, align_shapes, dice_form, fused_epilogue_applies, loss_from_stats_eager
 from .options import DiceOptions, check_weight_values, weight_tensor
 
 
@@ -206,14 +206,24 @@ class DiceCELoss(nn.Module):
             self.pixel_loss, self.focal_gamma,
         )
         num_classes = input.shape[1]
-        dice = loss_from_stats(stats, self.opts, self._weight("weight", num_classes, stats), self.process_group)
-        positions = input.shape[0] * (input[0, 0].numel() if input.dim() > 2 else 1)
+        weight = self._weight("weight", num_classes, stats)
+        ce_weight = self._weight("ce_weight", num_classes, stats)
+        positions = math.prod(input.shape[2:]) * input.shape[0]
+        label_map = is_label_map(input, target)
+        if fused_epilogue_applies(self.opts, weight, ce_weight):
+            o = self.opts
+            return torch.ops.fastdice.dice_loss_from_stats(
+                stats, weight, ce_weight, o.pooling, o.include_background, dice_form(o), o.jaccard,
+                float(o.smooth_nr), float(o.smooth_dr), o.log_loss, float(o.log_eps), o.reduction,
+                self.lambda_dice, self.lambda_ce, self.pixel_loss, label_map, positions, self.label_smoothing,
+            )
+        dice = loss_from_stats_eager(stats, self.opts, weight, self.process_group)
         ce = pixel_loss_from_stats(
             stats,
             family=self.pixel_loss,
-            label_map=is_label_map(input, target),
+            label_map=label_map,
             positions=positions,
-            weight=self._weight("ce_weight", num_classes, stats),
+            weight=ce_weight,
             label_smoothing=self.label_smoothing,
             reduction=self.opts.reduction,
         )

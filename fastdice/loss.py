@@ -118,10 +118,36 @@ def reduce_losses(loss: torch.Tensor, reduction: str) -> torch.Tensor:
     return loss
 
 
+def dice_form(opts: DiceOptions) -> str:
+    """The form argument of dice_loss_from_stats for these options."""
+    return "squared" if opts.squared else "soft_label" if opts.soft_label else "plain"
+
+
+def fused_epilogue_applies(opts: DiceOptions, *weights: Optional[torch.Tensor]) -> bool:
+    """Whether the one-op epilogue (fastdice::dice_loss_from_stats) computes the
+    loss: not when the pooled statistics must be all-reduced between pooling
+    and ratio (distributed), nor for a weight that requires grad (the op
+    treats weights as constants); the tensor-op epilogue does those."""
+    return not opts.distributed and not any(w is not None and w.requires_grad for w in weights)
+
+
 def loss_from_stats(
     stats: torch.Tensor, opts: DiceOptions, weight: Optional[torch.Tensor], process_group=None
 ) -> torch.Tensor:
     """The Dice-family loss from per-(sample, class) statistics [B, C, NUM_STATS]."""
+    if fused_epilogue_applies(opts, weight):
+        return torch.ops.fastdice.dice_loss_from_stats(
+            stats, weight, None, opts.pooling, opts.include_background, dice_form(opts), opts.jaccard,
+            float(opts.smooth_nr), float(opts.smooth_dr), opts.log_loss, float(opts.log_eps), opts.reduction,
+            1.0, 0.0, "none", True, 0, 0.0,
+        )
+    return loss_from_stats_eager(stats, opts, weight, process_group)
+
+
+def loss_from_stats_eager(
+    stats: torch.Tensor, opts: DiceOptions, weight: Optional[torch.Tensor], process_group=None
+) -> torch.Tensor:
+    """loss_from_stats in tensor ops (differentiable through all-reduce and weights)."""
     s, weight = pool_stats(stats, opts, weight, process_group)
     intersection = s[..., _ops.TP]
     if opts.squared:

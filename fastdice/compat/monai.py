@@ -142,8 +142,12 @@ def _dice_stats_monai(
     pixel_loss: str = "none",
     focal_gamma: float = 0.0,
     with_raw: bool = False,
+    pooled: bool = True,
 ):
     """MONAI's validation and preprocessing, then the fused statistics.
+
+    ``pooled=False`` returns the op's statistics ``[B, C, 11]`` as they are
+    (no background removal, no pooling): what the fused epilogue takes.
 
     With ``pixel_loss`` (DiceCE / DiceFocal) and ``with_raw=True`` it returns
     ``(pooled, raw)``: ``raw`` are the op's unpooled ``[B, C, 11]`` statistics
@@ -252,15 +256,20 @@ def _dice_stats_monai(
     else:
         stats = _ops.dice_stats(input, target, activation, full_stats, op_ignore)
     raw = stats if fused_pixel else None
+    if pooled:
+        stats = _pool_monai(stats, drop_background, batch, input.dim())
+    return (stats, raw) if with_raw else stats
+
+
+def _pool_monai(stats: torch.Tensor, drop_background: bool, batch: bool, input_dim: int) -> torch.Tensor:
+    """The op's [B, C, 11] statistics pooled as MONAI reduces its sums (see _dice_stats_monai)."""
     if drop_background:
         stats = stats[:, 1:]
     if batch:
-        pooled = stats.sum(0)
-    elif input.dim() == 2:
-        pooled = stats.sum((0, 1))
-    else:
-        pooled = stats
-    return (pooled, raw) if with_raw else pooled
+        return stats.sum(0)
+    if input_dim == 2:
+        return stats.sum((0, 1))
+    return stats
 
 
 # --------------------------------------------------------------------------
@@ -301,20 +310,26 @@ def _dice_epilogue(
     return 1 - numerator / denominator
 
 
+def _checked_class_weight(class_weight: torch.Tensor, num_of_classes: int) -> torch.Tensor:
+    """MONAI DiceLoss' class-weight checks (num_of_classes != 1). Like MONAI, a
+    0-dim weight is expanded to one entry per class on first use and the
+    caller stores it back (so a later call with another class count raises)."""
+    if class_weight.ndim == 0:
+        class_weight = torch.as_tensor([class_weight] * num_of_classes)
+    elif class_weight.shape[0] != num_of_classes:
+        raise ValueError(
+            "The length of the `weight` sequence should be the same as the number of classes. "
+            "If `include_background=False`, the weight should not include the background category class 0."
+        )
+    if class_weight.min() < 0:
+        raise ValueError("the value/values of the `weight` should be no less than 0.")
+    return class_weight
+
+
 def _apply_class_weight(f: torch.Tensor, class_weight: torch.Tensor | None, num_of_classes: int):
-    """MONAI DiceLoss' class weighting. Returns ``(f, class_weight)``: like
-    MONAI, a 0-dim weight is expanded to one entry per class on first use and
-    the caller stores it back (so a later call with another class count raises)."""
+    """MONAI DiceLoss' class weighting. Returns ``(f, class_weight)`` (see _checked_class_weight)."""
     if class_weight is not None and num_of_classes != 1:
-        if class_weight.ndim == 0:
-            class_weight = torch.as_tensor([class_weight] * num_of_classes)
-        elif class_weight.shape[0] != num_of_classes:
-            raise ValueError(
-                "The length of the `weight` sequence should be the same as the number of classes. "
-                "If `include_background=False`, the weight should not include the background category class 0."
-            )
-        if class_weight.min() < 0:
-            raise ValueError("the value/values of the `weight` should be no less than 0.")
+        class_weight = _checked_class_weight(class_weight, num_of_classes)
         f = f * class_weight.to(f)
     return f, class_weight
 
@@ -423,14 +438,16 @@ class DiceLoss(_Loss):
         self.soft_label = soft_label
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return self._loss_from_stats(self._stats(input, target), input)
+        return self._loss(self._stats(input, target), input)
 
     def _stats(self, input, target, to_onehot_y=None, **pixel):
-        """The fused statistics; to_onehot_y overrides the attribute (DiceFocalLoss
-        one-hot-encodes for its Dice term, which MONAI builds with to_onehot_y=False)."""
+        """The op's unpooled statistics [B, C, 11]; to_onehot_y overrides the attribute
+        (DiceFocalLoss one-hot-encodes for its Dice term, which MONAI builds with
+        to_onehot_y=False)."""
         return _dice_stats_monai(
             input,
             target,
+            pooled=False,
             include_background=self.include_background,
             to_onehot_y=self.to_onehot_y if to_onehot_y is None else to_onehot_y,
             sigmoid=self.sigmoid,
@@ -442,7 +459,37 @@ class DiceLoss(_Loss):
             **pixel,
         )
 
+    def _loss(self, stats: torch.Tensor, input: torch.Tensor) -> torch.Tensor:
+        """The loss from the op's unpooled statistics: one fused epilogue op
+        (fastdice::dice_loss_from_stats), or MONAI's formula in tensor ops where
+        it does not map onto it (no spatial axes without batch: MONAI then sums
+        over samples and classes and weights the one ratio per class; a class
+        weight that requires grad)."""
+        drop_background = not self.include_background and input.shape[1] > 1
+        num_classes = _num_classes_after_background(input, self.include_background)
+        weight = None
+        if self.class_weight is not None and num_classes != 1:
+            class_weight = _checked_class_weight(self.class_weight, num_classes)
+            if class_weight is not self.class_weight:
+                self.class_weight = class_weight
+            weight = class_weight.to(stats)
+            if drop_background:  # the op's weight has one entry per input class
+                weight = torch.cat((weight.new_zeros(1), weight))
+        eager = (input.dim() == 2 and not self.batch) or (weight is not None and weight.requires_grad)
+        if eager or self.reduction not in ("mean", "sum", "none"):  # the eager path raises on a bad reduction
+            return self._loss_from_stats(_pool_monai(stats, drop_background, self.batch, input.dim()), input)
+        # MONAI's Jaccard, 1 - (2 tp + nr) / (2 (tp + fp + fn) + dr), is the op's
+        # (tp + nr/2) / (sum p + sum t - tp + dr/2).
+        half = 0.5 if self.jaccard else 1.0
+        form = "squared" if self.squared_pred else "soft_label" if self.soft_label else "plain"
+        f = torch.ops.fastdice.dice_loss_from_stats(
+            stats, weight, None, "batch" if self.batch else "sample", self.include_background, form, self.jaccard,
+            self.smooth_nr * half, self.smooth_dr * half, False, 1e-7, self.reduction, 1.0, 0.0, "none", True, 0, 0.0,
+        )
+        return f if self.reduction != "none" else _reduce_broadcast(f, "none", input.dim())
+
     def _loss_from_stats(self, stats: torch.Tensor, input: torch.Tensor) -> torch.Tensor:
+        """MONAI's formula in tensor ops on the pooled statistics."""
         f = _dice_epilogue(
             stats,
             squared_pred=self.squared_pred,
@@ -675,7 +722,7 @@ class DiceCELoss(_Loss):
         reduction = self.cross_entropy.reduction
         fusable = not (num_classes == 1 and ce_weight is not None)  # pos_weight: torch's BCE
         stats, raw = self.dice._stats(input, target, pixel_loss=family if fusable else "none", with_raw=True)
-        dice_loss = self.dice._loss_from_stats(stats, input)
+        dice_loss = self.dice._loss(stats, input)
         if not fusable:
             ce_target = target if target.is_floating_point() else target.to(input.dtype)
             ce_loss = torch.nn.functional.binary_cross_entropy_with_logits(
@@ -813,7 +860,7 @@ class DiceFocalLoss(_Loss):
             input, target, to_onehot_y=label_target, pixel_loss="binary_cross_entropy",
             focal_gamma=float(self.focal.gamma), with_raw=True,
         )
-        dice_loss = self.dice._loss_from_stats(stats, input)
+        dice_loss = self.dice._loss(stats, input)
         include_background = self.focal.include_background
         drop_background = not include_background and num_classes > 1
         if not include_background and num_classes == 1:
