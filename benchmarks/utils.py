@@ -28,6 +28,10 @@ def device_name(device: str) -> str:
 
 
 def git_commit() -> str:
+    """The checkout's commit; FASTDICE_COMMIT names it where the tree has no .git
+    (a copy of the working tree on a lent GPU machine)."""
+    if os.environ.get("FASTDICE_COMMIT"):
+        return os.environ["FASTDICE_COMMIT"]
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True)

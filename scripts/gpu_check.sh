@@ -8,12 +8,15 @@
 # go to $OUT when set, else to benchmarks/results/. A summary is printed last.
 #
 #   scripts/gpu_check.sh [STAGE ...]
-#   stages: build tests sanitize bench bench-metrics (default: all)
+#   stages: build tests sanitize bench bench-metrics profile (default: all but profile)
 #
-# On the lent machines one command may run 10 minutes at most and 8 files come
-# back per call: run "build tests", then "build sanitize bench", then
-# "build bench-metrics" (the build is incremental: seconds when repeated on the
-# same warm machine).
+# On the lent machines one command may run 10 minutes at most, and a session
+# has about 15 minutes of device time in all (machine start included): run
+# "build tests bench" first (the benchmark saves its JSON / Markdown after
+# every workload, so a run stopped at the limit keeps what it measured), then
+# "build sanitize bench-metrics" (the build is incremental: seconds when
+# repeated on the same warm machine). The copied tree has no .git: pass the
+# commit as FASTDICE_COMMIT=<hash> for the results' metadata.
 set -uo pipefail
 STAGES="${*:-build tests sanitize bench bench-metrics}"
 want() { [[ " $STAGES " == *" $1 "* ]]; }
@@ -54,7 +57,9 @@ if want build; then
   step build "$OUT_DIR/gpu_build.log" $PY setup.py build_ext --inplace || { printf '%s\n' "${summary[@]}"; exit 1; }
 fi
 if want tests; then
-  step tests "$OUT_DIR/gpu_tests.log" $PY -m pytest tests -q -rs -p no:cacheprovider
+  # pytest-xdist where installed (the lent machines have it and 16 cores).
+  XDIST=(); $PY -c "import xdist" 2>/dev/null && XDIST=(-n 8)
+  step tests "$OUT_DIR/gpu_tests.log" $PY -m pytest tests -q -rs -p no:cacheprovider "${XDIST[@]}"
 fi
 if want sanitize; then
   for tool in memcheck racecheck synccheck; do
@@ -71,6 +76,12 @@ if want bench; then
 fi
 if want bench-metrics; then
   step bench-metrics "$OUT_DIR/gpu_bench_metrics.log" $PY -m benchmarks.bench_metrics --device cuda --out "$OUT_DIR"
+fi
+if want profile; then
+  # Hardware counters of the statistics kernels (Firecracker machines; on gVisor ncu cannot read them).
+  step profile "$OUT_DIR/gpu_profile.log" ncu --clock-control none --kernel-name regex:dice_stats --launch-count 32 \
+    --section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy \
+    --section LaunchStats --section WarpStateStats $PY scripts/profile_driver.py
 fi
 
 echo

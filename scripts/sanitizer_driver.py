@@ -60,6 +60,25 @@ def main():
     x = torch.randn(2, 4, 16, 33, device=dev)[..., 1:].requires_grad_(True)
     t = torch.randint(0, 4, (2, 16, 32), device=dev)
     fastdice.dice_loss(x, t, activation="softmax", squared=True).backward()
+    # the epilogue op (one block of threads): every pooling, reduction and CE family, with more
+    # rows than threads, a single row, and float64
+    from fastdice import _ops
+
+    for (b, c), pooling, reduction, ib, ce, sdtype in itertools.product(
+        [(2, 3), (37, 21), (1, 1)], ["global", "batch", "sample"], ["mean", "sum", "none"], [True, False],
+        ["none", "cross_entropy", "binary_cross_entropy"], [torch.float32, torch.float64],
+    ):
+        if ce != "none" and reduction == "none":
+            continue
+        stats = torch.rand(b, c, 11, device=dev, dtype=sdtype, requires_grad=True)
+        w = torch.rand(c, device=dev, dtype=sdtype)
+        loss = _ops.dice_loss_from_stats(
+            stats, w, w, pooling=pooling, include_background=ib, reduction=reduction,
+            lambda_ce=0.5 if ce != "none" else 0.0, ce_family=ce,
+            label_smoothing=0.1 if ce == "cross_entropy" else 0.0,
+        )
+        loss.backward(torch.rand_like(loss))
+        runs += 1
     # out-of-range labels: NaN poisoning path
     t[0, 0, 0] = 9
     fastdice.dice_stats(x, t, "softmax", True, None)
