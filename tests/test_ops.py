@@ -102,30 +102,34 @@ _EDGE_SPATIAL = [1, 7, 31, 33, 511, 513, 4095, 4097 + 37]
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("pixel_loss", ["none", "cross_entropy"])
 @pytest.mark.parametrize("classes", [1, 2, 5, 17])
 @pytest.mark.parametrize("spatial", _EDGE_SPATIAL)
-def test_float_softmax_labels_match_float64(spatial, classes, pixel_loss, device):
-    """float32 softmax + label maps, with or without the cross-entropy sums
-    (the CPU's dedicated SIMD path), against the float64 kernels (the general
-    path): stats and gradient, with ignored labels."""
+def test_float_softmax_labels_match_float64(spatial, classes, pixel_loss, dtype, device):
+    """float32 / 16-bit softmax + label maps, with or without the cross-entropy
+    sums (the CPU's dedicated SIMD path), against the float64 kernels (the
+    general path) on the same values: stats and gradient, with ignored labels.
+    The statistics accumulate in float32 either way; the 16-bit gradient is
+    rounded once."""
     g = torch.Generator().manual_seed(spatial * 31 + classes)
     x64 = (3 * torch.randn(2, classes, spatial, generator=g, dtype=torch.float64)).to(device)
     t = torch.randint(0, classes, (2, spatial), generator=g).to(device)
     t[torch.rand(2, spatial, generator=g).to(device) < 0.2] = -5
-    x32 = x64.float()
+    x = x64.to(dtype)
     args = ("softmax", False, -5, pixel_loss, 0.0)
-    stats32 = torch.ops.fastdice.dice_stats(x32, t, *args)
-    stats64 = torch.ops.fastdice.dice_stats(x32.double(), t, *args)
-    assert_close(stats32, stats64, torch.float32, "stats")
+    stats = torch.ops.fastdice.dice_stats(x, t, *args)
+    stats64 = torch.ops.fastdice.dice_stats(x.double(), t, *args)
+    assert_close(stats, stats64, torch.float32, "stats")
     grad_stats = torch.randn(stats64.shape, generator=g, dtype=torch.float64).to(device)
-    grad32 = torch.ops.fastdice.dice_stats_backward(grad_stats.float(), x32, t, *args)
-    grad64 = torch.ops.fastdice.dice_stats_backward(grad_stats, x32.double(), t, *args)
+    grad = torch.ops.fastdice.dice_stats_backward(grad_stats.float(), x, t, *args)
+    grad64 = torch.ops.fastdice.dice_stats_backward(grad_stats, x.double(), t, *args)
+    assert grad.dtype == dtype
     if classes == 1:  # softmax over one class is 1 everywhere: the gradient is 0 up to rounding
-        assert grad32.abs().max() < 1e-6 and grad64.abs().max() < 1e-12
+        assert grad.abs().max() < 1e-6 and grad64.abs().max() < 1e-12
     else:
-        assert_close(grad32, grad64, torch.float32, "grad")
-    assert (grad32.permute(1, 0, 2)[:, t == -5] == 0).all()
+        assert_close(grad, grad64, dtype, "grad")
+    assert (grad.permute(1, 0, 2)[:, t == -5] == 0).all()
 
 
 _ISA_SCRIPT = """
@@ -134,6 +138,7 @@ g = torch.Generator().manual_seed(0)
 out = []
 for shape, act, dtype, pixel in [((2, 4, 1000), "softmax", torch.float32, "none"),
                                  ((2, 4, 1000), "softmax", torch.float32, "cross_entropy"),
+                                 ((2, 4, 1000), "softmax", torch.bfloat16, "cross_entropy"),
                                  ((2, 3, 777), "sigmoid", torch.float32, "binary_cross_entropy"),
                                  ((2, 3, 777), "softmax", torch.float64, "none")]:
     x = (2 * torch.randn(shape, generator=g)).to(dtype)

@@ -567,6 +567,11 @@ inline double sum_tile_row(const float* v) {
   return static_cast<double>(s);
 }
 
+// Logit types of the softmax + label-map path (16-bit ones through float copies).
+template <typename T>
+constexpr bool kFloatOrHalf = std::is_same<T, float>::value || std::is_same<T, c10::Half>::value ||
+                              std::is_same<T, c10::BFloat16>::value;
+
 #include "softmax_label_kernels.h"
 
 // Whether the pixel loss is none or the plain cross-entropy (the only one
@@ -587,12 +592,13 @@ void forward_impl(const at::Tensor& input, const DiceProblem& pr, at::Tensor& st
   std::vector<uint8_t> target_outside(is_label ? 0 : items, 0);
 
   const bool want_shift = kPixel && pr.pixel_loss == PixelLoss::kCrossEntropy;
-  constexpr bool kSoftmaxLabelCase = std::is_same<scalar_t, float>::value && kAct == Activation::kSoftmax && !kFull;
+  constexpr bool kSoftmaxLabelCase = kFloatOrHalf<scalar_t> && kAct == Activation::kSoftmax && !kFull;
+  constexpr bool kHalfInput = !std::is_same<scalar_t, float>::value;
   const bool softmax_label_path = kSoftmaxLabelCase && is_label && pr.in_stride_s == 1 && plain_cross_entropy_or_none(pr);
   at::parallel_for(0, items, 1, [&](int64_t begin, int64_t end) {
     // The softmax + label path uses only the tile's labels.
     Tile<acc_t> tile(softmax_label_path ? 0 : C, is_label, kPixel && !softmax_label_path);
-    SoftmaxLabelScratch scratch(softmax_label_path ? C : 0, softmax_label_path);
+    SoftmaxLabelScratch scratch(softmax_label_path ? C : 0, softmax_label_path, kHalfInput);
     for (int64_t item = begin; item < end; ++item) {
       const int64_t b = item / per_sample;
       const int64_t s_begin = (item % per_sample) * kChunk;
@@ -604,8 +610,16 @@ void forward_impl(const at::Tensor& input, const DiceProblem& pr, at::Tensor& st
         if constexpr (kSoftmaxLabelCase) {
           if (softmax_label_path) {
             valid_count += load_labels(pr, b, s0, n, tile);
-            softmax_label_tile_stats<kPixel>(x + pr.input_offset(b, 0, s0), pr.in_stride_c, C, n, tile.labels.data(),
-                                             scratch, acc);
+            const float* xf;
+            int64_t sc = pr.in_stride_c;
+            if constexpr (kHalfInput) {
+              tile_to_float(x + pr.input_offset(b, 0, s0), sc, C, n, scratch.tile_logits.data());
+              xf = scratch.tile_logits.data();
+              sc = kTile;
+            } else {
+              xf = x + pr.input_offset(b, 0, s0);
+            }
+            softmax_label_tile_stats<kPixel>(xf, sc, C, n, tile.labels.data(), scratch, acc);
             continue;
           }
         }
@@ -716,12 +730,13 @@ void backward_impl(const at::Tensor& grad_stats, const at::Tensor& input, const 
   // The cross-entropy's gradient couples the classes through the softmax
   // (it joins `dot`); the binary cross-entropy's is per element.
   const bool coupled = want_shift;
-  constexpr bool kSoftmaxLabelCase = std::is_same<scalar_t, float>::value && kAct == Activation::kSoftmax && !kFull;
+  constexpr bool kSoftmaxLabelCase = kFloatOrHalf<scalar_t> && kAct == Activation::kSoftmax && !kFull;
+  constexpr bool kHalfInput = !std::is_same<scalar_t, float>::value;
   const bool softmax_label_path =
       kSoftmaxLabelCase && is_label && pr.in_stride_s == 1 && gss == 1 && plain_cross_entropy_or_none(pr);
   at::parallel_for(0, pr.batch * per_sample, 1, [&](int64_t begin, int64_t end) {
     Tile<acc_t> tile(softmax_label_path ? 0 : C, is_label, kPixel && !softmax_label_path);
-    SoftmaxLabelScratch scratch(softmax_label_path ? C : 0, softmax_label_path);
+    SoftmaxLabelScratch scratch(softmax_label_path ? C : 0, softmax_label_path, kHalfInput);
     acc_t dot[kTile];
     for (int64_t item = begin; item < end; ++item) {
       const int64_t b = item / per_sample;
@@ -733,8 +748,15 @@ void backward_impl(const at::Tensor& grad_stats, const at::Tensor& input, const 
         if constexpr (kSoftmaxLabelCase) {
           if (softmax_label_path) {
             load_labels(pr, b, s0, n, tile);
-            softmax_label_tile_backward<kPixel>(x + pr.input_offset(b, 0, s0), pr.in_stride_c, C, n,
-                                                tile.labels.data(), sample_coefs, g + b * gsb + s0, gsc, scratch);
+            if constexpr (kHalfInput) {
+              tile_to_float(x + pr.input_offset(b, 0, s0), pr.in_stride_c, C, n, scratch.tile_logits.data());
+              softmax_label_tile_backward<kPixel>(scratch.tile_logits.data(), kTile, C, n, tile.labels.data(),
+                                                  sample_coefs, scratch.tile_grad.data(), kTile, scratch);
+              tile_from_float(scratch.tile_grad.data(), C, n, g + b * gsb + s0, gsc);
+            } else {
+              softmax_label_tile_backward<kPixel>(x + pr.input_offset(b, 0, s0), pr.in_stride_c, C, n,
+                                                  tile.labels.data(), sample_coefs, g + b * gsb + s0, gsc, scratch);
+            }
             continue;
           }
         }

@@ -1,5 +1,5 @@
 // The float path of the most common Dice losses: softmax over float32 logits
-// against an integer label map, basic statistics (sum p*t, sum p, sum t),
+// (float16 / bfloat16 through float copies of each tile) against an integer label map, basic statistics (sum p*t, sum p, sum t),
 // and optionally (kCrossEntropy) the cross-entropy sums of Dice + CE
 // (sum l, sum t*l with l = -log p_c; focal variants take the general path).
 //
@@ -61,6 +61,23 @@ inline Float8 log_of_exp_sum(Float8 x) {
   return x != x ? x : r;
 }
 
+// float16 / bfloat16 logits take the same path through float copies of the
+// tile: the conversions are exact one way and one rounding the other (as the
+// general path's), and cost little next to the exps.
+template <typename T>
+inline void tile_to_float(const T* x, int64_t sc, int64_t C, int64_t n, float* out) {
+  for (int64_t c = 0; c < C; ++c) {
+    for (int64_t i = 0; i < n; ++i) out[c * kTile + i] = static_cast<float>(x[c * sc + i]);
+  }
+}
+
+template <typename T>
+inline void tile_from_float(const float* in, int64_t C, int64_t n, T* g, int64_t gc) {
+  for (int64_t c = 0; c < C; ++c) {
+    for (int64_t i = 0; i < n; ++i) g[c * gc + i] = static_cast<T>(in[c * kTile + i]);
+  }
+}
+
 // One thread's buffers, sized for C classes.
 struct SoftmaxLabelScratch {
   std::vector<float> exps;  // [C][kGroup]: exp(x - max) of one group
@@ -74,9 +91,12 @@ struct SoftmaxLabelScratch {
   std::vector<float> tile_inv;   // [kTile] (forward): 1 / sum of the exps
   std::vector<float> tile_shift;  // [kTile] (forward, cross-entropy): max + log(sum), so l_c = shift - x_c
   std::vector<float> ce_on_target, ce_off_target;  // [C][8] (backward, cross-entropy): d(loss)/d(l_c)
+  std::vector<float> tile_logits;  // [C][kTile] (16-bit logits): the tile in float
+  std::vector<float> tile_grad;    // [C][kTile] (16-bit logits, backward): the tile's gradient in float
 
-  // used: whether the path runs at all (nothing is allocated otherwise).
-  SoftmaxLabelScratch(int64_t classes, bool used)
+  // used: whether the path runs at all (nothing is allocated otherwise);
+  // half_input: whether the logits are 16-bit floats.
+  SoftmaxLabelScratch(int64_t classes, bool used, bool half_input = false)
       : exps(classes * kGroup),
         tail(classes * kGroup),
         grad(classes * kGroup),
@@ -87,7 +107,9 @@ struct SoftmaxLabelScratch {
         tile_inv(used ? kTile : 0),
         tile_shift(used ? kTile : 0),
         ce_on_target(classes * 8),
-        ce_off_target(classes * 8) {}
+        ce_off_target(classes * 8),
+        tile_logits(used && half_input ? classes * kTile : 0),
+        tile_grad(used && half_input ? classes * kTile : 0) {}
 };
 
 // exp(x_c - max_k x_k) of the kGroup positions at x (class rows sc apart)
