@@ -104,10 +104,10 @@ FD_HOST_DEVICE double entry_loss(double I, double D, const EpilogueParams& p) {
 FD_HOST_DEVICE void entry_loss_grad(double I, double D, const EpilogueParams& p, double g, double& dI, double& dD) {
   const double den = p.jaccard ? D - I + p.smooth_dr : D + p.smooth_dr;
   const double score = dice_score(I, D, p);
-  // d loss / d score: -1, or -1/score where the clamp passes (score >= eps,
-  // as torch's clamp_min backward; NaN propagates).
+  // d loss / d score: -1, or -1/score where the clamp passes: score > eps
+  // strictly, as torch's clamp_min backward (where(self > min, grad, 0)).
   double g_score = -g;
-  if (p.log_loss) g_score = score >= p.log_eps || score != score ? -g / score : 0.0 * g;
+  if (p.log_loss) g_score = score > p.log_eps ? -g / score : 0.0 * g;
   // Quotient rule on n / den with d n/dI = (jaccard ? 1 : 2), d den/dI = (jaccard ? -1 : 0), d den/dD = 1.
   const double inv_den = 1 / den;
   dI = g_score * (p.jaccard ? inv_den * (1 + score) : 2 * inv_den);
@@ -168,7 +168,7 @@ FD_HOST_DEVICE void add_ce_row_grad(const S* row, double w, CeSums sums, const E
   double d_den = 0.0;
   if (p.reduction != Reduction::kSum) {
     const double den = ce_denominator(sums.den, p);
-    const bool passes = den >= p.tiny;  // torch's clamp_min backward
+    const bool passes = den > p.tiny;  // torch's clamp_min backward: strictly above the floor
     const double den_c = passes ? den : p.tiny;
     d_total = g / den_c;
     d_den = passes ? -g * sums.total / (den_c * den_c) : 0.0 * g;

@@ -197,6 +197,26 @@ def test_opcheck(device):
         torch.library.opcheck(torch.ops.fastdice.dice_loss_from_stats.default, args)
 
 
+def test_clamp_ties_match_torch():
+    """At score == log_eps (and a CE denominator == the dtype's tiny) torch's
+    clamp passes no gradient; the op must not either."""
+    stats = random_stats(1, 1)
+    stats[0, 0, TP], stats[0, 0, SP], stats[0, 0, ST] = 0.0, 0.0, 1.0  # score (0 + 1) / (0 + 1 + 1) = 0.5
+    o = options("global", True, log_loss=True, smooth_nr=1.0, smooth_dr=1.0, log_eps=0.5)
+    for what, weight, ce_weight, extra in [
+        ("log clamp", None, None, {}),
+        ("CE floor", None, torch.tensor([torch.finfo(torch.float64).tiny], dtype=torch.float64),
+         dict(lambda_ce=1.0, ce_family="cross_entropy")),
+    ]:
+        s = stats.clone().requires_grad_(True)
+        o2 = dict(o, **extra)
+        got, want = call_op(s, weight, ce_weight, o2), oracle(s, weight, ce_weight, **o2)
+        (g_got,) = torch.autograd.grad(got, s)
+        (g_want,) = torch.autograd.grad(want, s)
+        assert_close(got, want, torch.float64, what)
+        assert_close(g_got, g_want, torch.float64, what + " (grad)")
+
+
 def test_nan_statistics_propagate():
     stats = random_stats(2, 3)
     stats[1, 2, TP] = math.nan
