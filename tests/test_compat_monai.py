@@ -519,3 +519,28 @@ def test_result_dtype(dtype):
     for name in NAMES:
         assert getattr(fm, name)(sigmoid=True)(x, t).dtype == torch.float32
     assert fm.DiceLoss()(torch.rand(2, 3, 4, 5, dtype=torch.float64), t).dtype == torch.float64
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_class_weight_read_once_per_version(device):
+    """MONAI checks the weight's sign on every call; reading a CUDA weight is a
+    host sync, so the check reads it once per tensor and version: an in-place
+    change is still caught."""
+    from fastdice.compat import monai as compat
+
+    x = torch.randn(2, 3, 4, 5, device=device)
+    t = torch.randint(0, 3, (2, 1, 4, 5), device=device)
+    for loss, name, message in [
+        (compat.DiceLoss(softmax=True, to_onehot_y=True, weight=[1.0, 2.0, 3.0]), "class_weight", "no less than 0"),
+        (compat.DiceFocalLoss(to_onehot_y=True, weight=[1.0, 2.0, 3.0]), "focal.class_weight", "non-negative"),
+    ]:
+        loss = loss.to(device)
+        loss(x, t)
+        key = loss._fd_nonnegative_weights[name]
+        loss(x, t)
+        assert loss._fd_nonnegative_weights[name] == key
+        weight = loss.class_weight if name == "class_weight" else loss.focal.class_weight
+        with torch.no_grad():
+            weight[1] = -1.0  # in place: a new version of the same tensor
+        with pytest.raises(ValueError, match=message):
+            loss(x, t)

@@ -310,7 +310,21 @@ def _dice_epilogue(
     return 1 - numerator / denominator
 
 
-def _checked_class_weight(class_weight: torch.Tensor, num_of_classes: int) -> torch.Tensor:
+def _has_negative(module, name: str, weight: torch.Tensor) -> bool:
+    """Whether weight has a negative entry, as MONAI checks on every call, but
+    read from the device once per weight tensor and version: on CUDA every
+    read is a host sync, which would stall the training loop each step."""
+    key = (weight.data_ptr(), str(weight.device), weight._version, tuple(weight.shape), weight.dtype)
+    checked = module.__dict__.setdefault("_fd_nonnegative_weights", {})
+    if checked.get(name) == key:
+        return False
+    if bool((weight < 0).any()):
+        return True
+    checked[name] = key
+    return False
+
+
+def _checked_class_weight(class_weight: torch.Tensor, num_of_classes: int, module) -> torch.Tensor:
     """MONAI DiceLoss' class-weight checks (num_of_classes != 1). Like MONAI, a
     0-dim weight is expanded to one entry per class on first use and the
     caller stores it back (so a later call with another class count raises)."""
@@ -321,15 +335,15 @@ def _checked_class_weight(class_weight: torch.Tensor, num_of_classes: int) -> to
             "The length of the `weight` sequence should be the same as the number of classes. "
             "If `include_background=False`, the weight should not include the background category class 0."
         )
-    if class_weight.min() < 0:
+    if _has_negative(module, "class_weight", class_weight):
         raise ValueError("the value/values of the `weight` should be no less than 0.")
     return class_weight
 
 
-def _apply_class_weight(f: torch.Tensor, class_weight: torch.Tensor | None, num_of_classes: int):
+def _apply_class_weight(f: torch.Tensor, class_weight: torch.Tensor | None, num_of_classes: int, module):
     """MONAI DiceLoss' class weighting. Returns ``(f, class_weight)`` (see _checked_class_weight)."""
     if class_weight is not None and num_of_classes != 1:
-        class_weight = _checked_class_weight(class_weight, num_of_classes)
+        class_weight = _checked_class_weight(class_weight, num_of_classes, module)
         f = f * class_weight.to(f)
     return f, class_weight
 
@@ -469,7 +483,7 @@ class DiceLoss(_Loss):
         num_classes = _num_classes_after_background(input, self.include_background)
         weight = None
         if self.class_weight is not None and num_classes != 1:
-            class_weight = _checked_class_weight(self.class_weight, num_classes)
+            class_weight = _checked_class_weight(self.class_weight, num_classes, self)
             if class_weight is not self.class_weight:
                 self.class_weight = class_weight
             weight = class_weight.to(stats)
@@ -499,7 +513,7 @@ class DiceLoss(_Loss):
             smooth_dr=self.smooth_dr,
         )
         f, class_weight = _apply_class_weight(
-            f, self.class_weight, _num_classes_after_background(input, self.include_background)
+            f, self.class_weight, _num_classes_after_background(input, self.include_background), self
         )
         if class_weight is not self.class_weight:
             self.class_weight = class_weight
@@ -830,7 +844,8 @@ class DiceFocalLoss(_Loss):
         """MONAI FocalLoss' class weighting of a (B, C', ...) tensor."""
         if self.focal.class_weight is None:
             return loss
-        cw = self.focal.class_weight.to(device=loss.device, dtype=loss.dtype)
+        source = self.focal.class_weight
+        cw = source.to(device=loss.device, dtype=loss.dtype)
         num_classes = loss.shape[1]
         if cw.ndim > 0:
             if num_classes == 1:
@@ -839,11 +854,10 @@ class DiceFocalLoss(_Loss):
                 raise ValueError(
                     f"The number of class_weight ({cw.numel()}) must match the number of output channels ({num_classes})."
                 )
-            if (cw < 0).any():
-                raise ValueError("class_weight values must be non-negative.")
-            return loss * cw.view([1, num_classes] + [1] * (loss.ndim - 2))
-        if cw < 0:
+        if _has_negative(self, "focal.class_weight", source):
             raise ValueError("class_weight values must be non-negative.")
+        if cw.ndim > 0:
+            return loss * cw.view([1, num_classes] + [1] * (loss.ndim - 2))
         return loss * cw
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
