@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from . import _ops
-from .loss import _check_tensors, align_shapes, dice_form, fused_epilogue_applies, loss_from_stats_eager
+from .loss import _check_tensors, align_shapes, fused_epilogue_applies, fused_loss_from_stats, loss_from_stats_eager
 from .options import DiceOptions, check_weight_values, weight_tensor
 
 
@@ -211,11 +211,9 @@ class DiceCELoss(nn.Module):
         positions = math.prod(input.shape[2:]) * input.shape[0]
         label_map = is_label_map(input, target)
         if fused_epilogue_applies(self.opts, weight, ce_weight):
-            o = self.opts
-            return torch.ops.fastdice.dice_loss_from_stats(
-                stats, weight, ce_weight, o.pooling, o.include_background, dice_form(o), o.jaccard,
-                float(o.smooth_nr), float(o.smooth_dr), o.log_loss, float(o.log_eps), o.reduction,
-                self.lambda_dice, self.lambda_ce, self.pixel_loss, label_map, positions, self.label_smoothing,
+            return fused_loss_from_stats(
+                stats, self.opts, weight, ce_weight, self.lambda_dice, self.lambda_ce, self.pixel_loss, label_map,
+                positions, self.label_smoothing,
             )
         dice = loss_from_stats_eager(stats, self.opts, weight, self.process_group)
         ce = pixel_loss_from_stats(

@@ -118,9 +118,26 @@ def reduce_losses(loss: torch.Tensor, reduction: str) -> torch.Tensor:
     return loss
 
 
-def dice_form(opts: DiceOptions) -> str:
-    """The form argument of dice_loss_from_stats for these options."""
-    return "squared" if opts.squared else "soft_label" if opts.soft_label else "plain"
+def fused_loss_from_stats(
+    stats: torch.Tensor,
+    opts: DiceOptions,
+    weight: Optional[torch.Tensor],
+    ce_weight: Optional[torch.Tensor] = None,
+    lambda_dice: float = 1.0,
+    lambda_ce: float = 0.0,
+    ce_family: str = "none",
+    ce_label_map: bool = True,
+    ce_positions: int = 0,
+    label_smoothing: float = 0.0,
+) -> torch.Tensor:
+    """``lambda_dice * Dice + lambda_ce * CE`` of the statistics in one op
+    (fastdice::dice_loss_from_stats), the Dice term as ``opts`` say."""
+    form = "squared" if opts.squared else "soft_label" if opts.soft_label else "plain"
+    return torch.ops.fastdice.dice_loss_from_stats(
+        stats, weight, ce_weight, opts.pooling, opts.include_background, form, opts.jaccard,
+        float(opts.smooth_nr), float(opts.smooth_dr), opts.log_loss, float(opts.log_eps), opts.reduction,
+        float(lambda_dice), float(lambda_ce), ce_family, ce_label_map, int(ce_positions), float(label_smoothing),
+    )
 
 
 def fused_epilogue_applies(opts: DiceOptions, *weights: Optional[torch.Tensor]) -> bool:
@@ -136,11 +153,7 @@ def loss_from_stats(
 ) -> torch.Tensor:
     """The Dice-family loss from per-(sample, class) statistics [B, C, NUM_STATS]."""
     if fused_epilogue_applies(opts, weight):
-        return torch.ops.fastdice.dice_loss_from_stats(
-            stats, weight, None, opts.pooling, opts.include_background, dice_form(opts), opts.jaccard,
-            float(opts.smooth_nr), float(opts.smooth_dr), opts.log_loss, float(opts.log_eps), opts.reduction,
-            1.0, 0.0, "none", True, 0, 0.0,
-        )
+        return fused_loss_from_stats(stats, opts, weight)
     return loss_from_stats_eager(stats, opts, weight, process_group)
 
 
