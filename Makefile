@@ -12,7 +12,7 @@ export MAX_JOBS ?= 2
 export TORCHINDUCTOR_CACHE_DIR ?= $(CURDIR)/build/inductor-cache
 PYTEST_ARGS ?=
 
-.PHONY: all deps build test test-asan demo bench bench-metrics gpu-check clean
+.PHONY: all deps build test test-asan test-emulation emulation-mutants demo bench bench-metrics gpu-check clean
 
 all: test
 
@@ -32,6 +32,16 @@ build: deps
 
 test: build
 	$(PY) -m pytest tests -q $(PYTEST_ARGS)
+
+# The CUDA kernels executed on the emulated GPU (csrc/emulation, tests/test_emulation.py):
+# part of `make test`; this target runs it alone. EMULATION_ARGS=--full for the whole matrix.
+EMULATION_ARGS ?=
+test-emulation: build
+	$(PY) -m pytest tests/test_emulation.py -q $(EMULATION_ARGS)
+
+# Each bug planted in tests/test_emulation.py's MUTANTS must make the emulation tier fail.
+emulation-mutants: build
+	$(PY) scripts/emulation_mutants.py
 
 # The C++ (CPU) code built with AddressSanitizer + UBSan in a copy of the
 # tree under build/asan, and the CPU test suite run against it.

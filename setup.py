@@ -70,7 +70,8 @@ def _extension():
             else:
                 os.environ["TORCH_CUDA_ARCH_LIST"] = "8.0;9.0"
         sources += sorted(glob.glob("csrc/cuda/*.cu"))
-        extra["nvcc"] = ["-O3", "-lineinfo"]
+        # --resource-usage: registers, spills and shared memory of every kernel in the build log.
+        extra["nvcc"] = ["-O3", "-lineinfo", "--resource-usage"]
         ext_cls = cpp_extension.CUDAExtension
     else:
         ext_cls = cpp_extension.CppExtension

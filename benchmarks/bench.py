@@ -39,6 +39,16 @@ class Workload:
             t = torch.randint(0, c, (b, *spatial), generator=g).to(self.device)
         return x, t
 
+    def forward_bytes(self):
+        """Bytes the forward must move: read input and target once."""
+        return (self.minimal_bytes() - self.input_bytes()) // 2
+
+    def input_bytes(self):
+        n = 1
+        for s in self.shape:
+            n *= s
+        return n * torch.empty((), dtype=getattr(torch, self.dtype)).element_size()
+
     def minimal_bytes(self):
         """Bytes a fused fwd+bwd must move: read input and target twice, write the gradient."""
         n = 1
@@ -47,6 +57,14 @@ class Workload:
         x_bytes = n * torch.empty((), dtype=getattr(torch, self.dtype)).element_size()
         t_bytes = n * 4 if self.dense_target else (n // self.shape[1]) * 8
         return 2 * (x_bytes + t_bytes) + x_bytes
+
+
+# The workloads that decide between the CUDA forward strategies (warp / thread):
+# softmax + label maps, float32 and bfloat16, C = 4 and 14, Dice and Dice + CE.
+STRATEGY_WORKLOADS = [
+    "3d_b2_c14_128^3", "3d_b2_c4_128^3", "3d_b2_c14_128^3_dice_ce", "3d_b2_c4_128^3_dice_ce",
+    "3d_b2_c14_128^3_bf16", "3d_b2_c4_128^3_bf16", "3d_b2_c14_128^3_bf16_dice_ce", "3d_b2_c4_128^3_bf16_dice_ce",
+]
 
 
 def workloads(device, quick):
@@ -70,8 +88,15 @@ def workloads(device, quick):
         W("3d_b2_c14_128^3_bf16", (2, 14, 128, 128, 128), dtype="bfloat16"),
         W("2d_b16_c21_512^2_bf16", (16, 21, 512, 512), dtype="bfloat16"),
     ]
-    if device == "cuda":  # the issue's reference workloads first: a run cut short keeps them
-        first = ["3d_b2_c14_128^3", "3d_b2_c4_128^3", "3d_b2_c14_128^3_dice_ce", "3d_b2_c4_96^3"]
+    if device == "cuda":
+        ws += [
+            W("3d_b2_c4_128^3_bf16", (2, 4, 128, 128, 128), dtype="bfloat16"),
+            W("3d_b2_c4_128^3_dice_ce", (2, 4, 128, 128, 128), loss="dice_ce"),
+            W("3d_b2_c4_128^3_bf16_dice_ce", (2, 4, 128, 128, 128), dtype="bfloat16", loss="dice_ce"),
+            W("3d_b2_c14_128^3_bf16_dice_ce", (2, 14, 128, 128, 128), dtype="bfloat16", loss="dice_ce"),
+        ]
+        # The reference workloads first: a run cut short keeps them.
+        first = STRATEGY_WORKLOADS + ["3d_b2_c4_96^3"]
         ws = sorted(ws, key=lambda w: first.index(w.name) if w.name in first else len(first))
     if device == "cpu":  # keep the CPU run to a few minutes
         ws = [w for w in ws if "c21" not in w.name and "c14" not in w.name] + [
@@ -154,6 +179,7 @@ def run_workload(w, args, copy_gbs):
             total_s = row["total"]["median_ms"] * 1e-3
             row["minimal_bytes_gbs"] = w.minimal_bytes() / total_s / 1e9
             row["fraction_of_copy_bw"] = row["minimal_bytes_gbs"] / copy_gbs
+            row["forward_bytes_gbs"] = w.forward_bytes() / (row["fwd"]["median_ms"] * 1e-3) / 1e9
         elif not args.no_memory:
             row["peak_extra_bytes"] = cpu_peak_memory(name, w)
         rows[name] = row
@@ -163,8 +189,8 @@ def run_workload(w, args, copy_gbs):
 
 def markdown(results):
     lines = [
-        "| workload | provider | fwd ms | bwd ms | fwd+bwd ms | fastdice speed-up | peak extra MB | GB/s (% copy) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| workload | provider | fwd ms | bwd ms | fwd+bwd ms | fastdice speed-up | peak extra MB | GB/s (% copy) | fwd GB/s |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results["workloads"]:
         rows = r["providers"]
@@ -175,12 +201,13 @@ def markdown(results):
             mem = row.get("peak_extra_bytes")
             mem = f"{mem / 2**20:.1f}" if mem is not None else "n/a"
             bw = f"{row['minimal_bytes_gbs']:.0f} ({100 * row['fraction_of_copy_bw']:.0f}%)" if "minimal_bytes_gbs" in row else ""
+            fwd_bw = f"{row['forward_bytes_gbs']:.0f}" if "forward_bytes_gbs" in row else ""
             lines.append(
                 f"| {r['workload']['name']} | {name} | {row['fwd']['median_ms']:.2f} | {row['bwd']['median_ms']:.2f} | "
-                f"{total:.2f} | {speed} | {mem} | {bw} |"
+                f"{total:.2f} | {speed} | {mem} | {bw} | {fwd_bw} |"
             )
         for name, why in r["skipped"].items():
-            lines.append(f"| {r['workload']['name']} | {name} | skipped: {why} | | | | | |")
+            lines.append(f"| {r['workload']['name']} | {name} | skipped: {why} | | | | | | |")
     return "\n".join(lines)
 
 
@@ -232,6 +259,8 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="small workload set (under two minutes on 2 CPU cores)")
     p.add_argument("--out", default=os.environ.get("OUT") or "benchmarks/results")
     p.add_argument("--providers", nargs="*", help="subset of providers")
+    p.add_argument("--workloads", nargs="*", help="subset of workloads, by name ('strategies': the ones that decide "
+                   "between the CUDA forward strategies)")
     p.add_argument("--no-memory", action="store_true", help="skip the CPU memory subprocesses")
     p.add_argument("--memory-child", nargs=2, metavar=("PROVIDER", "WORKLOAD"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -243,7 +272,12 @@ def main(argv=None):
     env["copy_bandwidth_gbs"] = copy_gbs
     print(f"# fastdice benchmark on {env['device_name']}, torch {env['torch']}, commit {env['commit']}", flush=True)
     results = {"workloads": [], "quick": args.quick, "environment": env}
+    names = args.workloads or []
+    if "strategies" in names:
+        names = [n for n in names if n != "strategies"] + STRATEGY_WORKLOADS
     for w in workloads(args.device, args.quick):
+        if names and w.name not in names:
+            continue
         print(f"- {w.name} ...", flush=True)
         results["workloads"].append(run_workload(w, args, copy_gbs))
         if args.device == "cuda":

@@ -5,6 +5,8 @@ activated logits against the target, averaged) in its own way. A provider
 that is not installed raises Skip, and the table reports it as skipped.
 """
 
+import os
+
 import torch
 
 import fastdice
@@ -22,6 +24,26 @@ def _fastdice(w):
     if w.loss == "dice_ce":
         return fastdice.DiceCELoss(**opts)
     return fastdice.DiceLoss(**opts)
+
+
+def _fastdice_thread(w):
+    """fastdice with the CUDA forward's "thread" strategy (FASTDICE_CUDA_FORWARD, read at every call)."""
+    if w.device != "cuda":
+        raise Skip("the forward strategies are CUDA kernels")
+    loss = _fastdice(w)
+
+    def fn(x, t):
+        before = os.environ.get("FASTDICE_CUDA_FORWARD")
+        os.environ["FASTDICE_CUDA_FORWARD"] = "thread"
+        try:
+            return loss(x, t)
+        finally:
+            if before is None:
+                del os.environ["FASTDICE_CUDA_FORWARD"]
+            else:
+                os.environ["FASTDICE_CUDA_FORWARD"] = before
+
+    return fn
 
 
 def _reference(w):
@@ -82,6 +104,7 @@ def _exacta(w):
 
 PROVIDERS = {
     "fastdice": _fastdice,
+    "fastdice_thread": _fastdice_thread,
     "reference": _reference,
     "reference_compiled": _reference_compiled,
     "monai": _monai,

@@ -8,17 +8,19 @@
 # go to $OUT when set, else to benchmarks/results/. A summary is printed last.
 #
 #   scripts/gpu_check.sh [STAGE ...]
-#   stages: build tests sanitize bench bench-metrics profile (default: all but profile)
+#   stages: build strategies tests sanitize bench bench-metrics profile (default: all but profile)
+#   strategies: the two CUDA forward strategies (FASTDICE_CUDA_FORWARD=warp|thread)
+#   timed side by side on the reference workloads (benchmarks/bench.py STRATEGY_WORKLOADS).
 #
 # On the lent machines one command may run 10 minutes at most, and a session
 # has about 15 minutes of device time in all (machine start included): run
-# "build tests bench" first (the benchmark saves its JSON / Markdown after
+# "build strategies tests bench" first (the benchmark saves its JSON / Markdown after
 # every workload, so a run stopped at the limit keeps what it measured), then
 # "build sanitize bench-metrics" (the build is incremental: seconds when
 # repeated on the same warm machine). The copied tree has no .git: pass the
 # commit as FASTDICE_COMMIT=<hash> for the results' metadata.
 set -uo pipefail
-STAGES="${*:-build tests sanitize bench bench-metrics}"
+STAGES="${*:-build strategies tests sanitize bench bench-metrics}"
 want() { [[ " $STAGES " == *" $1 "* ]]; }
 cd "$(dirname "$0")/.."
 OUT_DIR="${OUT:-benchmarks/results}"
@@ -55,6 +57,14 @@ PY
 
 if want build; then
   step build "$OUT_DIR/gpu_build.log" $PY setup.py build_ext --inplace || { printf '%s\n' "${summary[@]}"; exit 1; }
+  # Registers and spills per kernel (nvcc --resource-usage), at the end of the build log.
+  $PY scripts/kernel_resources.py "$OUT_DIR/gpu_build.log" > /tmp/fastdice_resources.txt
+  { echo "=== kernel resources"; cat /tmp/fastdice_resources.txt; } >> "$OUT_DIR/gpu_build.log"
+  summary+=("$(tail -n 1 /tmp/fastdice_resources.txt)")
+fi
+if want strategies; then
+  step strategies "$OUT_DIR/gpu_strategies.log" $PY -m benchmarks.bench --device cuda --providers fastdice fastdice_thread \
+    --workloads strategies --out /tmp/fastdice_strategies  # its table ends the log (at most 8 files come back)
 fi
 if want tests; then
   # pytest-xdist where installed (the lent machines have it and 16 cores).
@@ -87,5 +97,6 @@ fi
 echo
 echo "== gpu_check summary ($(cat "$OUT_DIR/gpu_env.txt" | head -n 1))"
 printf '%s\n' "${summary[@]}"
+[ -f "$OUT_DIR/gpu_strategies.log" ] && grep -E "^\| " "$OUT_DIR/gpu_strategies.log" | head -n 20
 [ -f "$OUT_DIR/gpu_bench.log" ] && grep -E "^\| " "$OUT_DIR/gpu_bench.log" | head -n 60
 [ -f "$OUT_DIR/gpu_bench_metrics.log" ] && grep -E "^\| " "$OUT_DIR/gpu_bench_metrics.log" | head -n 30

@@ -62,3 +62,8 @@ def random_target(kind, shape, device, generator=None, ignore_index=None):
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(1234)
+
+
+def pytest_addoption(parser):
+    parser.addoption("--full", action="store_true", default=False,
+                     help="run the whole CUDA emulation matrix (tests/test_emulation.py), not the default sample")

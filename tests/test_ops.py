@@ -349,3 +349,20 @@ def test_cuda_matches_cpu_with_pixel_loss(target_kind, gamma, activation, pixel_
         results.append((stats.detach().cpu(), xi.grad.cpu()))
     assert_close(results[1][0], results[0][0], dtype if dtype == torch.float64 else torch.float32, "stats")
     assert_close(results[1][1], results[0][1], dtype, "grad")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("strategy", ["warp", "thread"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64], ids=str)
+@pytest.mark.parametrize("classes", [4, 14])
+@pytest.mark.parametrize("pixel_loss", ["none", "cross_entropy"])
+def test_cuda_forward_strategies_match_cpu_and_repeat_bitwise(strategy, dtype, classes, pixel_loss, monkeypatch):
+    """Both CUDA forward strategies (FASTDICE_CUDA_FORWARD) equal the CPU op and are deterministic."""
+    monkeypatch.setenv("FASTDICE_CUDA_FORWARD", strategy)
+    x = random_logits((3, classes, 37, 129), dtype, "cpu", "softmax")
+    t = random_target("label", (3, classes, 37, 129), "cpu", ignore_index=classes + 1)
+    expected = fastdice.dice_stats(x, t, "softmax", True, classes + 1, pixel_loss=pixel_loss)
+    runs = [fastdice.dice_stats(x.cuda(), t.cuda(), "softmax", True, classes + 1, pixel_loss=pixel_loss).cpu()
+            for _ in range(2)]
+    assert torch.equal(runs[0], runs[1]), "not bitwise reproducible"
+    assert_close(runs[0], expected, torch.float32 if dtype != torch.float64 else dtype, f"{strategy} stats")

@@ -15,9 +15,6 @@
 // and a second tiny kernel sets that sample's counts to -1 (no host sync).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
-#include <torch/library.h>
 
 #include <string>
 #include <type_traits>
@@ -65,7 +62,7 @@ __global__ void __launch_bounds__(kThreads)
                             const bool vectorized, unsigned long long* __restrict__ counts,
                             int* __restrict__ poisoned) {
   constexpr int kItems = ItemsPerThread<scalar_t>::value;
-  extern __shared__ __align__(16) unsigned char shared_raw[];
+  FD_DYNAMIC_SHARED(unsigned char, shared_raw);
   unsigned int* warp_counts = reinterpret_cast<unsigned int*>(shared_raw);  // [kWarps][C][kNumCounts]
 
   const DiceProblem& pr = cp.base;
@@ -169,9 +166,9 @@ void launch_confusion_counts(const at::Tensor& input, const CountsProblem& cp, a
   constexpr int kItems = ItemsPerThread<scalar_t>::value;
   const DiceProblem& pr = cp.base;
   const int device = input.get_device();
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(device).stream();
+  const cudaStream_t stream = current_stream(device);
   const int64_t blocks = blocks_per_sample<kItems>(pr.spatial);
-  const int64_t rows = pr.batch < kMaxGridY ? pr.batch : kMaxGridY;
+  const int64_t rows = std::min<int64_t>(pr.batch, max_grid_y());
   // A warp's shared counters are 32-bit: it sees at most iterations * 32 * kItems positions.
   const int64_t per_iteration = blocks * kThreads * kItems;
   const int64_t iterations = (pr.spatial + per_iteration - 1) / per_iteration;
@@ -186,22 +183,21 @@ void launch_confusion_counts(const at::Tensor& input, const CountsProblem& cp, a
   const acc_t threshold = std::is_same<acc_t, double>::value ? static_cast<acc_t>(cp.threshold)
                                                              : static_cast<acc_t>(cp.threshold_float);
   at::Tensor poisoned = at::zeros({pr.batch}, counts.options().dtype(at::kInt));
-  kernel<<<dim3(unsigned(blocks), unsigned(rows)), kThreads, shared_bytes, stream>>>(
-      x, cp, threshold, vectorized, reinterpret_cast<unsigned long long*>(counts.data_ptr<int64_t>()),
-      poisoned.data_ptr<int>());
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  FD_LAUNCH_KERNEL(kernel, dim3(unsigned(blocks), unsigned(rows)), kThreads, shared_bytes, stream, x, cp, threshold,
+                   vectorized, reinterpret_cast<unsigned long long*>(counts.data_ptr<int64_t>()),
+                   poisoned.data_ptr<int>());
 
   const int64_t total = counts.numel();
   const int threads = 256;
-  poison_counts_kernel<<<unsigned((total + threads - 1) / threads), threads, 0, stream>>>(
-      counts.data_ptr<int64_t>(), poisoned.data_ptr<int>(), pr.classes * kNumCounts, total);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  auto poison = poison_counts_kernel;
+  FD_LAUNCH_KERNEL(poison, unsigned((total + threads - 1) / threads), threads, 0, stream, counts.data_ptr<int64_t>(),
+                   poisoned.data_ptr<int>(), pr.classes * kNumCounts, total);
 }
 
 at::Tensor confusion_counts_cuda(const at::Tensor& input, const at::Tensor& target, c10::string_view mode,
                                  double threshold, c10::optional<int64_t> ignore_index) {
-  TORCH_CHECK_VALUE(input.is_cuda(), "fastdice: expected a CUDA input, got ", input.device());
-  const c10::cuda::CUDAGuard guard(input.device());
+  TORCH_CHECK_VALUE(on_kernel_device(input), "fastdice: expected a CUDA input, got ", input.device());
+  const DeviceGuard guard(input.device());
   const PreparedCounts prepared = prepare_counts_problem(input, target, std::string(mode), threshold, ignore_index);
   const CountsProblem& cp = prepared.problem;
   const DiceProblem& pr = cp.base;
@@ -222,6 +218,6 @@ at::Tensor confusion_counts_cuda(const at::Tensor& input, const at::Tensor& targ
 }  // namespace
 }  // namespace cuda
 
-TORCH_LIBRARY_IMPL(fastdice, CUDA, m) { m.impl("confusion_counts", &cuda::confusion_counts_cuda); }
+FD_REGISTER_DEVICE_KERNELS(m) { m.impl("confusion_counts", &cuda::confusion_counts_cuda); }
 
 }  // namespace fastdice

@@ -1,15 +1,13 @@
 // Small CUDA helpers shared by the forward and backward kernels.
 #pragma once
 
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAFunctions.h>
-#include <cuda_runtime.h>
-
+#include <algorithm>
 #include <cstdint>
 #include <limits>
 
 #include "../dice_math.h"
 #include "../dice_problem.h"
+#include "device_runtime.cuh"
 
 namespace fastdice {
 namespace cuda {
@@ -17,7 +15,6 @@ namespace cuda {
 constexpr int kThreads = 256;
 constexpr int kWarpSize = 32;
 constexpr int kWarps = kThreads / kWarpSize;
-constexpr int kMaxGridY = 65535;
 
 // Positions per thread per iteration: one 16-byte vector of input.
 template <typename scalar_t>
@@ -185,7 +182,8 @@ inline int64_t blocks_per_sample(int64_t spatial) {
 
 // Allows a kernel more than 48 KB of dynamic shared memory when it needs it,
 // counting its static shared memory too; errors clearly when the device has
-// not enough.
+// not enough. dynamic_bytes grows linearly with the class count, which gives
+// the largest class count this configuration can take.
 template <typename Kernel>
 inline void set_dynamic_shared_memory(Kernel kernel, size_t dynamic_bytes, int device, int64_t classes) {
   cudaFuncAttributes attr;
@@ -193,9 +191,15 @@ inline void set_dynamic_shared_memory(Kernel kernel, size_t dynamic_bytes, int d
   int max_optin = 0;
   C10_CUDA_CHECK(cudaDeviceGetAttribute(&max_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
   const size_t total = dynamic_bytes + attr.sharedSizeBytes;
+  const size_t per_class = classes > 0 ? dynamic_bytes / size_t(classes) : 0;
+  const int64_t max_classes =
+      per_class > 0 && size_t(max_optin) > attr.sharedSizeBytes ? int64_t((max_optin - attr.sharedSizeBytes) / per_class) : 0;
   TORCH_CHECK_VALUE(total <= size_t(max_optin), "fastdice: ", classes, " classes need ", total,
                     " bytes of shared memory per block on CUDA, more than this device's ", max_optin,
-                    "; split the classes over several calls");
+                    " bytes: with this input dtype, statistics set and pixel loss the CUDA kernels take at most ",
+                    max_classes, " classes. Softmax and argmax need every class in one call, so the classes cannot "
+                    "be split; compute this loss on the CPU, or with basic statistics (no squared / soft-label "
+                    "form) and no fused pixel loss, which need fewer bytes per class");
   if (total > 48 * 1024) {
     C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(dynamic_bytes)));
   }

@@ -5,11 +5,6 @@
 // Sums are block reductions in a fixed order (deterministic, no atomics).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
-#include <torch/library.h>
-
-#include <cub/block/block_reduce.cuh>
 
 #include "../dice_epilogue_host.h"
 #include "cuda_utils.cuh"
@@ -83,8 +78,8 @@ template <typename S>
 __global__ void __launch_bounds__(kThreads)
     dice_loss_from_stats_kernel(const S* __restrict__ stats, const S* __restrict__ weight,
                                 const S* __restrict__ ce_weight, const EpilogueParams p, S* __restrict__ out) {
-  __shared__ typename BlockReduce::TempStorage tmp;
-  __shared__ double broadcast;
+  FD_STATIC_SHARED(typename BlockReduce::TempStorage, tmp);
+  FD_STATIC_SHARED(double, broadcast);
   const bool none = p.reduction == Reduction::kNone;
   double dice = 0;  // this thread's share of sum over entries of weight * loss
   if (p.pooling == Pooling::kGlobal) {
@@ -126,8 +121,8 @@ __global__ void __launch_bounds__(kThreads)
     dice_loss_from_stats_backward_kernel(const S* __restrict__ grad, const S* __restrict__ stats,
                                          const S* __restrict__ weight, const S* __restrict__ ce_weight,
                                          const EpilogueParams p, S* __restrict__ grad_stats) {
-  __shared__ typename BlockReduce::TempStorage tmp;
-  __shared__ double broadcast;
+  FD_STATIC_SHARED(typename BlockReduce::TempStorage, tmp);
+  FD_STATIC_SHARED(double, broadcast);
   const bool per_entry_grad = p.reduction == Reduction::kNone && p.pooling != Pooling::kGlobal;
   const double entry_scale = p.reduction == Reduction::kMean ? 1.0 / double(p.entries()) : 1.0;
   const CeSums ce = block_ce_sums(stats, ce_weight, p, tmp, &broadcast);
@@ -186,22 +181,21 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 void check_cuda(const at::Tensor& stats) {
-  TORCH_CHECK_VALUE(stats.is_cuda(), "fastdice: expected CUDA stats, got ", stats.device());
+  TORCH_CHECK_VALUE(on_kernel_device(stats), "fastdice: expected CUDA stats, got ", stats.device());
 }
 
 at::Tensor dice_loss_from_stats_cuda(const at::Tensor& stats, const c10::optional<at::Tensor>& weight,
                                      const c10::optional<at::Tensor>& ce_weight, FD_EPILOGUE_OPTION_PARAMS) {
   check_cuda(stats);
-  const c10::cuda::CUDAGuard guard(stats.device());
+  const DeviceGuard guard(stats.device());
   const PreparedEpilogue pe = prepare_epilogue(stats, weight, ce_weight, FD_EPILOGUE_OPTION_ARGS);
   at::Tensor out = at::empty(pe.out_shape, pe.stats.options());
   if (out.numel() == 0) return out;
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const cudaStream_t stream = current_stream();
   AT_DISPATCH_FLOATING_TYPES(pe.stats.scalar_type(), "dice_loss_from_stats_cuda", [&] {
-    dice_loss_from_stats_kernel<scalar_t><<<1, kThreads, 0, stream>>>(
-        pe.stats.data_ptr<scalar_t>(), data_or_null<scalar_t>(pe.weight), data_or_null<scalar_t>(pe.ce_weight),
-        pe.params, out.data_ptr<scalar_t>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    auto kernel = dice_loss_from_stats_kernel<scalar_t>;
+    FD_LAUNCH_KERNEL(kernel, 1, kThreads, 0, stream, pe.stats.data_ptr<scalar_t>(), data_or_null<scalar_t>(pe.weight),
+                     data_or_null<scalar_t>(pe.ce_weight), pe.params, out.data_ptr<scalar_t>());
   });
   return out;
 }
@@ -211,17 +205,17 @@ at::Tensor dice_loss_from_stats_backward_cuda(const at::Tensor& grad, const at::
                                               const c10::optional<at::Tensor>& ce_weight,
                                               FD_EPILOGUE_OPTION_PARAMS) {
   check_cuda(stats);
-  const c10::cuda::CUDAGuard guard(stats.device());
+  const DeviceGuard guard(stats.device());
   const PreparedEpilogue pe = prepare_epilogue(stats, weight, ce_weight, FD_EPILOGUE_OPTION_ARGS);
   const at::Tensor g = check_epilogue_grad(grad, pe);
   at::Tensor grad_stats = at::empty_like(pe.stats);
   if (grad_stats.numel() == 0) return grad_stats;
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const cudaStream_t stream = current_stream();
   AT_DISPATCH_FLOATING_TYPES(pe.stats.scalar_type(), "dice_loss_from_stats_backward_cuda", [&] {
-    dice_loss_from_stats_backward_kernel<scalar_t><<<1, kThreads, 0, stream>>>(
-        g.data_ptr<scalar_t>(), pe.stats.data_ptr<scalar_t>(), data_or_null<scalar_t>(pe.weight),
-        data_or_null<scalar_t>(pe.ce_weight), pe.params, grad_stats.data_ptr<scalar_t>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    auto kernel = dice_loss_from_stats_backward_kernel<scalar_t>;
+    FD_LAUNCH_KERNEL(kernel, 1, kThreads, 0, stream, g.data_ptr<scalar_t>(), pe.stats.data_ptr<scalar_t>(),
+                     data_or_null<scalar_t>(pe.weight), data_or_null<scalar_t>(pe.ce_weight), pe.params,
+                     grad_stats.data_ptr<scalar_t>());
   });
   return grad_stats;
 }
@@ -229,7 +223,7 @@ at::Tensor dice_loss_from_stats_backward_cuda(const at::Tensor& grad, const at::
 }  // namespace
 }  // namespace cuda
 
-TORCH_LIBRARY_IMPL(fastdice, CUDA, m) {
+FD_REGISTER_DEVICE_KERNELS(m) {
   m.impl("dice_loss_from_stats", &cuda::dice_loss_from_stats_cuda);
   m.impl("dice_loss_from_stats_backward", &cuda::dice_loss_from_stats_backward_cuda);
 }

@@ -7,8 +7,6 @@
 // the same cache lines rather than keeping C values per position in registers.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
 
 #include "../static_switch.h"
 #include "cuda_utils.cuh"
@@ -47,7 +45,7 @@ __global__ void __launch_bounds__(kThreads)
                                const DiceProblem pr, const bool vec_in, scalar_t* __restrict__ grad,
                                const GradLayout layout, const bool vec_out) {
   constexpr int kItems = ItemsPerThread<scalar_t>::value;
-  extern __shared__ __align__(16) unsigned char shared_raw[];
+  FD_DYNAMIC_SHARED(unsigned char, shared_raw);
   acc_t* coefs = reinterpret_cast<acc_t*>(shared_raw);  // [C][kNumGradCoefs]
 
   const int64_t C = pr.classes;
@@ -124,9 +122,9 @@ void launch_dice_stats_backward(const at::Tensor& grad_stats, const at::Tensor& 
                                 at::Tensor& grad3) {
   constexpr int kItems = ItemsPerThread<scalar_t>::value;
   const int device = input.get_device();
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(device).stream();
+  const cudaStream_t stream = current_stream(device);
   const int64_t blocks = blocks_per_sample<kItems>(pr.spatial);
-  const int64_t rows = pr.batch < kMaxGridY ? pr.batch : kMaxGridY;
+  const int64_t rows = std::min<int64_t>(pr.batch, max_grid_y());
   const size_t shared_bytes = size_t(pr.classes) * kNumGradCoefs * sizeof(acc_t);
   auto kernel = dice_stats_backward_kernel<scalar_t, acc_t, kAct, kFull, kPixel>;
   set_dynamic_shared_memory(kernel, shared_bytes, device, pr.classes);
@@ -135,9 +133,8 @@ void launch_dice_stats_backward(const at::Tensor& grad_stats, const at::Tensor& 
   const GradLayout layout{grad3.stride(0), grad3.stride(1), grad3.stride(2)};
   const bool vec_in = pr.in_stride_s == 1 && is_aligned(x, 16);
   const bool vec_out = layout.stride_s == 1 && is_aligned(g, 16);
-  kernel<<<dim3(unsigned(blocks), unsigned(rows)), kThreads, shared_bytes, stream>>>(
-      grad_stats.data_ptr<acc_t>(), x, pr, vec_in, g, layout, vec_out);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  FD_LAUNCH_KERNEL(kernel, dim3(unsigned(blocks), unsigned(rows)), kThreads, shared_bytes, stream,
+                   grad_stats.data_ptr<acc_t>(), x, pr, vec_in, g, layout, vec_out);
 }
 
 }  // namespace
@@ -146,8 +143,8 @@ at::Tensor dice_stats_backward_cuda(const at::Tensor& grad_stats, const at::Tens
                                     c10::string_view activation, bool full_stats,
                                     c10::optional<int64_t> ignore_index, c10::string_view pixel_loss,
                                     double focal_gamma) {
-  TORCH_CHECK_VALUE(input.is_cuda(), "fastdice: expected a CUDA input, got ", input.device());
-  const c10::cuda::CUDAGuard guard(input.device());
+  TORCH_CHECK_VALUE(on_kernel_device(input), "fastdice: expected a CUDA input, got ", input.device());
+  const DeviceGuard guard(input.device());
   const PreparedProblem prepared = prepare_problem(input, target, std::string(activation), full_stats, ignore_index,
                                                    std::string(pixel_loss), focal_gamma);
   const DiceProblem& pr = prepared.problem;

@@ -9,38 +9,25 @@
 // partials in a fixed order: no float atomics, bitwise reproducible.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
-#include <torch/library.h>
-
-#include <cub/block/block_reduce.cuh>
 
 #include "../static_switch.h"
-#include "cuda_utils.cuh"
+#include "dice_stats_block.cuh"
 
 namespace fastdice {
 namespace cuda {
 namespace {
-
-// Shared-memory slots per (warp, class): the accumulated statistics, then
-// sum l and sum t*l of the pixel loss.
-template <bool kFull, bool kPixel>
-struct SlotSet {
-  static constexpr int kStats = StatSet<kFull>::kAccumulated;
-  static constexpr int kSlots = kStats + (kPixel ? 2 : 0);
-};
 
 template <typename scalar_t, typename acc_t, Activation kAct, bool kFull, bool kPixel>
 __global__ void __launch_bounds__(kThreads)
     dice_stats_kernel(const scalar_t* __restrict__ input, const DiceProblem pr, const bool vectorized,
                       acc_t* __restrict__ partials) {
   constexpr int kItems = ItemsPerThread<scalar_t>::value;
-  constexpr int kStats = SlotSet<kFull, kPixel>::kStats;
-  constexpr int kSlots = SlotSet<kFull, kPixel>::kSlots;
+  constexpr int kStats = SlotSet<kFull>::kStats;
+  constexpr int kSlots = kStats + (kPixel ? 2 : 0);
   using BlockReduce = cub::BlockReduce<int64_t, kThreads>;
-  __shared__ typename BlockReduce::TempStorage reduce_storage;
-  __shared__ int64_t block_valid_count;
-  extern __shared__ __align__(16) unsigned char shared_raw[];
+  FD_STATIC_SHARED(typename BlockReduce::TempStorage, reduce_storage);
+  FD_STATIC_SHARED(int64_t, block_valid_count);
+  FD_DYNAMIC_SHARED(unsigned char, shared_raw);
   acc_t* warp_acc = reinterpret_cast<acc_t*>(shared_raw);  // [kWarps][C][kSlots]
 
   const int warp = threadIdx.x / kWarpSize;
@@ -100,32 +87,8 @@ __global__ void __launch_bounds__(kThreads)
       }
     }
 
-    if (kFull) {
-      const int64_t total_valid = BlockReduce(reduce_storage).Sum(valid_count);
-      if (threadIdx.x == 0) block_valid_count = total_valid;
-    }
-    // A label outside [0, C) (or a dense target outside [0, 1]) poisons the
-    // statistics of its sample with NaN:
-    // the loss cannot come out plausible, and no host sync is needed.
-    const bool poisoned = __syncthreads_or(out_of_range);
-    acc_t* out = partials + (b * gridDim.x + blockIdx.x) * C * kNumStats;
-    for (int64_t idx = threadIdx.x; idx < C * kNumStats; idx += kThreads) {
-      const int64_t c = idx / kNumStats;
-      const int k = static_cast<int>(idx % kNumStats);
-      // The slot that holds statistic k, if any.
-      const int slot = k < kStats ? k
-                       : (kPixel && k == kPixelLoss)       ? kStats
-                       : (kPixel && k == kPixelLossTarget) ? kStats + 1
-                                                           : -1;
-      acc_t v = acc_t(0);
-      if (slot >= 0) {
-        for (int w = 0; w < kWarps; ++w) v += warp_acc[(int64_t(w) * C + c) * kSlots + slot];
-      } else if (kFull && k == kValidCount) {
-        v = static_cast<acc_t>(block_valid_count);
-      }
-      out[idx] = poisoned ? std::numeric_limits<acc_t>::quiet_NaN() : v;
-    }
-    __syncthreads();  // warp_acc and block_valid_count are reused for the next sample
+    finish_block_partials<acc_t, kFull>(warp_acc, C, kSlots, kPixel, valid_count, out_of_range, reduce_storage,
+                                        block_valid_count, partials + (b * gridDim.x + blockIdx.x) * C * kNumStats);
   }
 }
 
@@ -142,14 +105,28 @@ __global__ void reduce_partials_kernel(const acc_t* __restrict__ partials, int64
   stats[idx] = static_cast<acc_t>(s);
 }
 
+template <typename acc_t>
+void reduce_partials(const at::Tensor& partials, at::Tensor& stats) {
+  const int64_t total = stats.numel();
+  const int reduce_threads = 256;
+  auto reduce = reduce_partials_kernel<acc_t>;
+  FD_LAUNCH_KERNEL(reduce, unsigned((total + reduce_threads - 1) / reduce_threads), reduce_threads, 0,
+                   current_stream(stats.get_device()), partials.data_ptr<acc_t>(), partials.size(1),
+                   partials.size(2) * kNumStats, total, stats.data_ptr<acc_t>());
+}
+
 template <typename scalar_t, typename acc_t, Activation kAct, bool kFull, bool kPixel>
 void launch_dice_stats(const at::Tensor& input, const DiceProblem& pr, at::Tensor& stats) {
+  if (forward_strategy() == ForwardStrategy::kThread) {
+    const at::Tensor partials = dice_stats_partials_per_thread(input, pr, stats.options());
+    if (partials.defined()) return reduce_partials<acc_t>(partials, stats);
+  }
   constexpr int kItems = ItemsPerThread<scalar_t>::value;
-  constexpr int kSlots = SlotSet<kFull, kPixel>::kSlots;
+  constexpr int kSlots = SlotSet<kFull>::kStats + (kPixel ? 2 : 0);
   const int device = input.get_device();
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(device).stream();
+  const cudaStream_t stream = current_stream(device);
   const int64_t blocks = blocks_per_sample<kItems>(pr.spatial);
-  const int64_t rows = pr.batch < kMaxGridY ? pr.batch : kMaxGridY;
+  const int64_t rows = std::min<int64_t>(pr.batch, max_grid_y());
   const size_t shared_bytes = size_t(kWarps) * pr.classes * kSlots * sizeof(acc_t);
   auto kernel = dice_stats_kernel<scalar_t, acc_t, kAct, kFull, kPixel>;
   set_dynamic_shared_memory(kernel, shared_bytes, device, pr.classes);
@@ -157,22 +134,16 @@ void launch_dice_stats(const at::Tensor& input, const DiceProblem& pr, at::Tenso
   const scalar_t* x = input.data_ptr<scalar_t>();
   const bool vectorized = pr.in_stride_s == 1 && is_aligned(x, 16);
   at::Tensor partials = at::empty({pr.batch, blocks, pr.classes, kNumStats}, stats.options());
-  kernel<<<dim3(unsigned(blocks), unsigned(rows)), kThreads, shared_bytes, stream>>>(x, pr, vectorized,
-                                                                                   partials.data_ptr<acc_t>());
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
-
-  const int64_t total = stats.numel();
-  const int reduce_threads = 256;
-  reduce_partials_kernel<acc_t><<<unsigned((total + reduce_threads - 1) / reduce_threads), reduce_threads, 0, stream>>>(
-      partials.data_ptr<acc_t>(), blocks, pr.classes * kNumStats, total, stats.data_ptr<acc_t>());
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  FD_LAUNCH_KERNEL(kernel, dim3(unsigned(blocks), unsigned(rows)), kThreads, shared_bytes, stream, x, pr, vectorized,
+                   partials.data_ptr<acc_t>());
+  reduce_partials<acc_t>(partials, stats);
 }
 
 at::Tensor dice_stats_cuda(const at::Tensor& input, const at::Tensor& target, c10::string_view activation,
                            bool full_stats, c10::optional<int64_t> ignore_index,
                                    c10::string_view pixel_loss, double focal_gamma) {
-  TORCH_CHECK_VALUE(input.is_cuda(), "fastdice: expected a CUDA input, got ", input.device());
-  const c10::cuda::CUDAGuard guard(input.device());
+  TORCH_CHECK_VALUE(on_kernel_device(input), "fastdice: expected a CUDA input, got ", input.device());
+  const DeviceGuard guard(input.device());
   const PreparedProblem prepared = prepare_problem(input, target, std::string(activation), full_stats, ignore_index,
                                                    std::string(pixel_loss), focal_gamma);
   const DiceProblem& pr = prepared.problem;
@@ -203,7 +174,7 @@ at::Tensor dice_stats_backward_cuda(const at::Tensor& grad_stats, const at::Tens
 
 }  // namespace cuda
 
-TORCH_LIBRARY_IMPL(fastdice, CUDA, m) {
+FD_REGISTER_DEVICE_KERNELS(m) {
   m.impl("dice_stats", &cuda::dice_stats_cuda);
   m.impl("dice_stats_backward", &cuda::dice_stats_backward_cuda);
 }

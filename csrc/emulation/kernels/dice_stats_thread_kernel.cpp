@@ -1,0 +1,2 @@
+// The CUDA file compiled for the emulator (see ../cuda_emulation.h).
+#include "../../cuda/dice_stats_thread_kernel.cu"

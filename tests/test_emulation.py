@@ -1,0 +1,419 @@
+"""Every CUDA kernel executed here: the .cu files run on the emulated GPU
+(tests/cuda_emulation.py, csrc/emulation/) through their own host wrappers,
+against the CPU op, under two schedules that must agree bit for bit.
+
+What a pass shows: for each case, the launch configuration is legal (block
+size, grid limits, shared memory and its opt-in), every thread reaches every
+barrier and warp collective it must (no divergence, no deadlock), no access
+leaves a tensor or the shared memory (guard pages), no output element is left
+unwritten (fresh memory is poisoned, with a different byte per schedule), no
+cub temp storage is reused without a barrier, the result does not depend on
+the order of threads and blocks, and it equals the CPU op's. What it cannot
+show: races that need the GPU's memory model, timing, or the bits of the
+GPU's own math library and FMA contractions.
+
+The default matrix is a seeded sample of the full one plus the edge cases;
+``pytest tests/test_emulation.py --full`` runs the whole matrix.
+
+Bugs planted on purpose to check that the tier catches them (MUTANTS below;
+``python scripts/emulation_mutants.py`` applies each to a copy of csrc/,
+rebuilds and expects this file to fail): see the list and the last recorded
+outcome of each.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+
+import pytest
+import torch
+
+import cuda_emulation as ce
+import fastdice  # noqa: F401  (loads torch.ops.fastdice, the CPU oracle)
+
+# (file under csrc/cuda, text, replacement, what it plants); the mutant runner
+# fails if a text is not found, so the list follows the sources.
+MUTANTS = [
+    ("dice_stats_kernel.cu",
+     "    for (int64_t i = threadIdx.x; i < slots; i += kThreads) warp_acc[i] = acc_t(0);\n    __syncthreads();",
+     "    for (int64_t i = threadIdx.x; i < slots; i += kThreads) warp_acc[i] = acc_t(0);",
+     "missing barrier after zeroing the warps' shared accumulators"),
+    ("cuda_utils.cuh",
+     "for (int offset = kWarpSize / 2; offset > 0; offset /= 2) v += __shfl_xor_sync(0xffffffffu, v, offset);",
+     "for (int offset = kWarpSize / 2; offset > 0; offset /= 2) v += __shfl_xor_sync(0x0000ffffu, v, offset);",
+     "a shuffle whose mask drops half the lanes"),
+    ("cuda_utils.cuh",
+     "out[i] = s0 + i < pr.spatial ? static_cast<acc_t>(input[pr.input_offset(b, c, s0 + i)]) : acc_t(0);",
+     "out[i] = s0 + i <= pr.spatial ? static_cast<acc_t>(input[pr.input_offset(b, c, s0 + i)]) : acc_t(0);",
+     "off-by-one read past the end of a row"),
+    ("dice_stats_kernel.cu",
+     "const size_t shared_bytes = size_t(kWarps) * pr.classes * kSlots * sizeof(acc_t);",
+     "const size_t shared_bytes = size_t(kWarps - 1) * pr.classes * kSlots * sizeof(acc_t);",
+     "dynamic shared memory one warp short"),
+    ("dice_loss_from_stats_kernel.cu",
+     "  const double total = BlockReduce(tmp).Sum(v);\n  if (threadIdx.x == 0) *broadcast = total;",
+     "  const double total = BlockReduce(tmp).Sum(v);\n  if (threadIdx.x == 1) *broadcast = total;",
+     "block-reduce result read in the wrong thread"),
+    ("dice_stats_kernel.cu",
+     "          const acc_t v = warp_sum(local[k]);",
+     "          const acc_t v = lane < 16 ? warp_sum(local[k]) : local[k];",
+     "lanes skipping a shuffle"),
+    ("dice_stats_backward_kernel.cu",
+     "  if (vectorized && s0 + kItems <= pr.spatial && base % kItems == 0) {",
+     "  if (vectorized && s0 + kItems <= pr.spatial) {",
+     "vector store without the row-alignment check (misaligned store)"),
+    ("dice_stats_backward_kernel.cu",
+     "    for (int i = 0; i < kItems; ++i) pack.v[i] = static_cast<scalar_t>(v[i]);",
+     "    for (int i = 0; i < kItems; ++i) pack.v[i] = static_cast<scalar_t>(v[kItems - 1 - i]);",
+     "vector lanes stored in reverse"),
+    ("dice_loss_from_stats_kernel.cu",
+     "  const double out = *broadcast;\n  __syncthreads();  // tmp and broadcast are reused by the next call",
+     "  const double out = *broadcast;",
+     "block_sum's temp storage reused without a barrier"),
+    ("confusion_counts_kernel.cu",
+     "      if (v != 0) atomicAdd(out + idx, v);",
+     "      if (v != 0 && idx + 1 < C * kNumCounts) atomicAdd(out + idx, v);",
+     "the last count of a sample never written"),
+    ("dice_stats_block.cuh",
+     "  __syncthreads();  // warp_acc, block_valid_count and the temp storage are reused for the next sample",
+     "",
+     "missing barrier before the next sample reuses the shared accumulators"),
+    ("confusion_counts_kernel.cu",
+     "  const size_t shared_bytes = size_t(kWarps) * pr.classes * kNumCounts * sizeof(unsigned int);\n  auto kernel = confusion_counts_kernel<scalar_t, acc_t, kMulticlass>;\n  set_dynamic_shared_memory(kernel, shared_bytes, device, pr.classes);",
+     "  const size_t shared_bytes = size_t(kWarps) * pr.classes * kNumCounts * sizeof(unsigned int);\n  auto kernel = confusion_counts_kernel<scalar_t, acc_t, kMulticlass>;",
+     "no shared-memory opt-in for a large launch"),
+]
+
+
+def pytest_generate_tests(metafunc):
+    full = metafunc.config.getoption("--full")
+    for name, cases in (("stats_case", stats_cases(full)), ("epilogue_case", epilogue_cases(full)),
+                        ("counts_case", counts_cases(full))):
+        if name in metafunc.fixturenames:
+            metafunc.parametrize(name, cases, ids=[case_id(c) for c in cases])
+
+
+def case_id(case: dict) -> str:
+    return "-".join(f"{k}={v}" if not isinstance(v, bool) else (k if v else f"no_{k}") for k, v in case.items()
+                    if v not in (None, "none", "contiguous", "clean", 0.0) or k == "activation")
+
+
+@pytest.fixture(scope="module")
+def emu():
+    return ce.build()
+
+
+# ---- the cases -------------------------------------------------------------------
+
+DTYPES = {"f32": torch.float32, "f64": torch.float64, "f16": torch.float16, "bf16": torch.bfloat16}
+# (B, C, *spatial): odd sizes, one class, many classes, several blocks per
+# sample (4096 float / 8192 half positions per block), 2-D and 3-D, empty.
+SHAPES = [(2, 3, 37), (1, 1, 5), (3, 4, 7, 9), (2, 5, 9001), (2, 2, 3, 4, 5), (1, 37, 50), (2, 3, 0), (0, 3, 8)]
+TARGETS = ["label64", "label32", "label_u8", "label1", "dense_f32", "dense_bool", "dense_u8", "onehot_same"]
+LAYOUTS = ["contiguous", "channels_last", "offset", "expanded_target"]
+SPECIALS = ["clean", "bad_label", "nonfinite"]
+
+
+def valid_stats_case(c: dict) -> bool:
+    if c["pixel_loss"] == "cross_entropy" and c["activation"] != "softmax":
+        return False
+    if c["pixel_loss"] == "binary_cross_entropy" and c["activation"] != "sigmoid":
+        return False
+    if c["pixel_loss"] == "none" and c["focal_gamma"]:
+        return False
+    if c["layout"] == "channels_last" and len(c["shape"]) not in (4, 5):
+        return False
+    if c["special"] == "bad_label" and (c["shape"][0] == 0 or math.prod(c["shape"][2:]) == 0):
+        return False
+    if c["ignore_index"] is not None and not c["target"].startswith("label"):
+        return False
+    return True
+
+
+def stats_cases(full: bool) -> list[dict]:
+    axes = dict(strategy=["warp", "thread"], dtype=list(DTYPES), activation=["none", "sigmoid", "softmax"],
+                target=TARGETS,
+                pixel_loss=["none", "cross_entropy", "binary_cross_entropy"], focal_gamma=[0.0, 2.0],
+                full_stats=[False, True], ignore_index=[None, 2], shape=SHAPES, layout=LAYOUTS, special=SPECIALS)
+    every = [dict(zip(axes, v)) for v in itertools.product(*axes.values())]
+    every = [c for c in every if valid_stats_case(c)]
+    rng = random.Random(16)
+    if full:
+        chosen = rng.sample(every, min(len(every), 3000))
+    else:
+        # A sample that still covers every value of every axis.
+        rng.shuffle(every)
+        chosen, seen = [], set()
+        for c in every:
+            new = {(k, str(v)) for k, v in c.items()} - seen
+            if new or len(chosen) < 90:
+                chosen.append(c)
+                seen |= {(k, str(v)) for k, v in c.items()}
+            if len(chosen) >= 90 and len(seen) == sum(len(v) for v in axes.values()):
+                break
+    # The launch limits: more samples than the grid's y limit (emulated as 3
+    # unless --full, where the real 65,535 is crossed), and many classes.
+    chosen.append(dict(strategy="warp", dtype="f32", activation="softmax", target="label64", pixel_loss="cross_entropy",
+                       focal_gamma=0.0, full_stats=True, ignore_index=2, shape=(65540, 2, 3) if full else (7, 3, 33),
+                       layout="contiguous", special="bad_label", grid_y=65535 if full else 3))
+    chosen.append(dict(strategy="thread", dtype="f32", activation="softmax", target="label64", pixel_loss="cross_entropy",
+                       focal_gamma=0.0, full_stats=True, ignore_index=2, shape=(7, 3, 33),
+                       layout="contiguous", special="bad_label", grid_y=3))
+    chosen.append(dict(strategy="thread", dtype="bf16", activation="softmax", target="label64",
+                       pixel_loss="cross_entropy", focal_gamma=0.0, full_stats=False, ignore_index=None,
+                       shape=(2, 14, 9001), layout="contiguous", special="clean"))
+    for strategy in ("warp", "thread"):
+        chosen.append(dict(strategy=strategy, dtype="f16", activation="sigmoid", target="dense_f32",
+                           pixel_loss="binary_cross_entropy",
+                           focal_gamma=2.0, full_stats=True, ignore_index=None,
+                           shape=(2, 700 if full else 130, 20), layout="offset", special="clean"))
+    return chosen
+
+
+def make_stats_inputs(c: dict, gen: torch.Generator):
+    dtype = DTYPES[c["dtype"]]
+    b, ncls, *spatial = c["shape"]
+    act = c["activation"]
+    if act == "none":
+        x = torch.rand(c["shape"], generator=gen, dtype=torch.float64)
+    else:
+        x = 3 * torch.randn(c["shape"], generator=gen, dtype=torch.float64)
+    kind = c["target"]
+    labels = torch.randint(0, ncls, (b, *spatial), generator=gen)
+    if c["ignore_index"] is not None and labels.numel():
+        drop = torch.rand(labels.shape, generator=gen) < 0.2
+        labels = torch.where(drop, torch.full_like(labels, c["ignore_index"]), labels)
+    if kind.startswith("label"):
+        t = labels.to({"label64": torch.int64, "label32": torch.int32, "label_u8": torch.uint8,
+                       "label1": torch.int64}[kind])
+        if kind == "label1":
+            t = t.unsqueeze(1)
+    else:
+        onehot = torch.nn.functional.one_hot(labels.clamp(0, max(ncls - 1, 0)), ncls).movedim(-1, 1)
+        if kind == "dense_f32":
+            t = torch.rand(c["shape"], generator=gen)
+        elif kind == "dense_bool":
+            t = onehot.bool()
+        elif kind == "dense_u8":
+            t = onehot.to(torch.uint8)
+        else:
+            t = onehot.to(dtype)
+    bad = None
+    if c["special"] == "bad_label" and x.numel():
+        # sample 0 gets one invalid target value at a random position.
+        pos = int(torch.randint(0, math.prod(spatial), (1,), generator=gen))
+        if kind.startswith("label"):
+            flat = t.view(b, -1) if kind != "label1" else t.view(b, -1)
+            flat[0, pos] = ncls + 3 if kind != "label_u8" else 250
+        else:
+            flat = t.reshape(b, ncls, -1)
+            flat[0, 0, pos] = 3 if t.dtype != torch.bool else True
+            if t.dtype == torch.bool:  # a bool cannot be out of range: no bad value
+                bad = None
+        bad = 0 if t.dtype != torch.bool else None
+    if c["special"] == "nonfinite" and x.numel() and act != "none":
+        flat = x.view(b, ncls, -1)
+        flat[0, 0, 0] = float("nan")
+        flat[-1, -1, -1] = float("inf")
+        if flat.shape[-1] > 1:
+            flat[0, -1, 1] = float("-inf")
+    x = x.to(dtype)
+    layout = c["layout"]
+    if layout == "channels_last":
+        fmt = torch.channels_last if x.dim() == 4 else torch.channels_last_3d
+        x = x.contiguous(memory_format=fmt)
+        if not kind.startswith("label"):
+            t = t.contiguous(memory_format=fmt)
+    elif layout == "offset":
+        # odd storage offsets: views into larger buffers
+        xb = torch.empty(x.numel() + 3, dtype=dtype)
+        x = xb[3:].view_as(x).copy_(x) if x.numel() else x
+        tb = torch.empty(t.numel() + 1, dtype=t.dtype)
+        t = tb[1:].view_as(t).copy_(t) if t.numel() else t
+    elif layout == "expanded_target" and not kind.startswith("label") and b > 0:
+        t = t[:1].expand_as(t) if bad is None else t
+    return x, t, bad
+
+
+def compare(actual: torch.Tensor, expected: torch.Tensor, what: str, rtol: float, atol_scale: float):
+    assert actual.shape == expected.shape, f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
+    a = actual.double()
+    e = expected.double()
+    nan_a, nan_e = torch.isnan(a), torch.isnan(e)
+    assert torch.equal(nan_a, nan_e), f"{what}: NaN at {nan_a.nonzero()[:5].tolist()} vs {nan_e.nonzero()[:5].tolist()}"
+    inf_e = torch.isinf(e)
+    assert torch.equal(torch.isinf(a), inf_e) and torch.equal(a[inf_e], e[inf_e]), f"{what}: infinities differ"
+    fin = torch.isfinite(e)
+    if fin.any():
+        scale = float(e[fin].abs().max())
+        torch.testing.assert_close(a[fin], e[fin], rtol=rtol, atol=atol_scale * max(scale, 1e-30),
+                                   msg=lambda m: f"{what}: {m}")
+
+
+# Emulated vs CPU: the sums run in another order, so float32 statistics agree
+# to accumulated rounding, not to one ulp.
+RTOL = {torch.float64: (1e-10, 1e-12), torch.float32: (1e-4, 1e-5), torch.float16: (2e-3, 1e-3),
+        torch.bfloat16: (1.6e-2, 8e-3)}
+
+
+def run_both_schedules(emu, fn, grid_y=65535, max_shared=ce.H100_SHARED_OPTIN):
+    """fn(emu) under both schedules (inputs copied into guarded memory by fn); the outputs must agree bitwise."""
+    outs = []
+    for schedule in ce.SCHEDULES:
+        ce.configure(emu, schedule, max_grid_y=grid_y, max_shared_optin=max_shared)
+        outs.append(fn())
+        report = emu.take_report()
+        assert "violation" not in report, report
+    for a, b in zip(outs[0], outs[1]):
+        assert torch.equal(ce.bits(a), ce.bits(b)), "the two schedules disagree bitwise"
+    return outs[0]
+
+
+def test_dice_stats_forward_and_backward(emu, stats_case, monkeypatch):
+    c = stats_case
+    monkeypatch.setenv("FASTDICE_CUDA_FORWARD", c["strategy"])
+    gen = torch.Generator().manual_seed(hash(case_id(c)) % (2**31))
+    x, t, bad = make_stats_inputs(c, gen)
+    args = (c["activation"], c["full_stats"], c["ignore_index"], c["pixel_loss"], c["focal_gamma"])
+    b = x.shape[0]
+    # The CPU op raises on invalid targets; the GPU poisons the sample with NaN instead.
+    clean = [i for i in range(b) if i != bad]
+    try:
+        ref = torch.ops.fastdice.dice_stats(x[clean], t[clean], *args)
+    except (RuntimeError, ValueError) as err:
+        with pytest.raises(type(err)):
+            ce.configure(emu, 0)
+            emu.dice_stats(emu.guarded_copy(x), emu.guarded_copy(t), *args)
+        return
+    grad_stats = torch.randn(b, x.shape[1] if x.dim() > 1 else 1, 11, generator=gen, dtype=ref.dtype)
+
+    def run():
+        xg, tg = emu.guarded_copy(x), emu.guarded_copy(t)
+        stats = emu.dice_stats(xg, tg, *args)
+        grad = emu.dice_stats_backward(emu.guarded_copy(grad_stats), xg, tg, *args)
+        return stats, grad
+
+    stats, grad = run_both_schedules(emu, run, grid_y=c.get("grid_y", 65535))
+    rtol, atol = RTOL[ref.dtype]
+    compare(stats[clean], ref, "stats", rtol, atol)
+    ref_grad = torch.ops.fastdice.dice_stats_backward(grad_stats[clean], x[clean], t[clean], *args)
+    grtol, gatol = RTOL[x.dtype]
+    assert grad.stride() == ref_grad.stride() or grad.numel() == 0 or grad[clean].stride() == ref_grad.stride()
+    compare(grad[clean], ref_grad, "grad_input", grtol, gatol)
+    if bad is not None:
+        assert torch.isnan(stats[bad]).all(), "a sample with an invalid target must be NaN"
+
+
+# ---- the epilogue ------------------------------------------------------------------
+
+def epilogue_cases(full: bool) -> list[dict]:
+    axes = dict(dtype=["f32", "f64"], shape=[(2, 3), (1, 1), (300, 2), (3, 300), (0, 3)],
+                pooling=["global", "batch", "sample"], include_background=[True, False],
+                form=["plain", "squared", "soft_label"], jaccard=[False, True], log_loss=[False, True],
+                reduction=["mean", "sum", "none"], ce_family=["none", "cross_entropy", "binary_cross_entropy"],
+                ce_label_map=[True, False], weight=[False, True])
+    every = [dict(zip(axes, v)) for v in itertools.product(*axes.values())]
+    every = [c for c in every if not (c["ce_family"] != "none" and c["reduction"] == "none")
+             and not (c["ce_family"] == "none" and not c["ce_label_map"])]
+    rng = random.Random(17)
+    return every if full else rng.sample(every, 40)
+
+
+def test_dice_loss_from_stats(emu, epilogue_case):
+    c = epilogue_case
+    from test_epilogue import random_stats
+
+    gen = torch.Generator().manual_seed(hash(case_id(c)) % (2**31))
+    b, ncls = c["shape"]
+    dtype = DTYPES[c["dtype"]]
+    stats = random_stats(b, ncls, dtype=dtype, generator=gen)
+    weight = torch.rand(ncls, generator=gen, dtype=torch.float64).to(dtype) if c["weight"] else None
+    ce_weight = torch.rand(ncls, generator=gen, dtype=torch.float64).to(dtype) if c["ce_family"] != "none" else None
+    opts = (c["pooling"], c["include_background"], c["form"], c["jaccard"], 1e-5, 1e-5, c["log_loss"], 1e-6,
+            c["reduction"], 0.7, 0.4 if c["ce_family"] != "none" else 0.0, c["ce_family"], c["ce_label_map"],
+            0 if c["ce_label_map"] else 17 * b, 0.1 if c["ce_family"] == "cross_entropy" else 0.0)
+    ref = torch.ops.fastdice.dice_loss_from_stats(stats, weight, ce_weight, *opts)
+    grad = torch.randn(ref.shape, generator=gen, dtype=torch.float64).to(dtype) * 1.7
+
+    def guarded(t):
+        return emu.guarded_copy(t) if t is not None else None
+
+    def run():
+        out = emu.dice_loss_from_stats(guarded(stats), guarded(weight), guarded(ce_weight), *opts)
+        g = emu.dice_loss_from_stats_backward(guarded(grad), guarded(stats), guarded(weight), guarded(ce_weight), *opts)
+        return out, g
+
+    out, g = run_both_schedules(emu, run)
+    rtol, atol = RTOL[dtype]
+    compare(out, ref, "loss", rtol, atol)
+    ref_g = torch.ops.fastdice.dice_loss_from_stats_backward(grad, stats, weight, ce_weight, *opts)
+    compare(g, ref_g, "grad_stats", rtol, atol)
+
+
+# ---- the confusion counts ----------------------------------------------------------
+
+def counts_cases(full: bool) -> list[dict]:
+    axes = dict(dtype=list(DTYPES), mode=["multiclass", "multilabel", "binary"],
+                target=["label64", "label_u8", "dense_f32", "dense_bool"], ignore_index=[None, 2],
+                shape=[(2, 3, 37), (1, 1, 5), (3, 4, 7, 9), (2, 5, 9001), (1, 37, 50), (2, 3, 0)],
+                layout=["contiguous", "channels_last", "offset"], special=["clean", "bad_label"])
+    every = [dict(zip(axes, v)) for v in itertools.product(*axes.values())]
+    every = [c for c in every if not (c["layout"] == "channels_last" and len(c["shape"]) != 4)
+             and not (c["mode"] == "binary" and c["shape"][1] != 1)
+             and not (c["ignore_index"] is not None and not c["target"].startswith("label"))
+             and not (c["special"] == "bad_label" and math.prod(c["shape"][2:]) == 0)]
+    rng = random.Random(18)
+    chosen = rng.sample(every, min(len(every), 1500)) if full else rng.sample(every, 30)
+    # The classes the shared memory allows (about 2,400 on an H100) and one past them.
+    chosen.append(dict(dtype="f32", mode="multiclass", target="label64", ignore_index=None,
+                       shape=(1, 2421, 3), layout="contiguous", special="clean"))
+    chosen.append(dict(dtype="f32", mode="multiclass", target="label64", ignore_index=None,
+                       shape=(1, 2422, 3), layout="contiguous", special="too_many_classes"))
+    return chosen
+
+
+def test_confusion_counts(emu, counts_case):
+    c = dict(counts_case)
+    gen = torch.Generator().manual_seed(hash(case_id(c)) % (2**31))
+    sc = dict(c, activation="sigmoid", pixel_loss="none", focal_gamma=0.0, full_stats=False,
+              target=c["target"] if c["target"] != "dense_f32" else "onehot_same",
+              special=c["special"] if c["special"] != "too_many_classes" else "clean")
+    if c["mode"] == "binary" and c["target"].startswith("label"):
+        sc["shape"] = (c["shape"][0], 2, *c["shape"][2:])  # labels in {0, 1}
+    x, t, bad = make_stats_inputs(sc, gen)
+    if c["mode"] == "binary":
+        x = x[:, :1]
+        if not c["target"].startswith("label"):
+            t = t[:, :1]
+    args = (c["mode"], 0.25, c["ignore_index"])
+    if c["special"] == "too_many_classes":
+        ce.configure(emu, 0)
+        with pytest.raises(ValueError, match="shared memory"):
+            emu.confusion_counts(emu.guarded_copy(x), emu.guarded_copy(t), *args)
+        return
+    b = x.shape[0]
+    clean = [i for i in range(b) if i != bad]
+    try:
+        ref = torch.ops.fastdice.confusion_counts(x[clean], t[clean], *args)
+    except (RuntimeError, ValueError) as err:
+        with pytest.raises(type(err)):
+            ce.configure(emu, 0)
+            emu.confusion_counts(emu.guarded_copy(x), emu.guarded_copy(t), *args)
+        return
+    (counts,) = run_both_schedules(emu, lambda: (emu.confusion_counts(emu.guarded_copy(x), emu.guarded_copy(t), *args),))
+    assert torch.equal(counts[clean], ref)
+    if bad is not None:
+        assert (counts[bad] == -1).all()
+
+
+# ---- the limits ----------------------------------------------------------------------
+
+def test_shared_memory_limit_is_a_clear_error(emu):
+    """Past the device's shared memory the op says what the limit is and what to do."""
+    ce.configure(emu, 0, max_shared_optin=64 * 1024)
+    x = torch.randn(1, 300, 4)
+    t = torch.randint(0, 300, (1, 4))
+    with pytest.raises(ValueError, match=r"shared memory.*64|65536"):
+        emu.dice_stats(emu.guarded_copy(x), emu.guarded_copy(t), "softmax", True, None, "cross_entropy", 0.0)
