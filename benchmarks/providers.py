@@ -19,7 +19,13 @@ class Skip(Exception):
     pass
 
 
+class NotApplicable(Skip):
+    """A provider that does not apply to this kind of workload (not listed as skipped)."""
+
+
 def _fastdice(w):
+    if w.loss == "seed":
+        return fastdice.DiceLoss()  # what a user swaps in first: no arguments
     opts = dict(activation=w.activation, pooling="sample", smooth_nr=SMOOTH, smooth_dr=SMOOTH)
     if w.loss == "dice_ce":
         return fastdice.DiceCELoss(**opts)
@@ -46,7 +52,70 @@ def _fastdice_thread(w):
     return fn
 
 
+def _textbook(w):
+    """The module everyone writes first: 1 - (2 sum p t + 1) / (sum p + sum t + 1), flattened."""
+    if w.loss != "seed":
+        raise NotApplicable("the textbook module is the seed workload's peer")
+
+    def fn(p, t):
+        p, t = p.reshape(-1), t.reshape(-1)
+        return 1 - (2 * (p * t).sum() + 1) / (p.sum() + t.sum() + 1)
+
+    return fn
+
+
+class _Floor(torch.autograd.Function):
+    """What any loss of this workload must do, timed like a loss.
+
+    kind "read": the forward reads input and target once; the backward reads
+    them again and writes an input-sized gradient into memory that stays mapped
+    between steps (a preallocated buffer, no page faults). kind "exp": one exp
+    per element of the input into the preallocated buffer, forward and backward
+    (the softmax / sigmoid paths evaluate it in both passes). The backward
+    returns no gradient, so autograd allocates nothing either.
+    """
+
+    @staticmethod
+    def forward(ctx, x, t, buf, kind):
+        ctx.save_for_backward(x, t)
+        ctx.buf, ctx.kind = buf, kind
+        if kind == "exp":
+            torch.exp(x, out=buf)
+            return buf.reshape(-1)[:1].sum()
+        return x.sum() + t.sum()
+
+    @staticmethod
+    def backward(ctx, g):
+        x, t = ctx.saved_tensors
+        if ctx.kind == "exp":
+            torch.exp(x, out=ctx.buf)
+        else:
+            torch.mul(x, 1.0, out=ctx.buf)
+            t.sum()
+        return None, None, None, None
+
+
+def _floor(kind):
+    def make(w):
+        if kind == "exp" and w.activation == "none":
+            raise NotApplicable("no exponential in this path")
+        buffers = {}
+
+        def fn(x, t):
+            key = (x.shape, x.dtype, x.device)
+            if key not in buffers:
+                buffers[key] = torch.zeros_like(x, requires_grad=False)  # mapped once, reused
+            return _Floor.apply(x, t, buffers[key], kind)
+
+        return fn
+
+    return make
+
+
 def _reference(w):
+    if w.loss == "seed":
+        return lambda x, t: reference.dice_loss(x, t)
+
     def fn(x, t):
         dice = reference.dice_loss(x, t, activation=w.activation, pooling="sample", smooth_nr=SMOOTH, smooth_dr=SMOOTH)
         if w.loss == "dice_ce":
@@ -66,6 +135,8 @@ def _monai(w):
     except ImportError as e:
         raise Skip(f"monai not installed ({e})")
     label = not w.dense_target
+    if w.loss == "seed":
+        return DiceLoss()  # no activation, dense target (per sample and class: the same work)
     loss = (DiceCELoss if w.loss == "dice_ce" else DiceLoss)(
         sigmoid=w.activation == "sigmoid",
         softmax=w.activation == "softmax",
@@ -85,6 +156,8 @@ def _smp(w):
         raise Skip(f"segmentation_models_pytorch not installed ({e})")
     if w.loss == "dice_ce":
         raise Skip("smp has no Dice + cross-entropy loss")
+    if w.loss == "seed":
+        raise Skip("smp takes logits only")
     mode = "multiclass" if w.activation == "softmax" else "multilabel"
     if w.dense_target and mode == "multiclass":
         raise Skip("smp multiclass mode takes label maps only")
@@ -97,6 +170,8 @@ def _exacta(w):
         from exacta.losses import DiceCELoss, DiceLoss
     except Exception as e:  # ImportError, or Triton failing to load
         raise Skip(f"exacta not importable ({type(e).__name__})")
+    if w.loss == "seed":
+        raise Skip("exacta takes logits only")
     return (DiceCELoss if w.loss == "dice_ce" else DiceLoss)(
         activation=w.activation, target_format="one-hot" if w.dense_target else "index", smooth=SMOOTH
     )
@@ -105,9 +180,15 @@ def _exacta(w):
 PROVIDERS = {
     "fastdice": _fastdice,
     "fastdice_thread": _fastdice_thread,
+    "textbook": _textbook,
     "reference": _reference,
     "reference_compiled": _reference_compiled,
     "monai": _monai,
     "smp": _smp,
     "exacta": _exacta,
+    "floor_read": _floor("read"),
+    "floor_exp": _floor("exp"),
 }
+
+#: Pseudo-providers: the floors each fastdice time is a multiple of.
+FLOORS = ("floor_read", "floor_exp")
