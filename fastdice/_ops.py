@@ -5,6 +5,7 @@ the autograd of dice_stats; this module makes the ops traceable by torch.compile
 """
 
 import re
+from typing import Optional
 
 import torch
 
@@ -103,8 +104,14 @@ def _dice_stats_backward_fake(
 
 
 def dice_stats(
-    input, target, activation="none", full_stats=False, ignore_index=None, pixel_loss="none", focal_gamma=0.0
-):
+    input: torch.Tensor,
+    target: torch.Tensor,
+    activation: str = "none",
+    full_stats: bool = False,
+    ignore_index: Optional[int] = None,
+    pixel_loss: str = "none",
+    focal_gamma: float = 0.0,
+) -> torch.Tensor:
     """Per-(sample, class) statistics ``[B, C, NUM_STATS]`` of ``activation(input)`` and ``target``.
 
     One fused pass; differentiable with respect to ``input``. See ``STAT_NAMES``.

@@ -10,7 +10,7 @@ alone. Everything here is O(B*C) arithmetic on the statistics.
 
 import math
 import numbers
-from typing import NamedTuple, Optional
+from typing import Literal, NamedTuple, Optional
 
 import torch
 from torch import nn
@@ -21,7 +21,7 @@ from .loss import (
     _check_tensors, align_shapes, fused_epilogue_applies, fused_loss_from_stats, loss_from_stats_eager,
     options_values,
 )
-from .options import Activation, DiceOptions, Pooling, WeightLike, check_weight_values, weight_tensor
+from .options import DiceOptions, Pooling, WeightLike, check_weight_values, weight_tensor
 
 
 def _check_lambda(name: str, value) -> float:
@@ -142,7 +142,7 @@ class DiceCELoss(nn.Module):
     def __init__(
         self,
         *,
-        activation: Activation = "softmax",
+        activation: Literal["softmax", "sigmoid"] = "softmax",
         pooling: Pooling = "global",
         include_background: bool = True,
         weight: WeightLike = None,
@@ -153,7 +153,7 @@ class DiceCELoss(nn.Module):
         jaccard: bool = False,
         log_loss: bool = False,
         soft_label: bool = False,
-        reduction: str = "mean",
+        reduction: Literal["mean", "sum"] = "mean",
         log_eps: float = 1e-7,
         distributed: bool = False,
         lambda_dice: float = 1.0,
@@ -315,7 +315,7 @@ class DiceFocalLoss(DiceCELoss):
     def __init__(
         self,
         *,
-        activation: Activation = "softmax",
+        activation: Literal["softmax", "sigmoid"] = "softmax",
         pooling: Pooling = "global",
         include_background: bool = True,
         weight: WeightLike = None,
@@ -326,7 +326,7 @@ class DiceFocalLoss(DiceCELoss):
         jaccard: bool = False,
         log_loss: bool = False,
         soft_label: bool = False,
-        reduction: str = "mean",
+        reduction: Literal["mean", "sum"] = "mean",
         log_eps: float = 1e-7,
         distributed: bool = False,
         gamma: float = 2.0,

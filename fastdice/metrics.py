@@ -152,7 +152,7 @@ def confusion_counts(
     thr = op_threshold(mode, activation, threshold)
     ignore_index = _check_ignore_index(ignore_index)
     # detach: the counts are not differentiable (the op has no autograd).
-    return torch.ops.fastdice.confusion_counts(input.detach(), target.detach(), mode, thr, ignore_index)
+    return _counts_op(input.detach(), target.detach(), mode, thr, ignore_index)
 
 
 # ----------------------------------------------------------------------------
@@ -449,7 +449,7 @@ class DiceScore(nn.Module):
         if self._synced:
             raise RuntimeError("fastdice: update() after sync(): the state holds every rank's counts; call reset() first")
         _check_num_classes_matches(self._classes, input, inferred=self.num_classes is None)
-        counts = torch.ops.fastdice.confusion_counts(
+        counts = _counts_op(
             _as_tensor("input", input).detach(), _as_tensor("target", target).detach(), self.mode,
             self._op_threshold, self.ignore_index,
         )
@@ -620,3 +620,15 @@ def _as_tensor(name, value):
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"fastdice: {name} must be a tensor, got {type(value).__name__}")
     return value
+
+
+def _counts_op(input, target, mode, threshold, ignore_index):
+    """fastdice::confusion_counts, with the CPU kernel's out-of-range label error
+    rewritten to name the target index and spatial coordinates."""
+    try:
+        return torch.ops.fastdice.confusion_counts(input, target, mode, threshold, ignore_index)
+    except ValueError as e:
+        better = _ops.explain_target_error(str(e), input, target)
+        if better is None:
+            raise
+        raise ValueError(better) from None

@@ -387,6 +387,15 @@ def test_out_of_range_label_reports_sample_and_coordinates(label_shape):
         fsmp.DiceLoss("multiclass")(x, labels)
 
 
+def test_metric_out_of_range_label_reports_coordinates():
+    labels = torch.randint(0, 3, (2, 4, 5))
+    labels[1, 3, 2] = 5
+    with pytest.raises(ValueError, match=r"target label 5 at target\[1, 3, 2\] \(sample 1, spatial position \(3, 2\)"):
+        fastdice.metrics.DiceScore().update(torch.randn(2, 3, 4, 5), labels)
+    with pytest.raises(ValueError, match=r"target label 5 at target\[1, 3, 2\]"):
+        fastdice.metrics.dice_score(torch.randn(2, 3, 4, 5), labels)
+
+
 def test_dense_target_error_reports_coordinates():
     t = torch.rand(2, 3, 4, 5)
     t[1, 2, 3, 1] = 255.0
