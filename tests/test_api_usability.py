@@ -22,11 +22,11 @@ from conftest import assert_close, random_logits
 
 NATIVE_CLASSES = [fastdice.DiceLoss, fastdice.DiceCELoss, fastdice.DiceFocalLoss, fastdice.TverskyLoss,
                   fastdice.GeneralizedDiceLoss]
-NATIVE_CALLABLES = NATIVE_CLASSES + [fastdice.dice_loss]
+NATIVE_CALLABLES = NATIVE_CLASSES + [fastdice.dice_loss, reference.dice_loss, reference.DiceLoss]
 
 
 def _ids(objs):
-    return [o.__name__ for o in objs]
+    return [f"{o.__module__.split('.')[-1]}.{o.__name__}" for o in objs]
 
 
 # ----------------------------------------------------------------------------
