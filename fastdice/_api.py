@@ -114,6 +114,9 @@ def warn(message: str, category=UserWarning) -> None:
     """warnings.warn attributed to the first frame outside fastdice and torch:
     the line of the caller's code that called the loss (not torch's
     module.py, nor fastdice's internals)."""
+    if torch.compiler.is_compiling():  # dynamo cannot trace frame objects; it handles warnings.warn itself
+        warnings.warn(message, category, stacklevel=2)
+        return
     frame = sys._getframe(0)
     level = 1
     while frame is not None and frame.f_code.co_filename.startswith((_FASTDICE_DIR, _TORCH_DIR)):
