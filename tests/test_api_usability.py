@@ -229,6 +229,16 @@ def test_native_empty_input_is_a_differentiable_zero(cls, kwargs, shape, target_
     assert x.grad.shape == x.shape
 
 
+@pytest.mark.parametrize("pooling", ["global", "batch", "sample"])
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_native_no_classes_is_a_differentiable_zero(pooling, reduction):
+    x = torch.randn(2, 0, 4, 5, requires_grad=True)
+    loss = fastdice.DiceLoss(activation="sigmoid", pooling=pooling, reduction=reduction)(x, torch.rand(2, 0, 4, 5))
+    assert (loss == 0).all() and loss.shape == _expected_empty_shape(dict(pooling=pooling, reduction=reduction), x.shape)
+    (loss.sum() * 0.3).backward()
+    assert x.grad.shape == x.shape
+
+
 def _run(fn):
     try:
         with warnings.catch_warnings():
