@@ -2,11 +2,11 @@
 
 from . import metrics, reference
 from ._ops import NUM_STATS, STAT_NAMES, dice_stats
-from .combined import DiceCELoss, DiceFocalLoss
+from .combined import DiceCELoss, DiceCETerms, DiceFocalLoss, DiceFocalTerms
 from .dice_family import GeneralizedDiceLoss, TverskyLoss
 from .loss import DiceLoss, dice_loss
 
-__all__ = ["DiceLoss", "dice_loss", "DiceCELoss", "DiceFocalLoss", "GeneralizedDiceLoss", "TverskyLoss", "dice_stats", "metrics", "reference", "NUM_STATS", "STAT_NAMES", "build_config"]
+__all__ = ["DiceLoss", "dice_loss", "DiceCELoss", "DiceFocalLoss", "DiceCETerms", "DiceFocalTerms", "GeneralizedDiceLoss", "TverskyLoss", "dice_stats", "metrics", "reference", "NUM_STATS", "STAT_NAMES", "build_config"]
 __version__ = "0.1.0"
 
 

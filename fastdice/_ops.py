@@ -4,9 +4,36 @@ The C++ library (fastdice._C) defines the schemas, the CPU/CUDA kernels and
 the autograd of dice_stats; this module makes the ops traceable by torch.compile.
 """
 
+import re
+from typing import Optional
+
 import torch
 
-from . import _C  # noqa: F401  (loading the library registers torch.ops.fastdice.*)
+try:
+    from . import _C  # noqa: F401  (loading the library registers torch.ops.fastdice.*)
+except ImportError as _error:  # say what to do (Python's own message blames a circular import)
+    import glob as _glob
+    import os as _os
+
+    _here = _os.path.dirname(_os.path.abspath(__file__))
+    _built = _glob.glob(_os.path.join(_here, "_C*.so")) + _glob.glob(_os.path.join(_here, "_C*.pyd"))
+    if _built:  # it is there but does not load: the loader's reason matters
+        raise ImportError(
+            f"fastdice: the compiled extension {_built[0]} does not load ({_error}); it was probably built "
+            f"against another torch: rebuild it (`python setup.py build_ext --inplace` in a source checkout, "
+            f"or reinstall with `pip install --no-build-isolation .`)"
+        ) from _error
+    _source_tree = _os.path.isfile(_os.path.join(_here, _os.pardir, "setup.py"))
+    raise ImportError(
+        f"fastdice: the compiled extension fastdice._C is not built in {_here}. "
+        + (
+            "This is a source checkout whose extension is not built in place: run "
+            "`python setup.py build_ext --inplace` (or `make build`) in the checkout, or, if fastdice was "
+            "installed with pip, import it from another working directory so that the installed copy is used."
+            if _source_tree
+            else "Reinstall fastdice (`pip install --no-build-isolation .` from the source tree)."
+        )
+    ) from None
 
 #: Names of the statistics along the last dimension of ``dice_stats``' output.
 STAT_NAMES = (
@@ -77,8 +104,14 @@ def _dice_stats_backward_fake(
 
 
 def dice_stats(
-    input, target, activation="none", full_stats=False, ignore_index=None, pixel_loss="none", focal_gamma=0.0
-):
+    input: torch.Tensor,
+    target: torch.Tensor,
+    activation: str = "none",
+    full_stats: bool = False,
+    ignore_index: Optional[int] = None,
+    pixel_loss: str = "none",
+    focal_gamma: float = 0.0,
+) -> torch.Tensor:
     """Per-(sample, class) statistics ``[B, C, NUM_STATS]`` of ``activation(input)`` and ``target``.
 
     One fused pass; differentiable with respect to ``input``. See ``STAT_NAMES``.
@@ -89,11 +122,90 @@ def dice_stats(
     (activation sigmoid or softmax). ``focal_gamma > 0`` multiplies ``l`` by
     the focal modulator (MONAI's softmax / sigmoid focal loss).
     """
-    if pixel_loss == "none" and focal_gamma == 0.0:
-        return torch.ops.fastdice.dice_stats(input, target, activation, full_stats, ignore_index)
-    return torch.ops.fastdice.dice_stats(
-        input, target, activation, full_stats, ignore_index, pixel_loss, float(focal_gamma)
-    )
+    try:
+        if pixel_loss == "none" and focal_gamma == 0.0:
+            return torch.ops.fastdice.dice_stats(input, target, activation, full_stats, ignore_index)
+        return torch.ops.fastdice.dice_stats(
+            input, target, activation, full_stats, ignore_index, pixel_loss, float(focal_gamma)
+        )
+    except ValueError as e:
+        better = explain_target_error(str(e), input, target)
+        if better is None:
+            raise
+        raise ValueError(better) from None
+
+
+_LABEL_ERROR = re.compile(r"fastdice: target label (-?\d+) \(sample (\d+), flat position (\d+)\) is outside \[0, (\d+)\)(.*)")
+_DENSE_ERROR = re.compile(
+    r"fastdice: dense target values must lie in \[0, 1\]; got (\S+) at sample (\d+), class (\d+), flat position (\d+)"
+)
+
+
+def _unravel(flat: int, shape) -> tuple:
+    coords = []
+    for size in reversed(tuple(shape)):
+        coords.append(flat % size if size else 0)
+        flat = flat // size if size else 0
+    return tuple(reversed(coords))
+
+
+def _index(*parts) -> str:
+    return ", ".join(str(p) for p in parts)
+
+
+def explain_target_error(message: str, input, target):
+    """The CPU kernels' target errors (raised while they read the target)
+    name a flat position over the collapsed spatial axes; this rewrites them
+    with the sample, the spatial coordinates and the index into ``target``,
+    and for a one-channel input holding class indices says what is wrong.
+    None when ``message`` is not one of them."""
+    try:
+        spatial = tuple(input.shape[2:])
+        num_classes = input.shape[1]
+    except Exception:
+        return None
+    m = _LABEL_ERROR.search(message)
+    if m is not None:
+        label, b, flat, classes, rest = int(m[1]), int(m[2]), int(m[3]), int(m[4]), m[5].strip()
+        coords = _unravel(flat, spatial)
+        index = _index(b, 0, *coords) if target.dim() == input.dim() else _index(b, *coords)
+        text = (
+            f"fastdice: target label {label} at target[{index}] (sample {b}, spatial position {coords} of "
+            f"{spatial}) is outside [0, {classes})"
+        )
+        if rest:
+            text += " " + rest
+        if classes == 1:
+            text += (
+                "; the input has a single channel, so there is one class: class indices need a model with one "
+                "output channel per class (input (B, C, *spatial) with activation='softmax'), a binary task a "
+                "0/1 mask of the input's shape with activation='sigmoid'"
+            )
+        return text
+    m = _DENSE_ERROR.search(message)
+    if m is not None:
+        value, b, c, flat = m[1], int(m[2]), int(m[3]), int(m[4])
+        coords = _unravel(flat, spatial)
+        index = _index(b, c, *coords) if target.dim() == input.dim() else _index(b, *coords)
+        text = (
+            f"fastdice: dense target values must lie in [0, 1]; got {value} at target[{index}] (sample {b}, "
+            f"class {c}, spatial position {coords} of {spatial})"
+        )
+        try:
+            integral = float(value) == int(float(value)) and float(value) > 1
+        except (ValueError, OverflowError):
+            integral = False
+        if num_classes == 1 and integral:
+            text += (
+                ". The input has a single channel (shape "
+                f"{tuple(input.shape)}), so the target is read as a binary mask; class indices 0..K-1 need a "
+                "model with K output channels (input (B, K, *spatial), activation='softmax') and the labels as "
+                "an integer tensor (B, *spatial); for a binary task pass a 0/1 mask with activation='sigmoid'"
+            )
+        else:
+            text += " (a 0/255 mask? divide by 255; class indices? pass an integer label map of shape (B, *spatial))"
+        return text
+    return None
 
 
 def _dice_classes(num_classes, include_background):

@@ -10,14 +10,18 @@ alone. Everything here is O(B*C) arithmetic on the statistics.
 
 import math
 import numbers
-from typing import Optional
+from typing import Literal, NamedTuple, Optional
 
 import torch
 from torch import nn
 
-from . import _ops
-from .loss import _check_tensors, align_shapes, fused_epilogue_applies, fused_loss_from_stats, loss_from_stats_eager
-from .options import DiceOptions, check_weight_values, weight_tensor
+from . import _api, _ops
+from ._api import native_arguments
+from .loss import (
+    _check_tensors, align_shapes, fused_epilogue_applies, fused_loss_from_stats, loss_from_stats_eager,
+    options_values,
+)
+from .options import DiceOptions, Pooling, WeightLike, check_weight_values, weight_tensor
 
 
 def _check_lambda(name: str, value) -> float:
@@ -74,30 +78,56 @@ def pixel_loss_from_stats(
         if label_map:
             denominator = weighted_sum(stats[..., _ops.SUM_T])  # sum over valid positions of w_{y_i}
         else:
-            denominator = stats.new_tensor(float(positions))
+            denominator = stats.new_ones(()) * positions  # no float(): a symbolic size stays symbolic
     else:
         # Valid elements: a label map's valid positions (the sum over classes
         # of its one-hot target) times C; a dense target's every element. A
         # per-class weight scales elements, not the count (BCEWithLogitsLoss).
-        valid = stats[..., _ops.SUM_T].sum() if label_map else stats.new_tensor(float(positions))
+        valid = stats[..., _ops.SUM_T].sum() if label_map else stats.new_ones(()) * positions
         denominator = valid * num_classes
     # No valid position: the sum is 0 too, and the term is a differentiable 0.
     return total / denominator.clamp_min(torch.finfo(stats.dtype).tiny)
 
 
+class DiceCETerms(NamedTuple):
+    """What ``DiceCELoss(return_terms=True)`` returns: the loss
+    ``lambda_dice * dice + lambda_ce * ce`` and its two terms, unweighted;
+    all three are tensors of the same graph (no host sync, no second pass)."""
+
+    loss: torch.Tensor
+    dice: torch.Tensor
+    ce: torch.Tensor
+
+
+class DiceFocalTerms(NamedTuple):
+    """What ``DiceFocalLoss(return_terms=True)`` returns: the loss
+    ``lambda_dice * dice + lambda_focal * focal`` and its two terms, unweighted."""
+
+    loss: torch.Tensor
+    dice: torch.Tensor
+    focal: torch.Tensor
+
+
 class DiceCELoss(nn.Module):
     """``lambda_dice * Dice + lambda_ce * cross-entropy``, both from one fused pass.
 
-    Takes every keyword option of :class:`fastdice.DiceLoss` for the Dice
-    term (``activation`` defaults to ``'softmax'`` here and must be
-    ``'softmax'`` or ``'sigmoid'``: the input is logits), plus:
-
+    Args (keyword-only). The Dice term's options are those of
+    :class:`fastdice.DiceLoss` (``activation`` defaults to ``'softmax'`` here
+    and must be ``'softmax'`` or ``'sigmoid'``: the input is logits):
+      activation, pooling, include_background, weight, ignore_index,
+      smooth_nr, smooth_dr, squared, jaccard, log_loss, soft_label, log_eps,
+      distributed: as :class:`fastdice.DiceLoss`.
+      reduction: 'mean' or 'sum' (of both terms).
       lambda_dice, lambda_ce: weights of the two terms (>= 0).
       ce_weight: per-class weight of the cross-entropy (one entry per input
         class), as ``torch.nn.CrossEntropyLoss(weight=...)``.
       label_smoothing: as ``torch.nn.CrossEntropyLoss`` (softmax only).
       focal_gamma: 0 is the cross-entropy; > 0 the focal loss
         ``(1 - p_t)^gamma * CE`` with the same normalization.
+      return_terms: forward returns :class:`DiceCETerms` ``(loss, dice, ce)``
+        instead of the loss alone: both terms for logging, from the same
+        statistics (no second pass, no host sync; a few O(B*C) ops more).
+      process_group: the group of ``distributed=True`` (default: the world).
 
     With ``activation='softmax'`` the second term is the softmax cross-entropy
     over the classes (``torch.nn.CrossEntropyLoss``: label maps, mean over
@@ -106,31 +136,53 @@ class DiceCELoss(nn.Module):
     cross-entropy with logits per class, mean over valid elements. The
     cross-entropy always uses every class (``include_background`` and
     ``pooling`` concern the Dice term) and honours ``ignore_index``.
-    ``reduction`` must be 'mean' or 'sum' (of both terms).
     """
 
+    @native_arguments
     def __init__(
         self,
         *,
+        activation: Literal["softmax", "sigmoid"] = "softmax",
+        pooling: Pooling = "global",
+        include_background: bool = True,
+        weight: WeightLike = None,
+        ignore_index: Optional[int] = None,
+        smooth_nr: float = 1.0,
+        smooth_dr: float = 1.0,
+        squared: bool = False,
+        jaccard: bool = False,
+        log_loss: bool = False,
+        soft_label: bool = False,
+        reduction: Literal["mean", "sum"] = "mean",
+        log_eps: float = 1e-7,
+        distributed: bool = False,
         lambda_dice: float = 1.0,
         lambda_ce: float = 1.0,
-        ce_weight=None,
+        ce_weight: WeightLike = None,
         label_smoothing: float = 0.0,
         focal_gamma: float = 0.0,
+        return_terms: bool = False,
         process_group=None,
-        **options,
-    ):
+    ) -> None:
         super().__init__()
-        options.setdefault("activation", "softmax")
-        weight = options.pop("weight", None)
         for name, value in (("weight", weight), ("ce_weight", ce_weight)):
             if value is not None and not isinstance(value, (int, float)) and torch.as_tensor(value).dim() != 1:
                 raise ValueError(f"fastdice: {name} must be a number or a 1-D sequence (one entry per class)")
             check_weight_values(value)
-        self.opts = DiceOptions(**options)
+        if reduction == "none":
+            raise ValueError(
+                "fastdice: DiceCELoss reduction must be 'mean' or 'sum', got 'none' (the two terms have different "
+                "shapes); for the terms themselves pass return_terms=True, for per-class Dice losses use "
+                "fastdice.DiceLoss(reduction='none')"
+            )
+        self.opts = DiceOptions(
+            activation=activation, pooling=pooling, include_background=include_background,
+            ignore_index=ignore_index, smooth_nr=smooth_nr, smooth_dr=smooth_dr, squared=squared, jaccard=jaccard,
+            log_loss=log_loss, soft_label=soft_label, reduction=reduction, log_eps=log_eps, distributed=distributed,
+        )
         if self.opts.activation not in ("softmax", "sigmoid"):
             raise ValueError(
-                f"fastdice: DiceCELoss needs activation='softmax' or 'sigmoid' (the input is logits), "
+                f"fastdice: {type(self).__name__} needs activation='softmax' or 'sigmoid' (the input is logits), "
                 f"got {self.opts.activation!r}"
             )
         if self.opts.reduction not in ("mean", "sum"):
@@ -145,10 +197,12 @@ class DiceCELoss(nn.Module):
             raise ValueError("fastdice: label_smoothing needs activation='softmax' (the softmax cross-entropy)")
         self.label_smoothing = float(label_smoothing)
         self.focal_gamma = _check_lambda("focal_gamma", focal_gamma)
+        if not isinstance(return_terms, bool):
+            raise TypeError(f"fastdice: return_terms must be a bool, got {return_terms!r}")
+        self.return_terms = return_terms
         self.process_group = process_group
         self._register_weight("weight", weight)
         self._register_weight("ce_weight", ce_weight)
-
     def _register_weight(self, name, value):
         if value is None:
             self.register_buffer(name, None)
@@ -173,49 +227,54 @@ class DiceCELoss(nn.Module):
         state["process_group"] = None  # process groups do not pickle; the default group is used after loading
         return state
 
-    def extra_repr(self) -> str:
-        defaults = DiceOptions(activation="softmax")
-        parts = [
-            f"{name}={getattr(self.opts, name)!r}"
-            for name in DiceOptions.__dataclass_fields__
-            if name != "weight" and getattr(self.opts, name) != getattr(defaults, name)
-        ]
-        for name in ("lambda_dice", "lambda_ce", "label_smoothing", "focal_gamma"):
-            value = getattr(self, name)
-            if value != (1.0 if name.startswith("lambda") else 0.0):
-                parts.append(f"{name}={value!r}")
+    def _constructor_values(self) -> dict:
+        values = options_values(self.opts, None)
         for name in ("weight", "ce_weight"):
-            tensor, scalar = getattr(self, name), getattr(self, f"_{name}_scalar")
-            if tensor is not None:
-                parts.append(f"{name}={tensor.tolist()}")
-            elif scalar is not None:
-                parts.append(f"{name}={scalar!r}")
-        return ", ".join(parts)
+            tensor = getattr(self, name)
+            values[name] = tensor if tensor is not None else getattr(self, f"_{name}_scalar")
+        values.update(
+            lambda_dice=self.lambda_dice, lambda_ce=self.lambda_ce, label_smoothing=self.label_smoothing,
+            focal_gamma=self.focal_gamma, return_terms=self.return_terms,
+        )
+        return values
+
+    def extra_repr(self) -> str:
+        return _api.constructor_repr(self)
 
     @property
     def pixel_loss(self) -> str:
         return "cross_entropy" if self.opts.activation == "softmax" else "binary_cross_entropy"
 
-    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def forward(self, input: torch.Tensor, target: torch.Tensor):
+        """The loss (a scalar); ``(loss, dice, ce)`` with ``return_terms=True``."""
         _check_tensors(input, target, self.opts)
         if input.dim() < 2:
-            raise ValueError(f"fastdice: DiceCELoss needs input of shape (B, C, *spatial), got {tuple(input.shape)}")
+            raise ValueError(
+                f"fastdice: {type(self).__name__} needs input of shape (B, C, *spatial), got {tuple(input.shape)}"
+            )
         input, target = align_shapes(input, target, self.opts, True)
+        num_classes = input.shape[1]
+        if not self.opts.include_background and num_classes == 1:
+            _api.warn("fastdice: include_background=False ignored with a single channel")
         stats = _ops.dice_stats(
             input, target, self.opts.activation, self.opts.full_stats, self.opts.ignore_index,
             self.pixel_loss, self.focal_gamma,
         )
-        num_classes = input.shape[1]
         weight = self._weight("weight", num_classes, stats)
         ce_weight = self._weight("ce_weight", num_classes, stats)
         positions = math.prod(input.shape[2:]) * input.shape[0]
         label_map = is_label_map(input, target)
-        if fused_epilogue_applies(self.opts, weight, ce_weight):
-            return fused_loss_from_stats(
+        fused = fused_epilogue_applies(self.opts, weight, ce_weight)
+        if fused and not self.return_terms:
+            loss = fused_loss_from_stats(
                 stats, self.opts, weight, ce_weight, self.lambda_dice, self.lambda_ce, self.pixel_loss, label_map,
                 positions, self.label_smoothing,
             )
-        dice = loss_from_stats_eager(stats, self.opts, weight, self.process_group)
+            return _api.zero_if_empty(loss, input, self.opts.distributed)
+        if fused:
+            dice = fused_loss_from_stats(stats, self.opts, weight)
+        else:
+            dice = loss_from_stats_eager(stats, self.opts, weight, self.process_group)
         ce = pixel_loss_from_stats(
             stats,
             family=self.pixel_loss,
@@ -225,18 +284,75 @@ class DiceCELoss(nn.Module):
             label_smoothing=self.label_smoothing,
             reduction=self.opts.reduction,
         )
-        return self.lambda_dice * dice + self.lambda_ce * ce
+        dice = _api.zero_if_empty(dice, input, self.opts.distributed)
+        loss = self.lambda_dice * dice + self.lambda_ce * ce
+        if self.return_terms:
+            return self._terms(loss, dice, ce)
+        return loss
+
+    def _terms(self, loss, dice, ce):
+        return DiceCETerms(loss, dice, ce)
 
 
 class DiceFocalLoss(DiceCELoss):
     """``lambda_dice * Dice + lambda_focal * focal loss`` from one fused pass:
-    :class:`DiceCELoss` with ``focal_gamma=gamma`` (default 2) and
-    ``lambda_focal`` for ``lambda_ce`` (``focal_weight`` for ``ce_weight``)."""
+    :class:`DiceCELoss` with the focal loss ``(1 - p_t)^gamma * CE`` as the
+    second term.
 
-    def __init__(self, *, gamma: float = 2.0, lambda_focal: float = 1.0, focal_weight=None, **options):
-        for name, ours in (("focal_gamma", "gamma"), ("lambda_ce", "lambda_focal"), ("ce_weight", "focal_weight")):
-            if name in options:
-                raise TypeError(f"fastdice: DiceFocalLoss takes {ours!r}, not {name!r}")
+    Args (keyword-only): the Dice term's options, as :class:`DiceCELoss`:
+      activation ('softmax' default, or 'sigmoid'), pooling,
+      include_background, weight, ignore_index, smooth_nr, smooth_dr,
+      squared, jaccard, log_loss, soft_label, reduction ('mean' or 'sum'),
+      log_eps, distributed; and
+      gamma: the focal exponent (>= 0; 0 is the cross-entropy).
+      lambda_dice, lambda_focal: weights of the two terms (>= 0).
+      focal_weight: per-class weight of the focal term (one entry per class).
+      return_terms: forward returns :class:`DiceFocalTerms` ``(loss, dice, focal)``.
+      process_group: the group of ``distributed=True``.
+    """
+
+    @native_arguments(renamed={"focal_gamma": "gamma", "lambda_ce": "lambda_focal", "ce_weight": "focal_weight"})
+    def __init__(
+        self,
+        *,
+        activation: Literal["softmax", "sigmoid"] = "softmax",
+        pooling: Pooling = "global",
+        include_background: bool = True,
+        weight: WeightLike = None,
+        ignore_index: Optional[int] = None,
+        smooth_nr: float = 1.0,
+        smooth_dr: float = 1.0,
+        squared: bool = False,
+        jaccard: bool = False,
+        log_loss: bool = False,
+        soft_label: bool = False,
+        reduction: Literal["mean", "sum"] = "mean",
+        log_eps: float = 1e-7,
+        distributed: bool = False,
+        gamma: float = 2.0,
+        lambda_dice: float = 1.0,
+        lambda_focal: float = 1.0,
+        focal_weight: WeightLike = None,
+        return_terms: bool = False,
+        process_group=None,
+    ) -> None:
         if isinstance(gamma, bool) or not isinstance(gamma, numbers.Real) or not math.isfinite(gamma) or gamma < 0:
             raise ValueError(f"fastdice: gamma must be a finite number >= 0, got {gamma!r}")
-        super().__init__(focal_gamma=gamma, lambda_ce=lambda_focal, ce_weight=focal_weight, **options)
+        super().__init__(
+            activation=activation, pooling=pooling, include_background=include_background, weight=weight,
+            ignore_index=ignore_index, smooth_nr=smooth_nr, smooth_dr=smooth_dr, squared=squared, jaccard=jaccard,
+            log_loss=log_loss, soft_label=soft_label, reduction=reduction, log_eps=log_eps, distributed=distributed,
+            lambda_dice=lambda_dice, lambda_ce=lambda_focal, ce_weight=focal_weight, focal_gamma=gamma,
+            return_terms=return_terms, process_group=process_group,
+        )
+
+    def _constructor_values(self) -> dict:
+        values = super()._constructor_values()
+        values["gamma"] = values.pop("focal_gamma")
+        values["lambda_focal"] = values.pop("lambda_ce")
+        values["focal_weight"] = values.pop("ce_weight")
+        del values["label_smoothing"]
+        return values
+
+    def _terms(self, loss, dice, ce):
+        return DiceFocalTerms(loss, dice, ce)

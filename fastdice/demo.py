@@ -180,7 +180,7 @@ def predict(model: nn.Module, images: torch.Tensor, batch_size: int) -> torch.Te
 def make_validation_metric() -> metrics.DiceScore:
     """Hard Dice per foreground class over the whole validation set; 1 if a class is absent from both."""
     return metrics.DiceScore(NUM_CLASSES, include_background=False, average="none", aggregation_level="global",
-                             empty="one")
+                             empty="one").set_dtype(torch.float64)
 
 
 @torch.no_grad()
@@ -436,6 +436,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--out", default="demo_out/", help="folder for demo.png and demo.json")
     p.add_argument("--show", type=int, default=4, help="validation images in the figure")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--no-figure", action="store_true", help="write demo.json and the table only (no matplotlib needed)")
     args = p.parse_args(argv)
     if args.size < 8 or args.size % 4:
         p.error(f"--size must be a multiple of 4 and at least 8, got {args.size}")
@@ -445,8 +446,26 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return args
 
 
+def check_optional_dependencies(no_figure: bool = False) -> Optional[str]:
+    """The demo's optional dependencies (``pip install fastdice[demo]``), checked
+    before any work starts: returns why the figure cannot be drawn (matplotlib
+    missing), or None. The JSON summary and the table need nothing extra; tqdm
+    only draws progress bars."""
+    if no_figure:
+        return "--no-figure"
+    try:
+        import matplotlib  # noqa: F401
+        from matplotlib.figure import Figure  # noqa: F401
+    except ImportError as e:
+        return f"matplotlib is not installed ({e}); pip install 'fastdice[demo]' or matplotlib for demo.png"
+    return None
+
+
 def main(argv: Optional[Sequence[str]] = None) -> dict:
     args = parse_args(argv)
+    no_figure = check_optional_dependencies(args.no_figure)
+    if no_figure and not args.no_figure:
+        print(f"fastdice demo: no figure: {no_figure}; the JSON summary and the table are written", flush=True)
     wall0 = time.perf_counter()
     device = torch.device(args.device)
     os.makedirs(args.out, exist_ok=True)
@@ -473,11 +492,18 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         results[name] = train_one(name, args, data, device, show_idx, timer if name == "dice" else None)
 
     png = os.path.join(args.out, "demo.png")
-    save_figure(png, results, val_x, val_y, show_idx, args.epochs)
+    if no_figure is None:
+        try:
+            save_figure(png, results, val_x, val_y, show_idx, args.epochs)
+        except Exception as e:  # the runs are done: keep their JSON and table
+            no_figure = f"drawing failed: {type(e).__name__}: {e}"
+            print(f"fastdice demo: {no_figure}", flush=True)
+    if no_figure is not None:
+        png = None
     timing = timer.summary()
     wall = time.perf_counter() - wall0
     summary = {
-        "config": {k: v for k, v in vars(args).items() if k != "no_progress"},
+        "config": {k: v for k, v in vars(args).items() if k not in ("no_progress", "no_figure")},
         "device": str(device),
         "torch_version": torch.__version__,
         "fastdice_version": fastdice.__version__,
@@ -499,12 +525,14 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         "loss_timing": timing,
         "wall_s": wall,
         "figure": png,
+        "figure_skipped": no_figure,
     }
     with open(os.path.join(args.out, "demo.json"), "w") as f:
         json.dump(summary, f, indent=2)
 
     fg = CLASS_NAMES[1:]
-    print(f"\nwrote {png} and {os.path.join(args.out, 'demo.json')} ({wall:.1f} s)")
+    written = f"{png} and " if png else ""
+    print(f"\nwrote {written}{os.path.join(args.out, 'demo.json')} ({wall:.1f} s)")
     print(f"untrained model: mean fg Dice {results[LOSS_NAMES[0]]['history'][0]['mean_fg_dice']:.3f}")
     print(f"{'loss':<8} {'mean fg Dice':>12} " + " ".join(f"{c:>8}" for c in fg) + f" {'train s':>8}")
     for name, run in summary["runs"].items():

@@ -4,13 +4,15 @@ the Dice loss costs: one pass forward, one pass backward."""
 
 import math
 import numbers
+from typing import Literal, Optional
 
 import torch
 from torch import nn
 
-from . import _ops
-from .loss import _check_tensors, align_shapes, pool_stats, reduce_losses, register_weight
-from .options import DiceOptions, weight_tensor
+from . import _api, _ops
+from ._api import native_arguments
+from .loss import _check_tensors, align_shapes, options_values, pool_stats, reduce_losses, register_weight
+from .options import Activation, DiceOptions, Pooling, Reduction, WeightLike, weight_tensor
 
 W_TYPES = ("square", "simple", "uniform")
 
@@ -24,15 +26,16 @@ def _check_nonnegative(name, value):
 class _StatsLoss(nn.Module):
     """Shared plumbing: options, the class-weight buffer and the op call."""
 
-    def __init__(self, process_group=None, **options):
+    def __init__(self, process_group=None, weight=None, **options):
         super().__init__()
         self.process_group = process_group
-        weight = options.pop("weight", None)
         self.opts = register_weight(self, weight, DiceOptions(**options), torch.float64)
 
     def _stats(self, input, target):
         _check_tensors(input, target, self.opts)
         input, target = align_shapes(input, target, self.opts, self.weight is not None or self.opts.weight is not None)
+        if not self.opts.include_background and input.shape[1] == 1:
+            _api.warn("fastdice: include_background=False ignored with a single channel")
         stats = _ops.dice_stats(input, target, self.opts.activation, False, self.opts.ignore_index)
         num_classes = input.shape[1]
         if self.weight is None:
@@ -42,6 +45,12 @@ class _StatsLoss(nn.Module):
         else:
             weight = self.weight.to(device=stats.device, dtype=stats.dtype)
         return stats, weight
+
+    def _constructor_values(self) -> dict:
+        return options_values(self.opts, self.weight)
+
+    def extra_repr(self) -> str:
+        return _api.constructor_repr(self)
 
 
 class TverskyLoss(_StatsLoss):
@@ -55,14 +64,35 @@ class TverskyLoss(_StatsLoss):
     weight, ignore_index, smooth_nr, smooth_dr (1.0), reduction, distributed.
     """
 
-    def __init__(self, *, alpha: float = 0.5, beta: float = 0.5, gamma: float = 1.0, process_group=None, **options):
-        for name in ("squared", "jaccard", "log_loss", "soft_label"):
-            if name in options:
-                raise TypeError(f"fastdice: TverskyLoss has no option {name!r}")
-        super().__init__(process_group=process_group, **options)
+    @native_arguments
+    def __init__(
+        self,
+        *,
+        alpha: float = 0.5,
+        beta: float = 0.5,
+        gamma: float = 1.0,
+        activation: Activation = "none",
+        pooling: Pooling = "global",
+        include_background: bool = True,
+        weight: WeightLike = None,
+        ignore_index: Optional[int] = None,
+        smooth_nr: float = 1.0,
+        smooth_dr: float = 1.0,
+        reduction: Reduction = "mean",
+        distributed: bool = False,
+        process_group=None,
+    ) -> None:
+        super().__init__(
+            process_group=process_group, weight=weight, activation=activation, pooling=pooling,
+            include_background=include_background, ignore_index=ignore_index, smooth_nr=smooth_nr,
+            smooth_dr=smooth_dr, reduction=reduction, distributed=distributed,
+        )
         self.alpha = _check_nonnegative("alpha", alpha)
         self.beta = _check_nonnegative("beta", beta)
         self.gamma = _check_nonnegative("gamma", gamma)
+
+    def _constructor_values(self) -> dict:
+        return dict(super()._constructor_values(), alpha=self.alpha, beta=self.beta, gamma=self.gamma)
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         stats, weight = self._stats(input, target)
@@ -76,7 +106,7 @@ class TverskyLoss(_StatsLoss):
             loss = loss.clamp_min(0).pow(self.gamma)
         if weight is not None:
             loss = loss * weight
-        return reduce_losses(loss, self.opts.reduction)
+        return _api.zero_if_empty(reduce_losses(loss, self.opts.reduction), input, self.opts.distributed)
 
 
 class GeneralizedDiceLoss(_StatsLoss):
@@ -94,19 +124,36 @@ class GeneralizedDiceLoss(_StatsLoss):
     include_background, ignore_index, reduction (over samples), distributed.
     """
 
-    def __init__(self, *, w_type: str = "square", process_group=None, **options):
-        for name in ("squared", "jaccard", "log_loss", "soft_label", "weight"):
-            if name in options:
-                raise TypeError(f"fastdice: GeneralizedDiceLoss has no option {name!r}")
-        options.setdefault("pooling", "sample")
-        options.setdefault("smooth_nr", 1e-5)
-        options.setdefault("smooth_dr", 1e-5)
-        if options["pooling"] not in ("sample", "batch"):
-            raise ValueError(f"fastdice: GeneralizedDiceLoss pooling must be 'sample' or 'batch', got {options['pooling']!r}")
+    @native_arguments
+    def __init__(
+        self,
+        *,
+        w_type: Literal["square", "simple", "uniform"] = "square",
+        activation: Activation = "none",
+        pooling: Literal["sample", "batch"] = "sample",
+        include_background: bool = True,
+        ignore_index: Optional[int] = None,
+        smooth_nr: float = 1e-5,
+        smooth_dr: float = 1e-5,
+        reduction: Reduction = "mean",
+        distributed: bool = False,
+        process_group=None,
+    ) -> None:
+        if pooling not in ("sample", "batch"):
+            raise ValueError(f"fastdice: GeneralizedDiceLoss pooling must be 'sample' or 'batch', got {pooling!r}")
         if w_type not in W_TYPES:
             raise ValueError(f"fastdice: w_type must be one of {W_TYPES}, got {w_type!r}")
-        super().__init__(process_group=process_group, **options)
+        super().__init__(
+            process_group=process_group, activation=activation, pooling=pooling,
+            include_background=include_background, ignore_index=ignore_index, smooth_nr=smooth_nr,
+            smooth_dr=smooth_dr, reduction=reduction, distributed=distributed,
+        )
         self.w_type = w_type
+
+    def _constructor_values(self) -> dict:
+        values = dict(super()._constructor_values(), w_type=self.w_type)
+        del values["weight"]
+        return values
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         stats, _ = self._stats(input, target)
@@ -126,4 +173,4 @@ class GeneralizedDiceLoss(_StatsLoss):
             w = torch.where(infinite, largest.expand_as(w), w)
         numerator = 2 * (w * tp).sum(-1) + self.opts.smooth_nr
         denominator = (w * (p_sum + g_sum)).sum(-1) + self.opts.smooth_dr
-        return reduce_losses(1 - numerator / denominator, self.opts.reduction)
+        return _api.zero_if_empty(reduce_losses(1 - numerator / denominator, self.opts.reduction), input, self.opts.distributed)

@@ -4,14 +4,15 @@ The heavy work (activation, products, sums over space) is the custom op
 ``fastdice::dice_stats``; everything here is O(B*C) arithmetic on its output.
 """
 
-import warnings
+from dataclasses import fields
 from typing import Optional
 
 import torch
 from torch import nn
 
-from . import _ops
-from .options import DiceOptions, check_weight_values, weight_tensor
+from . import _api, _ops
+from ._api import native_arguments
+from .options import Activation, DiceOptions, Pooling, Reduction, WeightLike, check_weight_values, weight_tensor
 
 
 def _is_label_dtype(dtype: torch.dtype) -> bool:
@@ -44,6 +45,15 @@ def align_shapes(input: torch.Tensor, target: torch.Tensor, opts: DiceOptions, h
             )
         input = input.reshape(1, 1, -1)
         is_label = False
+    if (target.dtype.is_floating_point or target.dtype == torch.bool) and input.shape[1] > 1:
+        b, c, *spatial = input.shape
+        if tuple(target.shape) in ((b, *spatial), (b, 1, *spatial)):
+            raise ValueError(
+                f"fastdice: target of shape {tuple(target.shape)} is shaped like a label map for input "
+                f"{tuple(input.shape)}, but its dtype is {target.dtype}: label maps must be integer tensors; pass "
+                f"target.long() (float label maps, e.g. from MONAI's LoadImage, are not read as labels: that "
+                f"would need a check of every value). A dense target must have the input's shape."
+            )
     dense_target = target.dtype.is_floating_point or target.dtype == torch.bool or not is_label
     if dense_target and target.shape != input.shape and target.numel() == input.numel():
         if class_free or input.shape[1] == 1:
@@ -131,13 +141,34 @@ def fused_loss_from_stats(
     label_smoothing: float = 0.0,
 ) -> torch.Tensor:
     """``lambda_dice * Dice + lambda_ce * CE`` of the statistics in one op
-    (fastdice::dice_loss_from_stats), the Dice term as ``opts`` say."""
+    (fastdice::dice_loss_from_stats), the Dice term as ``opts`` say.
+
+    ce_positions (B * spatial size, the mean's denominator for a dense target)
+    may be a symbolic size under ``torch.compile(dynamic=True)``: the op's
+    ``int`` argument would specialize the graph on it (a recompilation per
+    batch or spatial size), so the pixel-loss sums are divided by it here, in
+    a tensor op, and the op gets 1. Label maps and reduction 'sum' do not
+    use it (the op gets 0).
+    """
     form = "squared" if opts.squared else "soft_label" if opts.soft_label else "plain"
+    if ce_family != "none" and not ce_label_map and opts.reduction == "mean":
+        stats = per_position_pixel_sums(stats, ce_positions)
+        ce_positions = 1
+    else:
+        ce_positions = 0
     return torch.ops.fastdice.dice_loss_from_stats(
         stats, weight, ce_weight, opts.pooling, opts.include_background, form, opts.jaccard,
         float(opts.smooth_nr), float(opts.smooth_dr), opts.log_loss, float(opts.log_eps), opts.reduction,
-        float(lambda_dice), float(lambda_ce), ce_family, ce_label_map, int(ce_positions), float(label_smoothing),
+        float(lambda_dice), float(lambda_ce), ce_family, ce_label_map, ce_positions, float(label_smoothing),
     )
+
+
+def per_position_pixel_sums(stats: torch.Tensor, positions) -> torch.Tensor:
+    """stats with the pixel-loss sums (the last two statistics) divided by
+    ``positions`` (an int or a symbolic size; 0 positions divide by 1: the
+    sums are 0 then)."""
+    pixel = stats[..., _ops.PIXEL_LOSS :] / torch.sym_max(positions, 1)
+    return torch.cat((stats[..., : _ops.PIXEL_LOSS], pixel), -1)
 
 
 def fused_epilogue_applies(opts: DiceOptions, *weights: Optional[torch.Tensor]) -> bool:
@@ -182,6 +213,14 @@ def loss_from_stats_eager(
     return reduce_losses(loss, opts.reduction)
 
 
+def options_values(opts: DiceOptions, weight_buffer: Optional[torch.Tensor]) -> dict:
+    """The DiceOptions as constructor arguments (the weight buffer if any)."""
+    values = {f.name: getattr(opts, f.name) for f in fields(opts)}
+    if weight_buffer is not None:
+        values["weight"] = weight_buffer
+    return values
+
+
 def register_weight(module: nn.Module, weight, opts: DiceOptions, dtype: torch.dtype) -> DiceOptions:
     """Keeps a per-class weight sequence as the module's buffer ``weight`` (it
     follows .to() and state_dict); a number stays an option. Returns the options."""
@@ -210,12 +249,39 @@ def _check_tensors(input: torch.Tensor, target: torch.Tensor, opts: DiceOptions)
     if input.device != target.device:
         raise ValueError(f"fastdice: input is on {input.device} but target is on {target.device}")
     if opts.activation == "softmax" and input.dim() >= 2 and input.shape[1] == 1:
-        warnings.warn("fastdice: softmax over a single channel gives p = 1 everywhere", stacklevel=3)
+        _api.warn("fastdice: softmax over a single channel gives p = 1 everywhere")
 
 
-def dice_loss(input: torch.Tensor, target: torch.Tensor, *, process_group=None, **options) -> torch.Tensor:
-    """Functional form of :class:`DiceLoss`; keyword options as in its constructor."""
-    opts = DiceOptions(**options)
+@native_arguments
+def dice_loss(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    activation: Activation = "none",
+    pooling: Pooling = "global",
+    include_background: bool = True,
+    weight: WeightLike = None,
+    ignore_index: Optional[int] = None,
+    smooth_nr: float = 1.0,
+    smooth_dr: float = 1.0,
+    squared: bool = False,
+    jaccard: bool = False,
+    log_loss: bool = False,
+    soft_label: bool = False,
+    reduction: Reduction = "mean",
+    log_eps: float = 1e-7,
+    distributed: bool = False,
+    process_group=None,
+) -> torch.Tensor:
+    """Functional form of :class:`DiceLoss`, with the same keyword options:
+    activation, pooling, include_background, weight, ignore_index, smooth_nr,
+    smooth_dr, squared, jaccard, log_loss, soft_label, reduction, log_eps,
+    distributed, process_group (see :class:`DiceLoss`)."""
+    opts = DiceOptions(
+        activation=activation, pooling=pooling, include_background=include_background, weight=weight,
+        ignore_index=ignore_index, smooth_nr=smooth_nr, smooth_dr=smooth_dr, squared=squared, jaccard=jaccard,
+        log_loss=log_loss, soft_label=soft_label, reduction=reduction, log_eps=log_eps, distributed=distributed,
+    )
     check_weight_values(opts.weight)
     return _dice_loss(input, target, opts, None, process_group)
 
@@ -225,7 +291,7 @@ def _dice_loss(input, target, opts: DiceOptions, weight: Optional[torch.Tensor],
     input, target = align_shapes(input, target, opts, weight is not None or opts.weight is not None)
     num_classes = input.shape[1]
     if not opts.include_background and num_classes == 1:
-        warnings.warn("fastdice: include_background=False ignored with a single channel", stacklevel=3)
+        _api.warn("fastdice: include_background=False ignored with a single channel")
     stats = _ops.dice_stats(input, target, opts.activation, opts.full_stats, opts.ignore_index)
     if weight is None:
         weight = weight_tensor(opts.weight, num_classes, stats)
@@ -233,7 +299,8 @@ def _dice_loss(input, target, opts: DiceOptions, weight: Optional[torch.Tensor],
         raise ValueError(
             f"fastdice: weight has {weight.numel()} entries but the input has {num_classes} classes"
         )
-    return loss_from_stats(stats, opts, weight.to(stats.dtype) if weight is not None else None, process_group)
+    loss = loss_from_stats(stats, opts, weight.to(stats.dtype) if weight is not None else None, process_group)
+    return _api.zero_if_empty(loss, input, opts.distributed)
 
 
 class DiceLoss(nn.Module):
@@ -254,18 +321,47 @@ class DiceLoss(nn.Module):
       squared: denominator sum(p^2) + sum(t^2).
       jaccard: soft IoU (I + smooth_nr) / (denominator - I + smooth_dr) instead of Dice.
       log_loss: -log(score) (score clamped to log_eps) instead of 1 - score.
+      log_eps: the clamp of log_loss (1e-7).
       soft_label: intersection (|p|_1 + |t|_1 - |p - t|_1) / 2, exact for soft targets.
       reduction: 'mean' | 'sum' | 'none' over the per-class / per-sample losses.
       distributed: all-reduce the pooled statistics over the ranks of
         process_group (default: the default group) before the ratio: the
         global-batch Dice of DDP training (pooling 'batch' or 'global').
+      process_group: the group of distributed=True.
+
+    Arguments of MONAI's or smp's losses (softmax=True, batch=True, ...) raise
+    a TypeError naming the native option; ``fastdice.compat.monai`` and
+    ``fastdice.compat.smp`` take those signatures as they are.
     """
 
-    def __init__(self, *, process_group=None, **options):
+    @native_arguments
+    def __init__(
+        self,
+        *,
+        activation: Activation = "none",
+        pooling: Pooling = "global",
+        include_background: bool = True,
+        weight: WeightLike = None,
+        ignore_index: Optional[int] = None,
+        smooth_nr: float = 1.0,
+        smooth_dr: float = 1.0,
+        squared: bool = False,
+        jaccard: bool = False,
+        log_loss: bool = False,
+        soft_label: bool = False,
+        reduction: Reduction = "mean",
+        log_eps: float = 1e-7,
+        distributed: bool = False,
+        process_group=None,
+    ) -> None:
         super().__init__()
         self.process_group = process_group
-        weight = options.pop("weight", None)
-        self.opts = register_weight(self, weight, DiceOptions(**options), torch.float32)
+        opts = DiceOptions(
+            activation=activation, pooling=pooling, include_background=include_background,
+            ignore_index=ignore_index, smooth_nr=smooth_nr, smooth_dr=smooth_dr, squared=squared, jaccard=jaccard,
+            log_loss=log_loss, soft_label=soft_label, reduction=reduction, log_eps=log_eps, distributed=distributed,
+        )
+        self.opts = register_weight(self, weight, opts, torch.float32)
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return _dice_loss(input, target, self.opts, self.weight, self.process_group)
@@ -275,15 +371,8 @@ class DiceLoss(nn.Module):
         state["process_group"] = None  # process groups do not pickle; the default group is used after loading
         return state
 
+    def _constructor_values(self) -> dict:
+        return options_values(self.opts, self.weight)
+
     def extra_repr(self) -> str:
-        defaults = DiceOptions()
-        parts = [
-            f"{name}={getattr(self.opts, name)!r}"
-            for name in DiceOptions.__dataclass_fields__
-            if name != "weight" and getattr(self.opts, name) != getattr(defaults, name)
-        ]
-        if self.weight is not None:
-            parts.append(f"weight={self.weight.tolist()}")
-        elif self.opts.weight is not None:
-            parts.append(f"weight={self.opts.weight!r}")
-        return ", ".join(parts)
+        return _api.constructor_repr(self)

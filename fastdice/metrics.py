@@ -21,6 +21,7 @@ import numbers
 from typing import List, Optional
 
 import torch
+from torch import nn
 
 from . import _ops
 
@@ -151,7 +152,7 @@ def confusion_counts(
     thr = op_threshold(mode, activation, threshold)
     ignore_index = _check_ignore_index(ignore_index)
     # detach: the counts are not differentiable (the op has no autograd).
-    return torch.ops.fastdice.confusion_counts(input.detach(), target.detach(), mode, thr, ignore_index)
+    return _counts_op(input.detach(), target.detach(), mode, thr, ignore_index)
 
 
 # ----------------------------------------------------------------------------
@@ -325,8 +326,15 @@ def jaccard_index(
 # ----------------------------------------------------------------------------
 
 
-class DiceScore:
+class DiceScore(nn.Module):
     """Hard Dice over a validation set: ``update(input, target)`` per batch, ``compute()``, ``reset()``.
+
+    An ``nn.Module``, like a torchmetrics metric: ``.to(device)`` / ``.cuda()`` move the
+    accumulated counts, it can be a submodule of a model (``state_dict`` holds no counts,
+    as torchmetrics' default non-persistent states), and results have the default float
+    dtype (``torch.get_default_dtype()``, float32 unless changed) or the one set with
+    ``set_dtype`` (computed in float64, then cast); ``.float()`` / ``.double()`` /
+    ``.half()`` do not convert the integer counts.
 
     Args (keyword-only except num_classes):
         num_classes: channels of the input (checked); inferred from the first update when None.
@@ -353,7 +361,8 @@ class DiceScore:
 
     State: the int64 counts TP, FP, FN per (class) summed over the set (global), or per
     (sample, class) (samplewise: 24·C bytes per sample), on the device of the inputs; no
-    host synchronization in ``update``. Scores are float64.
+    host synchronization in ``update``. Scores are computed in float64 and returned in the
+    metric's dtype (see above).
     """
 
     _metric = "dice"
@@ -373,6 +382,7 @@ class DiceScore:
         sync_on_compute: bool = True,
         process_group=None,
     ):
+        super().__init__()
         _check_choice("mode", mode, MODES)
         self.num_classes = _check_num_classes(num_classes, mode)
         self.mode = mode
@@ -390,7 +400,38 @@ class DiceScore:
         _check_bool("sync_on_compute", sync_on_compute)
         self.sync_on_compute = sync_on_compute
         self.process_group = process_group
+        self._dtype = torch.get_default_dtype()
         self.reset()
+
+    # -- module plumbing (torchmetrics' behaviour) ------------------------------
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype of ``compute()`` / ``forward`` results."""
+        return self._dtype
+
+    def set_dtype(self, dst_type: torch.dtype) -> "DiceScore":
+        """Results in ``dst_type`` (a floating dtype) from now on; returns self (torchmetrics' ``set_dtype``)."""
+        if not isinstance(dst_type, torch.dtype) or not dst_type.is_floating_point:
+            raise TypeError(f"fastdice: set_dtype needs a floating-point torch.dtype, got {dst_type!r}")
+        self._dtype = dst_type
+        return self
+
+    def _apply(self, fn, recurse=True):
+        """Moves the accumulated counts with the module (``.to()``, ``.cuda()``, ``.cpu()``);
+        the counts are integers, so dtype conversions leave them as they are."""
+        super()._apply(fn, recurse)
+        if self._samples:
+            self._samples = [fn(t) for t in self._samples]
+        if self._total is not None:
+            self._total = fn(self._total)
+        if self._invalid is not None:
+            self._invalid = fn(self._invalid)
+        for state in (self._total, self._invalid, *self._samples):
+            if state is not None:
+                self._device = state.device
+                break
+        return self
 
     # -- state ---------------------------------------------------------------
 
@@ -408,7 +449,7 @@ class DiceScore:
         if self._synced:
             raise RuntimeError("fastdice: update() after sync(): the state holds every rank's counts; call reset() first")
         _check_num_classes_matches(self._classes, input, inferred=self.num_classes is None)
-        counts = torch.ops.fastdice.confusion_counts(
+        counts = _counts_op(
             _as_tensor("input", input).detach(), _as_tensor("target", target).detach(), self.mode,
             self._op_threshold, self.ignore_index,
         )
@@ -432,14 +473,12 @@ class DiceScore:
         """Adds one batch: logits / probabilities (B, C, *spatial) and its target."""
         self._add(self._batch_counts(input, target))
 
-    def __call__(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """``update`` and the score of this batch alone (torchmetrics' ``forward``)."""
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """``update`` and the score of this batch alone (torchmetrics' ``forward``; call the module)."""
         counts = self._batch_counts(input, target)
         self._add(counts)
         return self._score(counts if self.aggregation_level == "samplewise" else counts.sum(0, keepdim=True),
                            (counts < 0).flatten(1).any(-1).sum(), self.average)
-
-    forward = __call__
 
     @property
     def counts(self) -> Optional[torch.Tensor]:
@@ -529,14 +568,15 @@ class DiceScore:
         per = _average(counts, self._metric, average, self.empty)  # [N] or [N, C']
         out = torch.nanmean(per, dim=0) if per.shape[0] != 1 else per[0]
         # A CUDA-poisoned sample (invalid target) makes the whole result NaN.
-        return torch.where(invalid.to(out.device) > 0, torch.full_like(out, math.nan), out)
+        return torch.where(invalid.to(out.device) > 0, torch.full_like(out, math.nan), out).to(self._dtype)
 
     def compute(self, average: Optional[str] = "default") -> torch.Tensor:
         """The score over everything since ``reset()`` (over all ranks, see ``sync_on_compute``).
 
         average: override this metric's ``average`` for this call (e.g. ``compute("none")``
         for the per-class scores next to the mean), from the same counts.
-        Returns a float64 scalar, or [C'] for "none" (C' = C, or C - 1 without background).
+        Returns a scalar, or [C'] for "none" (C' = C, or C - 1 without background), in the
+        metric's dtype (the default float dtype unless ``set_dtype`` changed it).
         """
         average = self.average if average == "default" else _check_average(average)
         dist = self._distributed()
@@ -551,7 +591,7 @@ class DiceScore:
         if counts.shape[0] == 0:  # samplewise, only empty batches
             per_class = counts.shape[1] - (0 if self.include_background or counts.shape[1] <= 1 else 1)
             shape = (per_class,) if average == "none" else ()
-            return torch.full(shape, math.nan, dtype=torch.float64, device=counts.device)
+            return torch.full(shape, math.nan, dtype=self._dtype, device=counts.device)
         return self._score(counts, invalid, average)
 
     def __repr__(self):
@@ -580,3 +620,15 @@ def _as_tensor(name, value):
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"fastdice: {name} must be a tensor, got {type(value).__name__}")
     return value
+
+
+def _counts_op(input, target, mode, threshold, ignore_index):
+    """fastdice::confusion_counts, with the CPU kernel's out-of-range label error
+    rewritten to name the target index and spatial coordinates."""
+    try:
+        return torch.ops.fastdice.confusion_counts(input, target, mode, threshold, ignore_index)
+    except ValueError as e:
+        better = _ops.explain_target_error(str(e), input, target)
+        if better is None:
+            raise
+        raise ValueError(better) from None

@@ -4,7 +4,7 @@ fused loss and the reference, so both accept and reject exactly the same)."""
 import math
 import numbers
 from dataclasses import dataclass, fields
-from typing import Optional, Sequence, Union
+from typing import Literal, Optional, Sequence, Union
 
 import torch
 
@@ -13,6 +13,9 @@ POOLINGS = ("global", "batch", "sample")
 REDUCTIONS = ("mean", "sum", "none")
 
 WeightLike = Union[None, float, Sequence[float], torch.Tensor]
+Activation = Literal["none", "sigmoid", "softmax"]
+Pooling = Literal["global", "batch", "sample"]
+Reduction = Literal["mean", "sum", "none"]
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,11 @@ implementations, and shares no computation with the fused path (only the
 option names and their validation).
 """
 
+from typing import Optional
+
 import torch
 
-from .options import DiceOptions, check_weight_values, weight_tensor
+from .options import Activation, DiceOptions, Pooling, Reduction, WeightLike, check_weight_values, weight_tensor
 
 _LABEL_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 
@@ -44,9 +46,34 @@ def probabilities_and_target(input: torch.Tensor, target: torch.Tensor, opts: Di
     return p, t, valid
 
 
-def dice_loss(input: torch.Tensor, target: torch.Tensor, **options) -> torch.Tensor:
-    """Same options and result as :func:`fastdice.dice_loss`."""
-    opts = DiceOptions(**options)
+def dice_loss(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    activation: Activation = "none",
+    pooling: Pooling = "global",
+    include_background: bool = True,
+    weight: WeightLike = None,
+    ignore_index: Optional[int] = None,
+    smooth_nr: float = 1.0,
+    smooth_dr: float = 1.0,
+    squared: bool = False,
+    jaccard: bool = False,
+    log_loss: bool = False,
+    soft_label: bool = False,
+    reduction: Reduction = "mean",
+    log_eps: float = 1e-7,
+    distributed: bool = False,
+) -> torch.Tensor:
+    """Same options and result as :func:`fastdice.dice_loss` (activation,
+    pooling, include_background, weight, ignore_index, smooth_nr, smooth_dr,
+    squared, jaccard, log_loss, soft_label, reduction, log_eps; distributed
+    is refused), computed plainly in eager PyTorch."""
+    opts = DiceOptions(
+        activation=activation, pooling=pooling, include_background=include_background, weight=weight,
+        ignore_index=ignore_index, smooth_nr=smooth_nr, smooth_dr=smooth_dr, squared=squared, jaccard=jaccard,
+        log_loss=log_loss, soft_label=soft_label, reduction=reduction, log_eps=log_eps, distributed=distributed,
+    )
     if opts.distributed:
         raise ValueError("reference: distributed=True is not supported; evaluate the concatenated batch instead")
     check_weight_values(opts.weight)
@@ -89,19 +116,43 @@ def dice_loss(input: torch.Tensor, target: torch.Tensor, **options) -> torch.Ten
     if weight is not None and opts.pooling != "global":
         loss = loss * weight
     if opts.reduction == "mean":
-        return loss.mean()
-    if opts.reduction == "sum":
-        return loss.sum()
+        loss = loss.mean()
+    elif opts.reduction == "sum":
+        loss = loss.sum()
+    if input.numel() == 0:  # no elements: loss 0 for every pooling (the rule of fastdice.dice_loss)
+        loss = torch.zeros_like(loss)
     return loss
 
 
 class DiceLoss(torch.nn.Module):
-    """Module form of :func:`dice_loss` (same options as :class:`fastdice.DiceLoss`)."""
+    """Module form of :func:`dice_loss`: the options of :class:`fastdice.DiceLoss`
+    (activation, pooling, include_background, weight, ignore_index, smooth_nr,
+    smooth_dr, squared, jaccard, log_loss, soft_label, reduction, log_eps)."""
 
-    def __init__(self, **options):
+    def __init__(
+        self,
+        *,
+        activation: Activation = "none",
+        pooling: Pooling = "global",
+        include_background: bool = True,
+        weight: WeightLike = None,
+        ignore_index: Optional[int] = None,
+        smooth_nr: float = 1.0,
+        smooth_dr: float = 1.0,
+        squared: bool = False,
+        jaccard: bool = False,
+        log_loss: bool = False,
+        soft_label: bool = False,
+        reduction: Reduction = "mean",
+        log_eps: float = 1e-7,
+    ) -> None:
         super().__init__()
-        self.options = options
-        DiceOptions(**options)
+        self.options = dict(
+            activation=activation, pooling=pooling, include_background=include_background, weight=weight,
+            ignore_index=ignore_index, smooth_nr=smooth_nr, smooth_dr=smooth_dr, squared=squared, jaccard=jaccard,
+            log_loss=log_loss, soft_label=soft_label, reduction=reduction, log_eps=log_eps,
+        )
+        DiceOptions(**self.options)
 
     def forward(self, input, target):
         return dice_loss(input, target, **self.options)

@@ -275,3 +275,93 @@ def test_dice_ce_argument_errors_match_monai():
         monai_losses.DiceCELoss(to_onehot_y=True, label_smoothing=1.5)(x, t)
     with pytest.raises(RuntimeError):
         ours.DiceCELoss(to_onehot_y=True, label_smoothing=1.5)(x, t)
+
+
+# ----------------------------------------------------------------------------
+# GeneralizedDiceFocalLoss (MONAI 1.6.1 is the oracle)
+# ----------------------------------------------------------------------------
+
+
+def _gdf_case(rng):
+    c = rng.choice([1, 2, 5])
+    return dict(
+        classes=c,
+        spatial=rng.choice([(7, 9), (4, 5, 6)]),
+        act=rng.choice(["softmax", "sigmoid", "none", "softmax", "sigmoid"]),
+        target=rng.choice(["label", "onehot"]) if c > 1 else rng.choice(["binary", "soft"]),
+        include_background=rng.random() < 0.7,
+        batch=rng.random() < 0.3,
+        w_type=rng.choice(["square", "simple", "uniform"]),
+        weight=rng.random() < 0.4,
+        lambdas=rng.choice([(1.0, 1.0), (0.4, 1.6)]),
+        reduction=rng.choice(["mean", "sum", "none"]),
+        gamma=rng.choice([2.0, 0.0, 1.5]),
+    )
+
+
+_gdf_rng = random.Random(1015)
+GDF_CASES = [_gdf_case(_gdf_rng) for _ in range(40)]
+
+
+def _gdf_id(k):
+    return (
+        f"C{k['classes']}-{'x'.join(map(str, k['spatial']))}-{k['act']}-{k['target']}"
+        f"{'' if k['include_background'] else '-nobg'}{'-batch' if k['batch'] else ''}-{k['w_type']}"
+        f"{'-weight' if k['weight'] else ''}-l{k['lambdas'][0]}-{k['reduction']}-g{k['gamma']}"
+    )
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
+@pytest.mark.parametrize("k", GDF_CASES, ids=[_gdf_id(k) for k in GDF_CASES])
+def test_generalized_dice_focal_matches_monai(k, dtype, device):
+    x, target = _inputs(k, dtype, device)
+    c_after = k["classes"] - (0 if k["include_background"] or k["classes"] == 1 else 1)
+    weight = [0.5 + i for i in range(c_after)] if (k["weight"] and c_after > 1) else (2.0 if k["weight"] else None)
+    kw = dict(
+        include_background=k["include_background"], to_onehot_y=k["target"] == "label",
+        sigmoid=k["act"] == "sigmoid", softmax=k["act"] == "softmax", w_type=k["w_type"], reduction=k["reduction"],
+        batch=k["batch"], gamma=k["gamma"], weight=weight, lambda_gdl=k["lambdas"][0], lambda_focal=k["lambdas"][1],
+    )
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        shape = monai_losses.GeneralizedDiceFocalLoss(**kw)(x.double(), target).shape
+    grad_out = torch.rand(shape, dtype=torch.float64, device=device) + 0.5  # != 1, per element for "none"
+    loss, grad = _run(ours.GeneralizedDiceFocalLoss(**kw), x, target, grad_out)
+    expected, expected_grad = _run(monai_losses.GeneralizedDiceFocalLoss(**kw), x.double(), target, grad_out)
+    assert loss.shape == expected.shape
+    # MONAI's FocalLoss computes in float32 (input.float()), and its GDL weights too.
+    assert_close(loss, expected, torch.float32, f"GDFocal {k}")
+    assert_close(grad, expected_grad, torch.float32, f"GDFocal grad {k}")
+
+
+def test_generalized_dice_focal_is_one_pass_with_logits(monkeypatch):
+    from fastdice import _ops
+
+    calls = []
+    real = _ops.dice_stats
+    monkeypatch.setattr(_ops, "dice_stats", lambda *a: calls.append(a[2:]) or real(*a))
+    x = torch.randn(2, 3, 8, 8)
+    labels = torch.randint(0, 3, (2, 1, 8, 8))
+    ours.GeneralizedDiceFocalLoss(softmax=True, to_onehot_y=True)(x, labels)
+    assert len(calls) == 1 and calls[0][-2] == "binary_cross_entropy" and labels.dtype == torch.int64
+
+
+def test_generalized_dice_focal_constructor_matches_monai():
+    import inspect
+
+    theirs = inspect.signature(monai_losses.GeneralizedDiceFocalLoss)
+    mine = inspect.signature(ours.GeneralizedDiceFocalLoss)
+    assert list(mine.parameters) == list(theirs.parameters)
+    for name, p in theirs.parameters.items():
+        default = p.default.value if hasattr(p.default, "value") else p.default
+        assert mine.parameters[name].default == default, name
+    for kwargs in (dict(lambda_gdl=-1.0), dict(lambda_focal=-0.5), dict(reduction="avg"), dict(w_type="cubic")):
+        with pytest.raises(ValueError) as info:
+            monai_losses.GeneralizedDiceFocalLoss(**kwargs)
+        with pytest.raises(type(info.value)):
+            ours.GeneralizedDiceFocalLoss(**kwargs)
+    a = ours.GeneralizedDiceFocalLoss(weight=[1.0, 2.0, 3.0], gamma=1.5)
+    b = monai_losses.GeneralizedDiceFocalLoss(weight=[1.0, 2.0, 3.0], gamma=1.5)
+    assert list(a.state_dict()) == list(b.state_dict())
+    assert (a.lambda_gdl, a.lambda_focal, a.focal.gamma) == (b.lambda_gdl, b.lambda_focal, b.focal.gamma)

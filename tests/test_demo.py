@@ -94,3 +94,40 @@ def test_validation_dice_is_the_plain_count_over_argmax(tiny_run):
     labels = torch.zeros_like(labels)
     model.head.bias.data = torch.tensor([50.0, 0.0, 0.0])  # predicts background everywhere
     assert demo.validation_dice(model, images, labels, batch_size=5) == {1: 1.0, 2: 1.0}
+
+
+def test_without_matplotlib_writes_json_and_table(tmp_path, monkeypatch, capsys):
+    import sys
+
+    for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib raises ImportError
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    argv = [
+        "--size", "16", "--train-images", "8", "--val-images", "4", "--batch-size", "4", "--epochs", "1",
+        "--seed", "0", "--device", "cpu", "--no-progress", "--out", str(tmp_path),
+    ]
+    summary = demo.main(argv)
+    out = capsys.readouterr().out
+    assert not (tmp_path / "demo.png").exists()
+    on_disk = json.loads((tmp_path / "demo.json").read_text())
+    assert on_disk["figure"] is None and "matplotlib" in on_disk["figure_skipped"]
+    assert on_disk["runs"].keys() == {"ce", "dice", "dice+ce"} == summary["runs"].keys()
+    # said before any work started, and the table is printed
+    assert out.index("no figure") < out.index("train /")
+    assert "mean fg Dice" in out and all(name in out for name in ("ce", "dice", "dice+ce"))
+
+
+def test_optional_dependencies_are_declared_as_extras():
+    import pathlib
+
+    try:
+        import tomllib
+    except ImportError:  # Python < 3.11
+        pytest.skip("tomllib needs Python 3.11")
+    meta = tomllib.loads((pathlib.Path(demo.__file__).parent.parent / "pyproject.toml").read_text())["project"]
+    extras = meta["optional-dependencies"]
+    assert {"demo", "test", "bench"} <= set(extras)
+    assert any(d.startswith("matplotlib") for d in extras["demo"])
+    assert any(d.startswith("monai") for d in extras["test"]) and any(d.startswith("exacta") for d in extras["bench"])
+    assert meta["license"] and any(c.startswith("License ::") for c in meta["classifiers"])

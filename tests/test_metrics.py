@@ -375,6 +375,8 @@ def test_accumulating_metric_matches_torchmetrics(include_background, average, a
         x, t = sparse_batch((b, c, 11, 10))
         ours.update(x, t)
         theirs.update(x, t)
+    assert ours.compute().dtype == theirs.compute().dtype == torch.float32  # both the default dtype
+    ours.set_dtype(torch.float64)
     torch.testing.assert_close(ours.compute(), theirs.compute().double(), equal_nan=True, rtol=1e-6, atol=1e-7)
 
 
@@ -391,7 +393,7 @@ def test_jaccard_matches_torchmetrics_mean_iou(per_sample):
         torch.testing.assert_close(got, expected.double(), rtol=1e-6, atol=1e-7)
     else:
         theirs = tm_seg.MeanIoU(num_classes=5, per_class=True, input_format="mixed")
-        ours = M.JaccardIndex(average="none")
+        ours = M.JaccardIndex(average="none").set_dtype(torch.float64)
         for _ in range(3):
             x, t = sparse_batch((3, 5, 9, 8))
             theirs.update(x, t)
@@ -434,7 +436,7 @@ def test_accumulating_metric_matches_monai(include_background, ignore_empty, red
     theirs = monai_metrics.DiceMetric(include_background=include_background, reduction=reduction,
                                       ignore_empty=ignore_empty, num_classes=c, ignore_index=255)
     ours = M.DiceScore(include_background=include_background, average="macro" if reduction == "mean" else "none",
-                       empty="nan_if_target_empty" if ignore_empty else "one", ignore_index=255)
+                       empty="nan_if_target_empty" if ignore_empty else "one", ignore_index=255).set_dtype(torch.float64)
     for b in (2, 3):
         x, t = sparse_batch((b, c, 9, 10))
         t[:, 0] = 255
@@ -466,7 +468,7 @@ def test_multilabel_matches_monai_threshold():
 @pytest.mark.parametrize("aggregation_level", M.AGGREGATION_LEVELS)
 def test_update_compute_reset(aggregation_level, cls):
     metric = cls(include_background=False, average="none", aggregation_level=aggregation_level, empty="one",
-                 ignore_index=255)
+                 ignore_index=255).set_dtype(torch.float64)
     fn = M.dice_score if cls is M.DiceScore else M.jaccard_index
     xs, ts = [], []
     for b in (2, 1, 3):
@@ -507,7 +509,7 @@ def test_update_compute_reset(aggregation_level, cls):
 
 def test_global_demo_convention_matches_plain_counting():
     # The demo's validation Dice: per foreground class over the whole set, 1 if absent from both.
-    metric = M.DiceScore(include_background=False, average="none", aggregation_level="global", empty="one")
+    metric = M.DiceScore(include_background=False, average="none", aggregation_level="global", empty="one").set_dtype(torch.float64)
     preds, labels = [], []
     for _ in range(3):
         x, t = sparse_batch((3, 3, 16, 16))
@@ -531,7 +533,7 @@ def test_poisoned_counts_give_nan():
     assert torch.isnan(per_sample[1]) and not torch.isnan(per_sample[[0, 2]]).any()
     assert torch.isnan(M.score_from_counts(counts, aggregation_level="global")).all()
     for aggregation_level in M.AGGREGATION_LEVELS:
-        metric = M.DiceScore(aggregation_level=aggregation_level)
+        metric = M.DiceScore(aggregation_level=aggregation_level).set_dtype(torch.float64)
         metric._add(counts)  # as update() does with the op's output
         assert torch.isnan(metric.compute()), aggregation_level
 
@@ -637,7 +639,7 @@ def _ddp_worker(rank, world, store_dir):
         out = {}
         for agg in M.AGGREGATION_LEVELS:
             for average in ("macro", "none", "micro"):
-                metric = M.DiceScore(aggregation_level=agg, average=average, **DDP_OPTIONS)
+                metric = M.DiceScore(aggregation_level=agg, average=average, **DDP_OPTIONS).set_dtype(torch.float64)
                 for x, t in mine:
                     metric.update(x, t)
                 local_counts = metric.counts.clone()
@@ -652,7 +654,7 @@ def _ddp_worker(rank, world, store_dir):
                 except RuntimeError as e:
                     out[f"{agg}/{average}/update_after_sync"] = str(e)
         # A rank without any update still takes part (num_classes given).
-        late = M.DiceScore(4, aggregation_level="global", **DDP_OPTIONS)
+        late = M.DiceScore(4, aggregation_level="global", **DDP_OPTIONS).set_dtype(torch.float64)
         if rank == 0:
             for x, t in mine:
                 late.update(x, t)
@@ -669,7 +671,7 @@ def test_ddp_gloo_two_processes(tmp_path):
     results = [torch.load(tmp_path / f"rank{r}.pt") for r in range(world)]
     for agg in M.AGGREGATION_LEVELS:
         for average in ("macro", "none", "micro"):
-            single = M.DiceScore(aggregation_level=agg, average=average, **DDP_OPTIONS)
+            single = M.DiceScore(aggregation_level=agg, average=average, **DDP_OPTIONS).set_dtype(torch.float64)
             for x, t in batches:
                 single.update(x, t)
             expected = single.compute()
@@ -683,7 +685,7 @@ def test_ddp_gloo_two_processes(tmp_path):
                 else:  # the same samples, in rank order
                     assert torch.equal(res[key + "/synced_counts"].sum(0), single.counts.sum(0))
                     assert res[key + "/synced_counts"].shape == single.counts.shape
-    rank0_only = M.DiceScore(4, aggregation_level="global", **DDP_OPTIONS)
+    rank0_only = M.DiceScore(4, aggregation_level="global", **DDP_OPTIONS).set_dtype(torch.float64)
     for x, t in batches[0::2]:
         rank0_only.update(x, t)
     for res in results:
@@ -743,7 +745,7 @@ def test_cuda_invalid_target_poisons_sample_without_sync():
     dense[2, 0, 0, 0] = 0.5
     counts = M.confusion_counts(x, dense)
     assert (counts[2] == -1).all() and (counts[:2] >= 0).all()
-    metric = M.DiceScore(aggregation_level="global")
+    metric = M.DiceScore(aggregation_level="global").set_dtype(torch.float64)
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
@@ -756,9 +758,60 @@ def test_cuda_invalid_target_poisons_sample_without_sync():
 
 @cuda_only
 def test_cuda_metric_matches_cpu_metric():
-    cpu_metric, gpu_metric = M.DiceScore(average="none"), M.DiceScore(average="none")
+    cpu_metric, gpu_metric = M.DiceScore(average="none").set_dtype(torch.float64), M.DiceScore(average="none").set_dtype(torch.float64)
     for b in (2, 3):
         x, t = sparse_batch((b, 5, 24, 23))
         cpu_metric.update(x, t)
         gpu_metric.update(x.cuda(), t.cuda())
     torch.testing.assert_close(gpu_metric.compute().cpu(), cpu_metric.compute(), equal_nan=True, rtol=0, atol=0)
+
+
+# ----------------------------------------------------------------------------
+# nn.Module behaviour, as a torchmetrics metric
+# ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("aggregation_level", M.AGGREGATION_LEVELS)
+@pytest.mark.parametrize("cls", [M.DiceScore, M.JaccardIndex], ids=["DiceScore", "JaccardIndex"])
+def test_metric_is_a_module_like_torchmetrics(cls, aggregation_level):
+    tm_seg = pytest.importorskip("torchmetrics.segmentation")
+    metric = cls(include_background=False, aggregation_level=aggregation_level)
+    assert isinstance(metric, torch.nn.Module)
+    model = torch.nn.Module()
+    model.metric = metric  # a submodule: follows the model's .to() and state_dict
+    assert model.state_dict() == {} and metric.state_dict() == {}  # torchmetrics' default: no persistent state
+    x, t = sparse_batch((3, 4, 9, 8))
+    per_batch = metric(x, t)  # forward: update + the batch's score
+    assert per_batch.dtype == torch.get_default_dtype()
+    metric.update(*sparse_batch((2, 4, 9, 8)))
+    result = metric.compute()
+    if cls is M.DiceScore:
+        theirs = _quiet(tm_seg.DiceScore, num_classes=4, include_background=False, average="macro",
+                        aggregation_level=aggregation_level, input_format="mixed")
+        assert result.dtype == theirs(x, t).dtype == torch.float32
+    assert result.dtype == torch.float32
+    exact = metric.set_dtype(torch.float64).compute()
+    assert exact.dtype == torch.float64 and float(exact) == pytest.approx(float(result), rel=1e-6)
+    # .double() / .half() leave the integer counts and the result dtype alone
+    counts = metric.counts.clone()
+    metric.double()
+    metric.half()
+    assert metric.counts.dtype == torch.int64 and torch.equal(metric.counts, counts)
+    model.to(torch.device("cpu"))
+    assert metric.counts.device.type == "cpu" and torch.equal(metric.compute(), exact)
+    metric.reset()
+    assert metric.counts is None
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_metric_to_moves_the_state():
+    metric = M.DiceScore(aggregation_level="global")
+    x, t = sparse_batch((3, 4, 9, 8))
+    metric.update(x, t)
+    expected = metric.compute()
+    metric.cuda()
+    assert metric.counts.is_cuda
+    metric.update(x.cuda(), t.cuda())
+    assert metric.compute().is_cuda
+    metric.cpu()
+    assert metric.counts.device.type == "cpu"

@@ -126,7 +126,7 @@ def test_dense_target_outside_unit_interval_raises_on_cpu():
         fastdice.dice_loss(_x(2, 3, 6, 6), t, activation="sigmoid")
     t = torch.rand(2, 3, 6, 6)
     t[1, 2, 3, 4] = float("nan")
-    with pytest.raises(ValueError, match=r"must lie in \[0, 1\]; got nan at sample 1, class 2"):
+    with pytest.raises(ValueError, match=r"must lie in \[0, 1\]; got nan at target\[1, 2, 3, 4\] \(sample 1, class 2"):
         fastdice.dice_loss(_x(2, 3, 6, 6), t, activation="sigmoid")
 
 

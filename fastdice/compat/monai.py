@@ -1,5 +1,6 @@
 """Drop-in replacements for MONAI 1.6's ``monai.losses.DiceLoss``,
-``GeneralizedDiceLoss`` and ``TverskyLoss``, computed by the fused
+``GeneralizedDiceLoss``, ``TverskyLoss``, ``DiceCELoss``, ``DiceFocalLoss``
+and ``GeneralizedDiceFocalLoss``, computed by the fused
 ``fastdice::dice_stats`` op.
 
 Same constructor signatures, defaults, attributes (``class_weight`` buffer
@@ -61,16 +62,16 @@ Differences from MONAI (all raise, none silently changes a number):
 from __future__ import annotations
 
 import enum
-import warnings
+import math
 from collections.abc import Callable, Sequence
 
 import torch
 from torch.nn.modules.loss import _Loss
 
-from .. import _ops
+from .. import _api, _ops
 from ..combined import pixel_loss_from_stats
 
-__all__ = ["DiceLoss", "GeneralizedDiceLoss", "TverskyLoss", "DiceCELoss", "DiceFocalLoss"]
+__all__ = ["DiceLoss", "GeneralizedDiceLoss", "TverskyLoss", "DiceCELoss", "DiceFocalLoss", "GeneralizedDiceFocalLoss"]
 
 _REDUCTIONS = ("none", "mean", "sum")
 _W_TYPES = ("square", "simple", "uniform")
@@ -184,14 +185,14 @@ def _dice_stats_monai(
         activation = "sigmoid"
     if softmax:
         if n_pred_ch == 1:
-            warnings.warn("single channel prediction, `softmax=True` ignored.", stacklevel=3)
+            _api.warn("single channel prediction, `softmax=True` ignored.")
         else:
             activation = "softmax"
 
     use_label_map = False
     if to_onehot_y:
         if n_pred_ch == 1:
-            warnings.warn("single channel prediction, `to_onehot_y=True` ignored.", stacklevel=3)
+            _api.warn("single channel prediction, `to_onehot_y=True` ignored.")
         else:
             use_label_map = True
             # monai.networks.utils.one_hot: trailing singleton axes up to 2 dims, channel of size 1.
@@ -202,7 +203,7 @@ def _dice_stats_monai(
 
     drop_background = not include_background
     if drop_background and n_pred_ch == 1:
-        warnings.warn("single channel prediction, `include_background=False` ignored.", stacklevel=3)
+        _api.warn("single channel prediction, `include_background=False` ignored.")
         drop_background = False
 
     # The shape check MONAI does on the (one-hot, background-free) tensors.
@@ -546,7 +547,12 @@ class GeneralizedDiceLoss(_Loss):
         self.soft_label = soft_label
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        stats = _dice_stats_monai(
+        return self._loss(self._stats(input, target), input)
+
+    def _stats(self, input, target, **pixel):
+        """The statistics pooled as MONAI reduces its sums (and, with a pixel
+        loss and with_raw=True, the op's unpooled statistics, see _dice_stats_monai)."""
+        return _dice_stats_monai(
             input,
             target,
             include_background=self.include_background,
@@ -558,7 +564,10 @@ class GeneralizedDiceLoss(_Loss):
             ignore_index=None,
             batch=self.batch,
             shape_wording="differing",
+            **pixel,
         )
+
+    def _loss(self, stats: torch.Tensor, input: torch.Tensor) -> torch.Tensor:
         f = _generalized_dice_epilogue(
             stats,
             w_type=self.w_type,
@@ -747,7 +756,7 @@ class DiceCELoss(_Loss):
                 ce_target = _as_label_map(target) if label_target else target
                 activation = "softmax" if family == "cross_entropy" else "sigmoid"
                 raw = _ops.dice_stats(input, ce_target, activation, False, None, family)
-            positions = input.shape[0] * (input[0, 0].numel() if input.dim() > 2 else 1)
+            positions = input.shape[0] * math.prod(input.shape[2:])
             weight = ce_weight.to(device=raw.device, dtype=raw.dtype) if ce_weight is not None else None
             ce_loss = pixel_loss_from_stats(
                 raw,
@@ -758,6 +767,8 @@ class DiceCELoss(_Loss):
                 label_smoothing=label_smoothing if family == "cross_entropy" else 0.0,
                 reduction=reduction,
             )
+            if reduction == "mean" and input.numel() == 0:
+                ce_loss = ce_loss + math.nan  # torch's mean over no element, as MONAI returns
         return self.lambda_dice * dice_loss + self.lambda_ce * ce_loss
 
 
@@ -840,33 +851,13 @@ class DiceFocalLoss(_Loss):
         self.lambda_focal = _check_lambda("lambda_focal", lambda_focal)
         self.to_onehot_y = to_onehot_y
 
-    def _focal_class_weight(self, loss: torch.Tensor) -> torch.Tensor:
-        """MONAI FocalLoss' class weighting of a (B, C', ...) tensor."""
-        if self.focal.class_weight is None:
-            return loss
-        source = self.focal.class_weight
-        cw = source.to(device=loss.device, dtype=loss.dtype)
-        num_classes = loss.shape[1]
-        if cw.ndim > 0:
-            if num_classes == 1:
-                raise ValueError("Per-class class_weight is not supported for single-channel outputs.")
-            if cw.numel() != num_classes:
-                raise ValueError(
-                    f"The number of class_weight ({cw.numel()}) must match the number of output channels ({num_classes})."
-                )
-        if _has_negative(self, "focal.class_weight", source):
-            raise ValueError("class_weight values must be non-negative.")
-        if cw.ndim > 0:
-            return loss * cw.view([1, num_classes] + [1] * (loss.ndim - 2))
-        return loss * cw
-
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         _check_combined_shapes(input, target)
         num_classes = input.shape[1]
         label_target = False
         if self.to_onehot_y:
             if num_classes == 1:
-                warnings.warn("single channel prediction, `to_onehot_y=True` ignored.", stacklevel=2)
+                _api.warn("single channel prediction, `to_onehot_y=True` ignored.")
             else:
                 label_target = True
         # The Dice term sees a label map as MONAI's one-hot target, never built.
@@ -875,36 +866,130 @@ class DiceFocalLoss(_Loss):
             focal_gamma=float(self.focal.gamma), with_raw=True,
         )
         dice_loss = self.dice._loss(stats, input)
-        include_background = self.focal.include_background
-        drop_background = not include_background and num_classes > 1
-        if not include_background and num_classes == 1:
-            warnings.warn("single channel prediction, `include_background=False` ignored.", stacklevel=2)
-        focal_target = _as_label_map(target) if label_target else target
-        gamma, alpha, reduction = float(self.focal.gamma), self.focal.alpha, self.focal.reduction
-        if reduction == "none":
-            dense = focal_target
-            if label_target:
-                dense = torch.nn.functional.one_hot(focal_target[:, 0], num_classes).movedim(-1, 1)
-            x, t = input.float() if input.dtype != torch.float64 else input, dense.to(
-                torch.float64 if input.dtype == torch.float64 else torch.float32
-            )
-            if drop_background:
-                x, t = x[:, 1:], t[:, 1:]
-            focal = self._focal_class_weight(_sigmoid_focal_elementwise(x, t, gamma, alpha))
-            return self.lambda_dice * dice_loss + self.lambda_focal * focal
-        if raw is None:  # the Dice pass had no logits activation: a second fused pass
-            raw = _ops.dice_stats(input, focal_target, "sigmoid", False, None, "binary_cross_entropy", gamma)
-        if drop_background:
-            raw = raw[:, 1:]
-        per_class = raw[..., _ops.PIXEL_LOSS]
-        if alpha is not None:
-            per_class = (1 - alpha) * per_class + (2 * alpha - 1) * raw[..., _ops.PIXEL_LOSS_TARGET]
-        per_class = self._focal_class_weight(per_class)  # (B, C')
-        spatial = input[0, 0].numel() if input.dim() > 2 else 1
-        if reduction == "sum" and input.dim() > 2:
-            focal = per_class.sum() / spatial  # MONAI: mean over space, then sum
-        elif reduction == "sum":
-            focal = per_class.mean()  # no spatial axes: MONAI's mean(dim=[]) averages everything
-        else:
-            focal = per_class.sum() / (per_class.numel() * spatial)
+        focal = _focal_term(self, input, target, raw, label_target)
         return self.lambda_dice * dice_loss + self.lambda_focal * focal
+
+
+def _focal_term(module, input: torch.Tensor, target: torch.Tensor, raw, label_target: bool) -> torch.Tensor:
+    """MONAI's FocalLoss (sigmoid, as DiceFocalLoss and GeneralizedDiceFocalLoss
+    build it) of ``module.focal``'s settings, from the op's unpooled statistics
+    ``raw`` (with the focal sums; None: a second fused pass makes them).
+    ``label_target``: the target is a (B, 1, ...) label map to one-hot encode."""
+    focal_module = module.focal
+    num_classes = input.shape[1]
+    include_background = focal_module.include_background
+    drop_background = not include_background and num_classes > 1
+    if not include_background and num_classes == 1:
+        _api.warn("single channel prediction, `include_background=False` ignored.")
+    focal_target = _as_label_map(target) if label_target else target
+    gamma, alpha, reduction = float(focal_module.gamma), focal_module.alpha, focal_module.reduction
+    if reduction == "none":
+        dense = focal_target
+        if label_target:
+            dense = torch.nn.functional.one_hot(focal_target[:, 0], num_classes).movedim(-1, 1)
+        x, t = input.float() if input.dtype != torch.float64 else input, dense.to(
+            torch.float64 if input.dtype == torch.float64 else torch.float32
+        )
+        if drop_background:
+            x, t = x[:, 1:], t[:, 1:]
+        return _focal_class_weight(module, _sigmoid_focal_elementwise(x, t, gamma, alpha))
+    if raw is None:  # the Dice pass had no logits activation: a second fused pass
+        raw = _ops.dice_stats(input, focal_target, "sigmoid", False, None, "binary_cross_entropy", gamma)
+    if drop_background:
+        raw = raw[:, 1:]
+    per_class = raw[..., _ops.PIXEL_LOSS]
+    if alpha is not None:
+        per_class = (1 - alpha) * per_class + (2 * alpha - 1) * raw[..., _ops.PIXEL_LOSS_TARGET]
+    per_class = _focal_class_weight(module, per_class)  # (B, C')
+    spatial = math.prod(input.shape[2:])
+    if reduction == "sum" and input.dim() > 2:
+        return per_class.sum() / spatial  # MONAI: mean over space, then sum
+    if reduction == "sum":
+        return per_class.mean()  # no spatial axes: MONAI's mean(dim=[]) averages everything
+    return per_class.sum() / (per_class.numel() * spatial)
+
+
+def _focal_class_weight(module, loss: torch.Tensor) -> torch.Tensor:
+    """MONAI FocalLoss' class weighting of a (B, C', ...) tensor."""
+    if module.focal.class_weight is None:
+        return loss
+    source = module.focal.class_weight
+    cw = source.to(device=loss.device, dtype=loss.dtype)
+    num_classes = loss.shape[1]
+    if cw.ndim > 0:
+        if num_classes == 1:
+            raise ValueError("Per-class class_weight is not supported for single-channel outputs.")
+        if cw.numel() != num_classes:
+            raise ValueError(
+                f"The number of class_weight ({cw.numel()}) must match the number of output channels ({num_classes})."
+            )
+    if _has_negative(module, "focal.class_weight", source):
+        raise ValueError("class_weight values must be non-negative.")
+    if cw.ndim > 0:
+        return loss * cw.view([1, num_classes] + [1] * (loss.ndim - 2))
+    return loss * cw
+
+
+class GeneralizedDiceFocalLoss(_Loss):
+    """``monai.losses.GeneralizedDiceFocalLoss`` (MONAI 1.6) with the focal term fused.
+
+    ``lambda_gdl * GeneralizedDiceLoss + lambda_focal * FocalLoss``: the
+    Generalized Dice term is :class:`GeneralizedDiceLoss`, the focal term
+    MONAI's sigmoid ``FocalLoss(include_background, to_onehot_y, gamma,
+    weight, reduction)`` on the logits. With ``sigmoid=True`` or
+    ``softmax=True`` the focal sums ride along in the Generalized Dice's
+    fused pass (else a second fused pass makes them); a label map
+    (``to_onehot_y=True``) is never one-hot encoded. ``reduction='none'``
+    returns MONAI's broadcast per-element tensor (focal term in PyTorch).
+    """
+
+    def __init__(
+        self,
+        include_background: bool = True,
+        to_onehot_y: bool = False,
+        sigmoid: bool = False,
+        softmax: bool = False,
+        other_act: Callable | None = None,
+        w_type: str = "square",
+        reduction: str = "mean",
+        smooth_nr: float = 1e-5,
+        smooth_dr: float = 1e-5,
+        batch: bool = False,
+        gamma: float = 2.0,
+        weight: Sequence[float] | float | int | torch.Tensor | None = None,
+        lambda_gdl: float = 1.0,
+        lambda_focal: float = 1.0,
+    ) -> None:
+        super().__init__()
+        self.generalized_dice = GeneralizedDiceLoss(
+            include_background=include_background,
+            to_onehot_y=to_onehot_y,
+            sigmoid=sigmoid,
+            softmax=softmax,
+            other_act=other_act,
+            w_type=w_type,
+            reduction=reduction,
+            smooth_nr=smooth_nr,
+            smooth_dr=smooth_dr,
+            batch=batch,
+        )
+        self.focal = _FocalTerm(include_background, gamma, weight, None, reduction)
+        self.focal.to_onehot_y = to_onehot_y
+        self.lambda_gdl = _check_lambda("lambda_gdl", lambda_gdl)
+        self.lambda_focal = _check_lambda("lambda_focal", lambda_focal)
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        _check_combined_shapes(input, target)
+        gdl = self.generalized_dice
+        stats, raw = gdl._stats(
+            input, target, pixel_loss="binary_cross_entropy", focal_gamma=float(self.focal.gamma), with_raw=True
+        )
+        gdl_loss = gdl._loss(stats, input)
+        label_target = False
+        if self.focal.to_onehot_y:
+            if input.shape[1] == 1:
+                _api.warn("single channel prediction, `to_onehot_y=True` ignored.")
+            else:
+                label_target = True
+        focal = _focal_term(self, input, target, raw, label_target)
+        return self.lambda_gdl * gdl_loss + self.lambda_focal * focal
