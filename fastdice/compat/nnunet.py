@@ -528,10 +528,13 @@ class DC_and_BCE_loss(nn.Module):
                 lambda_dice=float(self.weight_dice), lambda_ce=float(self.weight_ce),
                 ce_family="binary_cross_entropy", ce_label_map=False, ce_positions=positions,
             )
-            return loss - self.weight_dice if self.weight_dice != 0 else loss
+            # nnU-Net's BCE of (logits, target.float()) is float32 (torch returns the target's dtype).
+            return (loss - self.weight_dice if self.weight_dice != 0 else loss).to(torch.float32)
         dc_loss = dice.loss_from_stats(stats, "sigmoid")
         if fuse_ce:
-            ce_loss = pixel_loss_from_stats(stats, family="binary_cross_entropy", label_map=False, positions=positions)
+            ce_loss = pixel_loss_from_stats(
+                stats, family="binary_cross_entropy", label_map=False, positions=positions
+            ).to(torch.float32)
         else:
             ce_loss = self.ce(net_output, target.float())
         return self.weight_ce * ce_loss + self.weight_dice * dc_loss
