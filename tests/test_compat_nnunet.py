@@ -478,6 +478,8 @@ def test_bad_arguments_raise_clear_errors():
     with pytest.raises(AssertionError, match="tuple or list"):
         fnn.DeepSupervisionWrapper(_trainer_dcce(), [1, 0.5])(torch.zeros(1), torch.zeros(1))
     x = torch.randn(2, 3, 4, 5)
+    with pytest.raises(ValueError, match=r"needs a target of shape \(B, 1"):
+        _trainer_dcce()(x, torch.randint(0, 3, (2, 4, 5)))
     with pytest.raises(ValueError, match="target"):  # shape mismatch: neither dense nor a label map
         fnn.MemoryEfficientSoftDiceLoss(nn_softmax, ddp=False)(x, torch.randint(0, 3, (2, 2, 4, 5)))
 

@@ -416,6 +416,12 @@ class DC_and_CE_loss(nn.Module):
 
     def forward(self, net_output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         _check_input(net_output, target)
+        if target.ndim != net_output.ndim:
+            # nnU-Net indexes target[:, 0] for the CE: a target without its channel axis fails there.
+            raise ValueError(
+                f"fastdice.compat.nnunet: DC_and_CE_loss needs a target of shape (B, 1, *spatial) or a one-hot "
+                f"target of the input's shape, got {tuple(target.shape)} for input {tuple(net_output.shape)}"
+            )
         if self.ignore_label is not None:
             assert target.shape[1] == 1, (
                 "ignore label is not implemented for one hot encoded target variables (DC_and_CE_loss)"
