@@ -116,18 +116,20 @@ def test_install_and_uninstall_into_a_folder(tmp_path):
         cli.uninstall(str(tmp_path))
 
 
-def test_cli_runs(tmp_path):
+def test_cli(tmp_path, capsys):
+    assert cli.main(["ext-path"]) == 0
+    assert capsys.readouterr().out.strip() == fd_nnunet.EXT_TRAINER_PATH
+    with pytest.raises(SystemExit):
+        cli.main(["bogus"])
+    # As a user runs it: python -m fastdice.nnunet (one subprocess each way).
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")]))
     run = lambda *a: subprocess.run([sys.executable, "-m", "fastdice.nnunet", *a], capture_output=True,  # noqa: E731
                                     text=True, env=env, timeout=120)
-    out = run("ext-path")
-    assert out.returncode == 0 and out.stdout.strip() == fd_nnunet.EXT_TRAINER_PATH
     out = run("install-trainer", "--target", str(tmp_path))
-    assert out.returncode == 0 and "-tr nnUNetTrainerFastDice" in out.stdout
+    assert out.returncode == 0 and "-tr nnUNetTrainerFastDice" in out.stdout, out.stderr
     assert (tmp_path / "nnUNetTrainerFastDice.py").exists()
     assert run("uninstall-trainer", "--target", str(tmp_path)).returncode == 0
     assert not (tmp_path / "nnUNetTrainerFastDice.py").exists()
-    assert run("bogus").returncode != 0
 
 
 def test_nnunet_finds_the_trainer_through_ext_trainer(monkeypatch):
