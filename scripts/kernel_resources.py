@@ -26,7 +26,15 @@ def short_name(mangled: str) -> str:
         return mangled
     name = re.sub(r"\(anonymous namespace\)::|fastdice::cuda::|fastdice::", "", name)
     name = name.replace("c10::BFloat16", "bf16").replace("c10::Half", "f16")
-    return re.sub(r"\(.*\)$", "", name)
+    name = re.sub(r"\(Activation\)0", "none", re.sub(r"\(Activation\)1", "sigmoid", re.sub(r"\(Activation\)2", "softmax", name)))
+    # Drop the parameter list: the first "(" outside the template arguments.
+    depth = 0
+    for i, ch in enumerate(name):
+        depth += ch == "<"
+        depth -= ch == ">"
+        if ch == "(" and depth == 0 and i > 0 and name[i - 1] != " ":
+            return name[:i].removeprefix("void ")
+    return name.removeprefix("void ")
 
 
 def parse(lines):

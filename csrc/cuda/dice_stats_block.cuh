@@ -6,9 +6,9 @@
 //   warp   (dice_stats_kernel.cu): every iteration of the position loop
 //          warp-reduces each statistic of each class into shared memory.
 //   thread (dice_stats_thread_kernel.cu): each thread keeps its own sums
-//          across the whole loop (registers for C <= kRegisterClasses, else a
+//          across the whole loop (registers for C <= 4, else a
 //          per-thread column of shared memory) and warp-reduces them once at
-//          the end; for softmax with C <= kRegisterClasses the exponentials are
+//          the end; for softmax with C <= 4 the exponentials are
 //          kept in registers, one exp per logit.
 // Both are deterministic (fixed summation order); their bits differ.
 #pragma once

@@ -2,7 +2,7 @@
 // accumulates its own statistics across the whole position loop and the warps
 // reduce them once per sample, instead of once per iteration.
 //
-// C <= kRegisterClasses: the sums live in registers, and for softmax the
+// C <= kRegisterClasses (4): the sums live in registers, and for softmax the
 // logits of the thread's positions are loaded once into registers, turned
 // into exp(x - max) in place, and read back for the statistics: one exp per
 // logit (the cross-entropy re-reads its logits from cache for log p = x - shift).
@@ -19,7 +19,10 @@ namespace fastdice {
 namespace cuda {
 namespace {
 
-constexpr int kRegisterClasses = 8;
+// 4: the sums (5 or 10 per class) and the exps (kItems per class) of more classes
+// would not fit in registers next to the rest (ptxas: 180-255 registers and
+// spills at 8 classes).
+constexpr int kRegisterClasses = 4;
 
 template <bool kFull>
 constexpr int thread_slots() {
@@ -49,7 +52,9 @@ __device__ __forceinline__ void add_class_items(acc_t* acc, const DiceProblem& p
   }
 }
 
-template <typename scalar_t, typename acc_t, Activation kAct, bool kFull>
+// kInRegisters (C <= kRegisterClasses) is a template parameter so that each
+// path gets the registers it needs, not the larger of the two.
+template <typename scalar_t, typename acc_t, Activation kAct, bool kFull, bool kInRegisters>
 __global__ void __launch_bounds__(kThreads)
     dice_stats_thread_kernel(const scalar_t* __restrict__ input, const DiceProblem pr, const bool vectorized,
                              acc_t* __restrict__ partials) {
@@ -65,7 +70,7 @@ __global__ void __launch_bounds__(kThreads)
 
   const int warp = threadIdx.x / kWarpSize;
   const int lane = threadIdx.x % kWarpSize;
-  const bool in_registers = C <= kRegisterClasses;
+  constexpr bool in_registers = kInRegisters;
   const bool pixel = kAct != Activation::kNone && pr.pixel_loss != PixelLoss::kNone;
   const bool wants_shift = pixel && pr.pixel_loss == PixelLoss::kCrossEntropy;
   const int64_t step = int64_t(gridDim.x) * kThreads * kItems;
@@ -78,7 +83,7 @@ __global__ void __launch_bounds__(kThreads)
       for (int k = 0; k < kSlots; ++k) reg[c][k] = acc_t(0);
     }
     // Each thread owns its column: no barrier needed around it.
-    if (!in_registers) {
+    if constexpr (!in_registers) {
       for (int64_t j = 0; j < C * kSlots; ++j) column[j * kThreads] = acc_t(0);
     }
     int64_t valid_count = 0;
@@ -92,7 +97,7 @@ __global__ void __launch_bounds__(kThreads)
       valid_count += labels.valid_count;
       out_of_range |= labels.any_out_of_range;
 
-      if (in_registers) {
+      if constexpr (in_registers) {
         // v[c]: the logits, then (softmax) exp(x - max) in place.
         acc_t v[kRegisterClasses][kItems];
 #pragma unroll
@@ -160,7 +165,7 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
       for (int k = 0; k < kSlots; ++k) {
         acc_t mine = acc_t(0);
-        if (in_registers) {
+        if constexpr (in_registers) {
 #pragma unroll
           for (int r = 0; r < kRegisterClasses; ++r) mine = r == c ? reg[r][k] : mine;
         } else {
@@ -175,14 +180,14 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-template <typename scalar_t, typename acc_t, Activation kAct, bool kFull>
+template <typename scalar_t, typename acc_t, Activation kAct, bool kFull, bool kInRegisters>
 at::Tensor launch_per_thread(const at::Tensor& input, const DiceProblem& pr, const at::TensorOptions& options) {
   constexpr int kItems = ItemsPerThread<scalar_t>::value;
   constexpr int kSlots = thread_slots<kFull>();
   const int device = input.get_device();
-  const int64_t columns = pr.classes <= kRegisterClasses ? 0 : pr.classes * kSlots * kThreads;
+  const int64_t columns = kInRegisters ? 0 : pr.classes * kSlots * kThreads;
   const size_t shared_bytes = size_t(int64_t(kWarps) * pr.classes * kSlots + columns) * sizeof(acc_t);
-  auto kernel = dice_stats_thread_kernel<scalar_t, acc_t, kAct, kFull>;
+  auto kernel = dice_stats_thread_kernel<scalar_t, acc_t, kAct, kFull, kInRegisters>;
   cudaFuncAttributes attr;
   C10_CUDA_CHECK(cudaFuncGetAttributes(&attr, kernel));
   int max_optin = 0;
@@ -208,8 +213,11 @@ at::Tensor dice_stats_partials_per_thread(const at::Tensor& input, const DicePro
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "dice_stats_per_thread", [&] {
     using acc_t = std::conditional_t<std::is_same<scalar_t, double>::value, double, float>;
     FD_ACTIVATION_SWITCH(pr.activation, kAct, [&] {
-      FD_BOOL_SWITCH(pr.full_stats, kFull,
-                     [&] { partials = launch_per_thread<scalar_t, acc_t, kAct, kFull>(input, pr, stats_options); });
+      FD_BOOL_SWITCH(pr.full_stats, kFull, [&] {
+        FD_BOOL_SWITCH(pr.classes <= kRegisterClasses, kInRegisters, [&] {
+          partials = launch_per_thread<scalar_t, acc_t, kAct, kFull, kInRegisters>(input, pr, stats_options);
+        });
+      });
     });
   });
   return partials;
