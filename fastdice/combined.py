@@ -18,24 +18,15 @@ from torch import nn
 from . import _api, _ops
 from ._api import native_arguments
 from .loss import (
-    _check_tensors, align_shapes, fused_epilogue_applies, fused_loss_from_stats, loss_from_stats_eager,
+    _check_tensors, align_shapes, fused_epilogue_applies, fused_loss_from_stats, loss_from_stats,
     options_values,
 )
-from .options import DiceOptions, Pooling, WeightLike, check_weight_values, weight_tensor
-
-
-def _check_lambda(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
-        raise ValueError(f"fastdice: {name} must be a finite number >= 0, got {value!r}")
-    return float(value)
-
-
-_LABEL_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+from .options import LABEL_DTYPES, DiceOptions, Pooling, WeightLike, check_nonnegative, check_weight_values, weight_tensor
 
 
 def is_label_map(input: torch.Tensor, target: torch.Tensor) -> bool:
     """Whether the op reads target as a label map (the rule of prepare_problem)."""
-    if target.dtype not in _LABEL_DTYPES:
+    if target.dtype not in LABEL_DTYPES:
         return False
     b, c, *spatial = input.shape
     shape = tuple(target.shape)
@@ -187,8 +178,8 @@ class DiceCELoss(nn.Module):
             )
         if self.opts.reduction not in ("mean", "sum"):
             raise ValueError(f"fastdice: DiceCELoss reduction must be 'mean' or 'sum', got {self.opts.reduction!r}")
-        self.lambda_dice = _check_lambda("lambda_dice", lambda_dice)
-        self.lambda_ce = _check_lambda("lambda_ce", lambda_ce)
+        self.lambda_dice = check_nonnegative("lambda_dice", lambda_dice)
+        self.lambda_ce = check_nonnegative("lambda_ce", lambda_ce)
         if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, numbers.Real) or not (
             0.0 <= label_smoothing <= 1.0
         ):
@@ -196,7 +187,7 @@ class DiceCELoss(nn.Module):
         if label_smoothing > 0 and self.opts.activation != "softmax":
             raise ValueError("fastdice: label_smoothing needs activation='softmax' (the softmax cross-entropy)")
         self.label_smoothing = float(label_smoothing)
-        self.focal_gamma = _check_lambda("focal_gamma", focal_gamma)
+        self.focal_gamma = check_nonnegative("focal_gamma", focal_gamma)
         if not isinstance(return_terms, bool):
             raise TypeError(f"fastdice: return_terms must be a bool, got {return_terms!r}")
         self.return_terms = return_terms
@@ -267,14 +258,12 @@ class DiceCELoss(nn.Module):
         fused = fused_epilogue_applies(self.opts, weight, ce_weight)
         if fused and not self.return_terms:
             loss = fused_loss_from_stats(
-                stats, self.opts, weight, ce_weight, self.lambda_dice, self.lambda_ce, self.pixel_loss, label_map,
-                positions, self.label_smoothing,
+                stats, self.opts, weight, ce_weight, ce_label_map=label_map, ce_positions=positions,
+                lambda_dice=self.lambda_dice, lambda_ce=self.lambda_ce, ce_family=self.pixel_loss,
+                label_smoothing=self.label_smoothing,
             )
             return _api.zero_if_empty(loss, input, self.opts.distributed)
-        if fused:
-            dice = fused_loss_from_stats(stats, self.opts, weight)
-        else:
-            dice = loss_from_stats_eager(stats, self.opts, weight, self.process_group)
+        dice = loss_from_stats(stats, self.opts, weight, self.process_group)
         ce = pixel_loss_from_stats(
             stats,
             family=self.pixel_loss,
@@ -336,8 +325,7 @@ class DiceFocalLoss(DiceCELoss):
         return_terms: bool = False,
         process_group=None,
     ) -> None:
-        if isinstance(gamma, bool) or not isinstance(gamma, numbers.Real) or not math.isfinite(gamma) or gamma < 0:
-            raise ValueError(f"fastdice: gamma must be a finite number >= 0, got {gamma!r}")
+        check_nonnegative("gamma", gamma)
         super().__init__(
             activation=activation, pooling=pooling, include_background=include_background, weight=weight,
             ignore_index=ignore_index, smooth_nr=smooth_nr, smooth_dr=smooth_dr, squared=squared, jaccard=jaccard,

@@ -2,8 +2,6 @@
 statistics (sum p*t, sum p, sum t per sample and class), so they cost what
 the Dice loss costs: one pass forward, one pass backward."""
 
-import math
-import numbers
 from typing import Literal, Optional
 
 import torch
@@ -12,15 +10,9 @@ from torch import nn
 from . import _api, _ops
 from ._api import native_arguments
 from .loss import _check_tensors, align_shapes, options_values, pool_stats, reduce_losses, register_weight
-from .options import Activation, DiceOptions, Pooling, Reduction, WeightLike, weight_tensor
+from .options import Activation, DiceOptions, Pooling, Reduction, WeightLike, check_nonnegative, weight_tensor
 
 W_TYPES = ("square", "simple", "uniform")
-
-
-def _check_nonnegative(name, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
-        raise ValueError(f"fastdice: {name} must be a finite number >= 0, got {value!r}")
-    return float(value)
 
 
 class _StatsLoss(nn.Module):
@@ -87,9 +79,9 @@ class TverskyLoss(_StatsLoss):
             include_background=include_background, ignore_index=ignore_index, smooth_nr=smooth_nr,
             smooth_dr=smooth_dr, reduction=reduction, distributed=distributed,
         )
-        self.alpha = _check_nonnegative("alpha", alpha)
-        self.beta = _check_nonnegative("beta", beta)
-        self.gamma = _check_nonnegative("gamma", gamma)
+        self.alpha = check_nonnegative("alpha", alpha)
+        self.beta = check_nonnegative("beta", beta)
+        self.gamma = check_nonnegative("gamma", gamma)
 
     def _constructor_values(self) -> dict:
         return dict(super()._constructor_values(), alpha=self.alpha, beta=self.beta, gamma=self.gamma)

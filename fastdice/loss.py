@@ -12,11 +12,7 @@ from torch import nn
 
 from . import _api, _ops
 from ._api import native_arguments
-from .options import Activation, DiceOptions, Pooling, Reduction, WeightLike, check_weight_values, weight_tensor
-
-
-def _is_label_dtype(dtype: torch.dtype) -> bool:
-    return dtype in (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+from .options import LABEL_DTYPES, Activation, DiceOptions, Pooling, Reduction, WeightLike, check_weight_values, weight_tensor
 
 
 def align_shapes(input: torch.Tensor, target: torch.Tensor, opts: DiceOptions, has_weight: bool):
@@ -35,7 +31,7 @@ def align_shapes(input: torch.Tensor, target: torch.Tensor, opts: DiceOptions, h
         and opts.include_background
         and not has_weight
     )
-    is_label = _is_label_dtype(target.dtype) and not (input.dim() >= 2 and input.shape[1] == 1)
+    is_label = target.dtype in LABEL_DTYPES and not (input.dim() >= 2 and input.shape[1] == 1)
     if input.dim() == 1:
         if not class_free:
             raise ValueError(
@@ -133,15 +129,15 @@ def fused_loss_from_stats(
     opts: DiceOptions,
     weight: Optional[torch.Tensor],
     ce_weight: Optional[torch.Tensor] = None,
-    lambda_dice: float = 1.0,
-    lambda_ce: float = 0.0,
-    ce_family: str = "none",
+    *,
     ce_label_map: bool = True,
-    ce_positions: int = 0,
-    label_smoothing: float = 0.0,
+    ce_positions=0,
+    **ce_options,
 ) -> torch.Tensor:
     """``lambda_dice * Dice + lambda_ce * CE`` of the statistics in one op
-    (fastdice::dice_loss_from_stats), the Dice term as ``opts`` say.
+    (fastdice::dice_loss_from_stats), the Dice term as ``opts`` say, the CE
+    term's options (lambda_dice, lambda_ce, ce_family, label_smoothing) by
+    keyword.
 
     ce_positions (B * spatial size, the mean's denominator for a dense target)
     may be a symbolic size under ``torch.compile(dynamic=True)``: the op's
@@ -150,16 +146,14 @@ def fused_loss_from_stats(
     a tensor op, and the op gets 1. Label maps and reduction 'sum' do not
     use it (the op gets 0).
     """
-    form = "squared" if opts.squared else "soft_label" if opts.soft_label else "plain"
-    if ce_family != "none" and not ce_label_map and opts.reduction == "mean":
+    if ce_options.get("ce_family", "none") != "none" and not ce_label_map and opts.reduction == "mean":
         stats = per_position_pixel_sums(stats, ce_positions)
         ce_positions = 1
     else:
         ce_positions = 0
-    return torch.ops.fastdice.dice_loss_from_stats(
-        stats, weight, ce_weight, opts.pooling, opts.include_background, form, opts.jaccard,
-        float(opts.smooth_nr), float(opts.smooth_dr), opts.log_loss, float(opts.log_eps), opts.reduction,
-        float(lambda_dice), float(lambda_ce), ce_family, ce_label_map, ce_positions, float(label_smoothing),
+    return _ops.dice_loss_from_stats(
+        stats, weight, ce_weight, **opts.epilogue_options(), ce_label_map=ce_label_map, ce_positions=ce_positions,
+        **ce_options,
     )
 
 
@@ -173,25 +167,37 @@ def per_position_pixel_sums(stats: torch.Tensor, positions) -> torch.Tensor:
 
 def fused_epilogue_applies(opts: DiceOptions, *weights: Optional[torch.Tensor]) -> bool:
     """Whether the one-op epilogue (fastdice::dice_loss_from_stats) computes the
-    loss: not when the pooled statistics must be all-reduced between pooling
-    and ratio (distributed), nor for a weight that requires grad (the op
-    treats weights as constants); the tensor-op epilogue does those."""
+    whole loss (Dice and CE terms) from the local statistics: not when the
+    pooled statistics must be all-reduced between pooling and ratio
+    (distributed), nor for a weight that requires grad (the op treats
+    weights as constants)."""
     return not opts.distributed and not any(w is not None and w.requires_grad for w in weights)
 
 
 def loss_from_stats(
     stats: torch.Tensor, opts: DiceOptions, weight: Optional[torch.Tensor], process_group=None
 ) -> torch.Tensor:
-    """The Dice-family loss from per-(sample, class) statistics [B, C, NUM_STATS]."""
-    if fused_epilogue_applies(opts, weight):
+    """The Dice-family loss from per-(sample, class) statistics [B, C, NUM_STATS].
+
+    Always the epilogue op, except for a weight that requires grad (the op
+    treats weights as constants): then the formula in tensor ops. With
+    ``distributed=True`` the statistics are pooled and all-reduced first and
+    the op gets the pooled statistics as one sample ([1, C', K], or [1, 1, K]
+    for global pooling, the class weight already inside)."""
+    if weight is not None and weight.requires_grad:
+        return loss_from_stats_eager(stats, opts, weight, process_group)
+    if not opts.distributed:
         return fused_loss_from_stats(stats, opts, weight)
-    return loss_from_stats_eager(stats, opts, weight, process_group)
+    s, weight = pool_stats(stats, opts, weight, process_group)
+    pooled = s.reshape(1, -1, s.shape[-1])  # background already dropped
+    return _ops.dice_loss_from_stats(pooled, weight, None, **dict(opts.epilogue_options(), include_background=True))
 
 
 def loss_from_stats_eager(
     stats: torch.Tensor, opts: DiceOptions, weight: Optional[torch.Tensor], process_group=None
 ) -> torch.Tensor:
-    """loss_from_stats in tensor ops (differentiable through all-reduce and weights)."""
+    """loss_from_stats in tensor ops, for a weight that requires grad
+    (differentiable through the weights and the all-reduce)."""
     s, weight = pool_stats(stats, opts, weight, process_group)
     intersection = s[..., _ops.TP]
     if opts.squared:

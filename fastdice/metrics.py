@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from . import _ops
+from .options import ACTIVATIONS, check_bool, check_choice, check_ignore_index
 
 __all__ = [
     "DiceScore",
@@ -43,7 +44,6 @@ __all__ = [
 COUNT_NAMES = _ops.COUNT_NAMES
 TP, FP, FN = 0, 1, 2
 MODES = ("multiclass", "multilabel", "binary")
-ACTIVATIONS = ("none", "sigmoid", "softmax")
 AVERAGES = ("micro", "macro", "weighted", "none")
 AGGREGATION_LEVELS = ("samplewise", "global")
 #: The score of a (sample, class) whose class is absent from both prediction and target (0/0):
@@ -59,27 +59,11 @@ _METRICS = ("dice", "jaccard")
 # ----------------------------------------------------------------------------
 
 
-def _check_choice(name, value, choices):
-    if not isinstance(value, str) or value not in choices:
-        raise ValueError(f"fastdice: {name} must be one of {choices}, got {value!r}")
-
-
 def _check_average(average):
     if average is None:  # torchmetrics accepts None for "none"
         return "none"
-    _check_choice("average", average, AVERAGES)
+    check_choice("average", average, AVERAGES)
     return average
-
-
-def _check_bool(name, value):
-    if not isinstance(value, bool):
-        raise TypeError(f"fastdice: {name} must be a bool, got {value!r}")
-
-
-def _check_ignore_index(ignore_index):
-    if ignore_index is not None and (isinstance(ignore_index, bool) or not isinstance(ignore_index, numbers.Integral)):
-        raise TypeError(f"fastdice: ignore_index must be an int or None, got {ignore_index!r}")
-    return None if ignore_index is None else int(ignore_index)
 
 
 def _check_num_classes(num_classes, mode):
@@ -100,8 +84,8 @@ def op_threshold(mode: str, activation: str, threshold: float) -> float:
     activation="none": the input holds probabilities (or any score) and is compared
     with threshold itself. Multiclass predictions are an argmax: no threshold.
     """
-    _check_choice("mode", mode, MODES)
-    _check_choice("activation", activation, ACTIVATIONS)
+    check_choice("mode", mode, MODES)
+    check_choice("activation", activation, ACTIVATIONS)
     if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or math.isnan(threshold):
         raise ValueError(f"fastdice: threshold must be a number, got {threshold!r}")
     threshold = float(threshold)
@@ -150,7 +134,7 @@ def confusion_counts(
             f"fastdice: input and target must be tensors, got {type(input).__name__} and {type(target).__name__}"
         )
     thr = op_threshold(mode, activation, threshold)
-    ignore_index = _check_ignore_index(ignore_index)
+    ignore_index = check_ignore_index(ignore_index)
     # detach: the counts are not differentiable (the op has no autograd).
     return _counts_op(input.detach(), target.detach(), mode, thr, ignore_index)
 
@@ -230,11 +214,11 @@ def score_from_counts(
     negative count (CUDA's marker of an invalid target, see ``confusion_counts``) give
     NaN (global: all NaN). Float64.
     """
-    _check_choice("metric", metric, _METRICS)
-    _check_bool("include_background", include_background)
+    check_choice("metric", metric, _METRICS)
+    check_bool("include_background", include_background)
     average = _check_average(average)
-    _check_choice("aggregation_level", aggregation_level, AGGREGATION_LEVELS)
-    _check_choice("empty", empty, EMPTY_CONVENTIONS)
+    check_choice("aggregation_level", aggregation_level, AGGREGATION_LEVELS)
+    check_choice("empty", empty, EMPTY_CONVENTIONS)
     if not isinstance(counts, torch.Tensor) or counts.dim() != 3 or counts.shape[-1] != 3:
         shape = tuple(counts.shape) if isinstance(counts, torch.Tensor) else type(counts).__name__
         raise ValueError(f"fastdice: counts must have shape [N, C, 3], got {shape}")
@@ -251,10 +235,10 @@ def score_from_counts(
 def _functional(metric, input, target, num_classes, mode, activation, threshold, include_background, ignore_index,
                 average, aggregation_level, empty):
     num_classes = _check_num_classes(num_classes, mode)
-    _check_bool("include_background", include_background)
+    check_bool("include_background", include_background)
     average = _check_average(average)
-    _check_choice("aggregation_level", aggregation_level, AGGREGATION_LEVELS)
-    _check_choice("empty", empty, EMPTY_CONVENTIONS)
+    check_choice("aggregation_level", aggregation_level, AGGREGATION_LEVELS)
+    check_choice("empty", empty, EMPTY_CONVENTIONS)
     _check_num_classes_matches(num_classes, input)
     counts = confusion_counts(
         input, target, mode=mode, activation=activation, threshold=threshold, ignore_index=ignore_index
@@ -383,21 +367,21 @@ class DiceScore(nn.Module):
         process_group=None,
     ):
         super().__init__()
-        _check_choice("mode", mode, MODES)
+        check_choice("mode", mode, MODES)
         self.num_classes = _check_num_classes(num_classes, mode)
         self.mode = mode
         self.activation = activation
         self.threshold = threshold
         self._op_threshold = op_threshold(mode, activation, threshold)
-        _check_bool("include_background", include_background)
+        check_bool("include_background", include_background)
         self.include_background = include_background
-        self.ignore_index = _check_ignore_index(ignore_index)
+        self.ignore_index = check_ignore_index(ignore_index)
         self.average = _check_average(average)
-        _check_choice("aggregation_level", aggregation_level, AGGREGATION_LEVELS)
+        check_choice("aggregation_level", aggregation_level, AGGREGATION_LEVELS)
         self.aggregation_level = aggregation_level
-        _check_choice("empty", empty, EMPTY_CONVENTIONS)
+        check_choice("empty", empty, EMPTY_CONVENTIONS)
         self.empty = empty
-        _check_bool("sync_on_compute", sync_on_compute)
+        check_bool("sync_on_compute", sync_on_compute)
         self.sync_on_compute = sync_on_compute
         self.process_group = process_group
         self._dtype = torch.get_default_dtype()

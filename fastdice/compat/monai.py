@@ -70,12 +70,12 @@ from torch.nn.modules.loss import _Loss
 
 from .. import _api, _ops
 from ..combined import pixel_loss_from_stats
+from ..options import LABEL_DTYPES
 
 __all__ = ["DiceLoss", "GeneralizedDiceLoss", "TverskyLoss", "DiceCELoss", "DiceFocalLoss", "GeneralizedDiceFocalLoss"]
 
 _REDUCTIONS = ("none", "mean", "sum")
 _W_TYPES = ("square", "simple", "uniform")
-_LABEL_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 
 
 # --------------------------------------------------------------------------
@@ -223,7 +223,7 @@ def _dice_stats_monai(
 
     op_ignore = None
     if use_label_map:
-        if target.dtype not in _LABEL_DTYPES:
+        if target.dtype not in LABEL_DTYPES:
             if ignore_index is not None and target.is_floating_point() and bool((target != target.trunc()).any()):
                 raise ValueError(
                     "fastdice.compat.monai: with to_onehot_y=True and ignore_index, a floating-point target "
@@ -296,19 +296,6 @@ def _tp_fp_fn(stats: torch.Tensor, squared: bool, soft_label: bool):
         tp = stats[..., _ops.TP]
         pred_o, ground_o = stats[..., _ops.SUM_P], stats[..., _ops.SUM_T]
     return tp, pred_o - tp, ground_o - tp
-
-
-def _dice_epilogue(
-    stats: torch.Tensor, *, squared_pred: bool, jaccard: bool, soft_label: bool, smooth_nr: float, smooth_dr: float
-) -> torch.Tensor:
-    """MONAI DiceLoss' unreduced loss ``f`` (shape ``stats.shape[:-1]``)."""
-    tp, fp, fn = _tp_fp_fn(stats, squared_pred, soft_label)
-    if not jaccard:
-        fp = fp * 0.5
-        fn = fn * 0.5
-    numerator = 2 * tp + smooth_nr
-    denominator = 2 * (tp + fp + fn) + smooth_dr
-    return 1 - numerator / denominator
 
 
 def _has_negative(module, name: str, weight: torch.Tensor) -> bool:
@@ -475,11 +462,14 @@ class DiceLoss(_Loss):
         )
 
     def _loss(self, stats: torch.Tensor, input: torch.Tensor) -> torch.Tensor:
-        """The loss from the op's unpooled statistics: one fused epilogue op
-        (fastdice::dice_loss_from_stats), or MONAI's formula in tensor ops where
-        it does not map onto it (no spatial axes without batch: MONAI then sums
-        over samples and classes and weights the one ratio per class; a class
-        weight that requires grad)."""
+        """The loss from the op's unpooled statistics, by the epilogue op
+        (fastdice::dice_loss_from_stats), in one call with the class weight and
+        the reduction where MONAI's weighting and reduction map onto it. Where
+        they do not (no spatial axes without batch: MONAI then sums over samples
+        and classes and weights the one ratio per class; a class weight that
+        requires grad; a reduction the op does not know), the op gives the
+        unweighted, unreduced losses and MONAI's weighting and reduction follow
+        in tensor ops."""
         drop_background = not self.include_background and input.shape[1] > 1
         num_classes = _num_classes_after_background(input, self.include_background)
         weight = None
@@ -490,32 +480,24 @@ class DiceLoss(_Loss):
             weight = class_weight.to(stats)
             if drop_background:  # the op's weight has one entry per input class
                 weight = torch.cat((weight.new_zeros(1), weight))
-        eager = (input.dim() == 2 and not self.batch) or (weight is not None and weight.requires_grad)
-        if eager or self.reduction not in ("mean", "sum", "none"):  # the eager path raises on a bad reduction
-            return self._loss_from_stats(_pool_monai(stats, drop_background, self.batch, input.dim()), input)
         # MONAI's Jaccard, 1 - (2 tp + nr) / (2 (tp + fp + fn) + dr), is the op's
         # (tp + nr/2) / (sum p + sum t - tp + dr/2).
         half = 0.5 if self.jaccard else 1.0
-        form = "squared" if self.squared_pred else "soft_label" if self.soft_label else "plain"
-        f = torch.ops.fastdice.dice_loss_from_stats(
-            stats, weight, None, "batch" if self.batch else "sample", self.include_background, form, self.jaccard,
-            self.smooth_nr * half, self.smooth_dr * half, False, 1e-7, self.reduction, 1.0, 0.0, "none", True, 0, 0.0,
+        options = dict(
+            pooling="batch" if self.batch else "sample", include_background=self.include_background,
+            form="squared" if self.squared_pred else "soft_label" if self.soft_label else "plain",
+            jaccard=self.jaccard, smooth_nr=self.smooth_nr * half, smooth_dr=self.smooth_dr * half,
+            reduction=self.reduction,
         )
-        return f if self.reduction != "none" else _reduce_broadcast(f, "none", input.dim())
-
-    def _loss_from_stats(self, stats: torch.Tensor, input: torch.Tensor) -> torch.Tensor:
-        """MONAI's formula in tensor ops on the pooled statistics."""
-        f = _dice_epilogue(
-            stats,
-            squared_pred=self.squared_pred,
-            jaccard=self.jaccard,
-            soft_label=self.soft_label,
-            smooth_nr=self.smooth_nr,
-            smooth_dr=self.smooth_dr,
-        )
-        f, class_weight = _apply_class_weight(
-            f, self.class_weight, _num_classes_after_background(input, self.include_background), self
-        )
+        pooled_all = input.dim() == 2 and not self.batch
+        if not pooled_all and not (weight is not None and weight.requires_grad) and self.reduction in ("mean", "sum", "none"):
+            f = _ops.dice_loss_from_stats(stats, weight, None, **options)
+            return f if self.reduction != "none" else _reduce_broadcast(f, "none", input.dim())
+        if pooled_all:  # one ratio of the sums over samples and classes
+            stats = _pool_monai(stats, drop_background, False, 2).reshape(1, 1, -1)
+            options.update(pooling="global", include_background=True)
+        f = _ops.dice_loss_from_stats(stats, None, None, **dict(options, reduction="none"))
+        f, class_weight = _apply_class_weight(f, self.class_weight, num_classes, self)
         if class_weight is not self.class_weight:
             self.class_weight = class_weight
         return _reduce_broadcast(f, self.reduction, input.dim())
@@ -663,14 +645,16 @@ def _check_combined_shapes(input: torch.Tensor, target: torch.Tensor) -> None:
         )
 
 
-def _check_lambda(name: str, value: float) -> float:
+def _lambda_not_negative(name: str, value: float) -> float:
+    """MONAI's check of a term weight (only < 0 raises, with MONAI's message;
+    fastdice.options.check_nonnegative is the native, stricter rule)."""
     if value < 0.0:
         raise ValueError(f"{name} should be no less than 0.0.")
     return value
 
 
 def _as_label_map(target: torch.Tensor) -> torch.Tensor:
-    return target if target.dtype in _LABEL_DTYPES else target.long()
+    return target if target.dtype in LABEL_DTYPES else target.long()
 
 
 class DiceCELoss(_Loss):
@@ -730,8 +714,8 @@ class DiceCELoss(_Loss):
         # argument checks; their forward is never called (the CE is fused).
         self.cross_entropy = torch.nn.CrossEntropyLoss(weight=weight, reduction=reduction, label_smoothing=label_smoothing)
         self.binary_cross_entropy = torch.nn.BCEWithLogitsLoss(pos_weight=weight, reduction=reduction)
-        self.lambda_dice = _check_lambda("lambda_dice", lambda_dice)
-        self.lambda_ce = _check_lambda("lambda_ce", lambda_ce)
+        self.lambda_dice = _lambda_not_negative("lambda_dice", lambda_dice)
+        self.lambda_ce = _lambda_not_negative("lambda_ce", lambda_ce)
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         _check_combined_shapes(input, target)
@@ -847,8 +831,8 @@ class DiceFocalLoss(_Loss):
             weight=weight,
         )
         self.focal = _FocalTerm(include_background, gamma, weight, alpha, reduction)
-        self.lambda_dice = _check_lambda("lambda_dice", lambda_dice)
-        self.lambda_focal = _check_lambda("lambda_focal", lambda_focal)
+        self.lambda_dice = _lambda_not_negative("lambda_dice", lambda_dice)
+        self.lambda_focal = _lambda_not_negative("lambda_focal", lambda_focal)
         self.to_onehot_y = to_onehot_y
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -975,8 +959,8 @@ class GeneralizedDiceFocalLoss(_Loss):
         )
         self.focal = _FocalTerm(include_background, gamma, weight, None, reduction)
         self.focal.to_onehot_y = to_onehot_y
-        self.lambda_gdl = _check_lambda("lambda_gdl", lambda_gdl)
-        self.lambda_focal = _check_lambda("lambda_focal", lambda_focal)
+        self.lambda_gdl = _lambda_not_negative("lambda_gdl", lambda_gdl)
+        self.lambda_focal = _lambda_not_negative("lambda_focal", lambda_focal)
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         _check_combined_shapes(input, target)
