@@ -177,6 +177,72 @@ def _exacta(w):
     )
 
 
+def _nnunet_kwargs(w):
+    # As nnUNetTrainer._build_loss: batch Dice, smooth 1e-5, no background for softmax (regions:
+    # sigmoid, background kept). The workloads' other providers pool per sample; the work per
+    # element is the same.
+    return {"batch_dice": True, "smooth": SMOOTH, "do_bg": w.activation != "softmax", "ddp": False}
+
+
+def _nnunet_loss(w, module, helper):
+    if w.loss == "seed":
+        raise NotApplicable("nnU-Net's losses take logits")
+    if w.loss == "dice_ce":
+        if w.activation != "softmax" or w.dense_target:
+            raise Skip("nnU-Net's DC_and_CE_loss takes softmax logits and label maps")
+        return module.DC_and_CE_loss(
+            _nnunet_kwargs(w), {}, weight_ce=1, weight_dice=1, ignore_label=None,
+            dice_class=module.MemoryEfficientSoftDiceLoss,
+        )
+    nonlin = helper if w.activation == "softmax" else torch.sigmoid
+    return module.MemoryEfficientSoftDiceLoss(apply_nonlin=nonlin, **_nnunet_kwargs(w))
+
+
+def _nnunet_modules():
+    try:
+        from nnunetv2.training.loss import compound_losses, dice
+        from nnunetv2.utilities.helpers import softmax_helper_dim1
+    except ImportError as e:
+        raise Skip(f"nnunetv2 not installed ({e})")
+
+    class Module:  # nnU-Net's classes under one namespace, like fastdice.compat.nnunet
+        MemoryEfficientSoftDiceLoss = dice.MemoryEfficientSoftDiceLoss
+        DC_and_CE_loss = compound_losses.DC_and_CE_loss
+
+    return Module, softmax_helper_dim1
+
+
+def _label_channel(loss, w):
+    """nnU-Net's targets carry a channel axis: (B, 1, *spatial) label maps."""
+    if w.dense_target:
+        return loss
+    return lambda x, t: loss(x, t.unsqueeze(1))
+
+
+def _nnunet(w):
+    """nnU-Net's own loss as its trainer builds it, eager."""
+    module, helper = _nnunet_modules()
+    return _label_channel(_nnunet_loss(w, module, helper), w)
+
+
+def _nnunet_compiled(w):
+    """nnU-Net's loss with the Dice part under torch.compile, as its trainer does on CUDA."""
+    module, helper = _nnunet_modules()
+    loss = _nnunet_loss(w, module, helper)
+    if w.loss == "dice_ce":
+        loss.dc = torch.compile(loss.dc)
+    else:
+        loss = torch.compile(loss)
+    return _label_channel(loss, w)
+
+
+def _fastdice_nnunet(w):
+    """fastdice.compat.nnunet with nnU-Net's arguments (fused: Dice and CE in one pass)."""
+    from fastdice.compat import nnunet as module
+
+    return _label_channel(_nnunet_loss(w, module, module.softmax_helper_dim1), w)
+
+
 PROVIDERS = {
     "fastdice": _fastdice,
     "fastdice_thread": _fastdice_thread,
@@ -186,6 +252,9 @@ PROVIDERS = {
     "monai": _monai,
     "smp": _smp,
     "exacta": _exacta,
+    "nnunet": _nnunet,
+    "nnunet_compiled": _nnunet_compiled,
+    "fastdice_nnunet": _fastdice_nnunet,
     "floor_read": _floor("read"),
     "floor_exp": _floor("exp"),
 }

@@ -69,9 +69,10 @@ MUTANTS = [
      "    for (int i = 0; i < kItems; ++i) pack.v[i] = static_cast<scalar_t>(v[kItems - 1 - i]);",
      "vector lanes stored in reverse"),
     ("dice_loss_from_stats_kernel.cu",
-     "  const double out = *broadcast;\n  __syncthreads();  // tmp and broadcast are reused by the next call",
-     "  const double out = *broadcast;",
-     "block_sum's temp storage reused without a barrier"),
+     "  if (threadIdx.x == 0) *broadcast = total;\n  __syncthreads();\n  const double out = *broadcast;\n"
+     "  __syncthreads();  // tmp and broadcast are reused by the next call",
+     "  if (threadIdx.x == 0) *broadcast = total;\n  const double out = *broadcast;",
+     "block_sum without its barriers: cub temp storage reused, the broadcast read before it is written"),
     ("confusion_counts_kernel.cu",
      "      if (v != 0) atomicAdd(out + idx, v);",
      "      if (v != 0 && idx + 1 < C * kNumCounts) atomicAdd(out + idx, v);",
