@@ -83,9 +83,14 @@ def check_choice(name: str, value, choices) -> None:
         raise ValueError(f"fastdice: {name} must be one of {choices}, got {value!r}")
 
 
+def _finite_nonnegative(value) -> bool:
+    """Whether value is a real number (not a bool), finite and >= 0."""
+    return not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(value) and value >= 0
+
+
 def check_nonnegative(name: str, value) -> float:
     """A real number (not a bool), finite and >= 0, as a float."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
+    if not _finite_nonnegative(value):
         raise ValueError(f"fastdice: {name} must be a finite number >= 0, got {value!r}")
     return float(value)
 
@@ -132,6 +137,5 @@ def check_weight_values(weight: WeightLike) -> None:
         values = weight.double().flatten().tolist()
     else:
         values = [weight] if isinstance(weight, numbers.Real) else list(weight)
-    for v in values:
-        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or v < 0:
-            raise ValueError(f"fastdice: weight must be finite and >= 0, got {weight!r}")  # the whole weight named
+    if not all(_finite_nonnegative(v) for v in values):
+        raise ValueError(f"fastdice: weight must be finite and >= 0, got {weight!r}")
