@@ -18,10 +18,8 @@ import argparse
 import dataclasses
 import json
 import os
-import statistics
 import subprocess
 import sys
-import time
 import warnings
 
 import torch
@@ -117,39 +115,6 @@ def _monai(w):
 PROVIDERS = {"fastdice": _fastdice, "torchmetrics": _torchmetrics, "monai": _monai}
 
 
-def _sync(device):
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
-def interleaved_times(providers, inputs, device, warmup, reps):
-    """ms per call of each provider, run A B C A B C ... (drift hits all alike)."""
-    samples = {name: [] for name in providers}
-    for it in range(warmup + reps):
-        for name, fn in providers.items():
-            x, t = inputs[it % len(inputs)]
-            _sync(device)
-            t0 = time.perf_counter()
-            fn(x, t)
-            _sync(device)
-            if it >= warmup:
-                samples[name].append((time.perf_counter() - t0) * 1e3)
-    out = {}
-    for name, v in samples.items():
-        q = statistics.quantiles(v, n=4) if len(v) >= 2 else [v[0]] * 3
-        out[name] = {"median_ms": statistics.median(v), "q1_ms": q[0], "q3_ms": q[2], "n": len(v)}
-    return out
-
-
-def cuda_peak_extra_bytes(fn, x, t):
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-    base = torch.cuda.memory_allocated()
-    fn(x, t)
-    torch.cuda.synchronize()
-    return int(torch.cuda.max_memory_allocated() - base)
-
-
 def memory_child(provider, workload_json):
     """Entry of the fresh subprocess that measures one provider's CPU peak memory."""
     w = MetricWorkload(**json.loads(workload_json))
@@ -190,12 +155,12 @@ def run_workload(w, args):
     warmup, reps = (2, 7) if args.quick else (3, 15)
     if w.device == "cuda":
         warmup, reps = 5, 30
-    times = interleaved_times(providers, inputs, w.device, warmup, reps)
+    times = utils.interleaved_call_times(providers, inputs, w.device, warmup, reps)
     rows = {}
     for name, fn in providers.items():
         row = dict(times[name], value=values[name], abs_diff_to_fastdice=agree.get(name))
         if w.device == "cuda":
-            row["peak_extra_bytes"] = cuda_peak_extra_bytes(fn, *inputs[0])
+            row["peak_extra_bytes"] = utils.cuda_peak_extra_bytes(fn, *inputs[0], backward=False)
         elif not args.no_memory:
             row["peak_extra_bytes"] = cpu_peak_memory(name, w)
         rows[name] = row

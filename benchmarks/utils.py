@@ -108,44 +108,74 @@ def queued_cuda_times(fn, pairs):
     return [(e0.elapsed_time(e1), e1.elapsed_time(e2)) for e0, e1, e2 in events[1:]]
 
 
+def quartiles(values: list) -> dict:
+    """Median and quartiles (ms) of timing samples."""
+    q = statistics.quantiles(values, n=4) if len(values) >= 2 else [values[0]] * 3
+    return {"median_ms": statistics.median(values), "q1_ms": q[0], "q3_ms": q[2], "n": len(values)}
+
+
+def _interleave(providers: dict, warmup: int, reps: int, measure) -> dict:
+    """Runs providers A B C A B C ... so that machine drift hits all alike:
+    ``measure(fn, it)`` returns the samples of one turn; the warm-up turns'
+    are dropped. Returns name -> every sample kept."""
+    samples = {name: [] for name in providers}
+    for it in range(warmup + reps):
+        for name, fn in providers.items():
+            measured = measure(fn, it)
+            if it >= warmup:
+                samples[name].extend(measured)
+    return samples
+
+
 def interleaved_times(providers: dict, inputs: list, device: str, warmup: int, reps: int) -> dict:
-    """Runs providers A B C A B C ... so that machine drift hits all alike.
+    """Forward and backward times of each provider, interleaved (see _interleave).
 
     inputs is a list of (x, t) pairs used in rotation (on CUDA, enough of them
     that no provider finds its inputs in L2 from the previous iteration). On
     CUDA each turn is a burst of CUDA_BURST queued iterations (queued_cuda_times).
     """
     timer = Timer(device)
-    samples = {name: {"fwd": [], "bwd": [], "total": []} for name in providers}
-    for it in range(warmup + reps):
-        for name, fn in providers.items():
-            if device == "cuda":
-                pairs = [inputs[(it * CUDA_BURST + j) % len(inputs)] for j in range(CUDA_BURST)]
-                measured = queued_cuda_times(fn, pairs)
-            else:
-                measured = [timer.run(fn, *inputs[it % len(inputs)])]
-            if it >= warmup:
-                for fwd, bwd in measured:
-                    samples[name]["fwd"].append(fwd)
-                    samples[name]["bwd"].append(bwd)
-                    samples[name]["total"].append(fwd + bwd)
+
+    def measure(fn, it):
+        if device == "cuda":
+            return queued_cuda_times(fn, [inputs[(it * CUDA_BURST + j) % len(inputs)] for j in range(CUDA_BURST)])
+        return [timer.run(fn, *inputs[it % len(inputs)])]
+
     out = {}
-    for name, s in samples.items():
-        out[name] = {}
-        for k, v in s.items():
-            q = statistics.quantiles(v, n=4) if len(v) >= 2 else [v[0], v[0], v[0]]
-            out[name][k] = {"median_ms": statistics.median(v), "q1_ms": q[0], "q3_ms": q[2], "n": len(v)}
+    for name, s in _interleave(providers, warmup, reps, measure).items():
+        fwd, bwd = [f for f, _ in s], [b for _, b in s]
+        out[name] = {"fwd": quartiles(fwd), "bwd": quartiles(bwd), "total": quartiles([f + b for f, b in s])}
     return out
 
 
-def cuda_peak_extra_bytes(fn, x, t) -> int:
-    """Peak CUDA memory of one fwd+bwd above what was allocated before it."""
+def interleaved_call_times(providers: dict, inputs: list, device: str, warmup: int, reps: int) -> dict:
+    """ms per call fn(x, t) (no backward; the device synchronized before and
+    after, so a call's host syncs count), interleaved (see _interleave)."""
+
+    def sync():
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    def measure(fn, it):
+        x, t = inputs[it % len(inputs)]
+        sync()
+        t0 = time.perf_counter()
+        fn(x, t)
+        sync()
+        return [(time.perf_counter() - t0) * 1e3]
+
+    return {name: quartiles(s) for name, s in _interleave(providers, warmup, reps, measure).items()}
+
+
+def cuda_peak_extra_bytes(fn, x, t, backward: bool = True) -> int:
+    """Peak CUDA memory of one fwd (+bwd) above what was allocated before it."""
     x.grad = None
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
     base = torch.cuda.memory_allocated()
-    loss = fn(x, t)
-    loss.backward()
+    out = fn(x, t)
+    if backward:
+        out.backward()
     torch.cuda.synchronize()
     peak = torch.cuda.max_memory_allocated() - base
     x.grad = None

@@ -208,21 +208,51 @@ def explain_target_error(message: str, input, target):
     return None
 
 
+#: The options of fastdice::dice_loss_from_stats after (stats, weight, ce_weight), in the
+#: schema's order (csrc/ops/dice_loss_from_stats.cpp), with their defaults and the Python
+#: type (numbers are converted to it; strings and bools pass as they are, for the op to
+#: check): the one list of them on the Python side. Callers name them by
+#: keyword (dice_loss_from_stats); the fake kernel reads them back by name.
+EPILOGUE_OPTIONS = (
+    ("pooling", "global", str),  # 'global' | 'batch' | 'sample'
+    ("include_background", True, bool),
+    ("form", "plain", str),  # 'plain' | 'squared' | 'soft_label': the denominator / intersection
+    ("jaccard", False, bool),
+    ("smooth_nr", 1.0, float),
+    ("smooth_dr", 1.0, float),
+    ("log_loss", False, bool),
+    ("log_eps", 1e-7, float),
+    ("reduction", "mean", str),  # 'mean' | 'sum' | 'none'
+    ("lambda_dice", 1.0, float),
+    ("lambda_ce", 0.0, float),
+    ("ce_family", "none", str),  # 'none' | 'cross_entropy' | 'binary_cross_entropy'
+    ("ce_label_map", True, bool),
+    ("ce_positions", 0, int),  # B * spatial size, the denominator for dense targets
+    ("label_smoothing", 0.0, float),
+)
+EPILOGUE_OPTION_NAMES = tuple(name for name, _, _ in EPILOGUE_OPTIONS)
+
+
+def _epilogue_options(options: tuple, named: dict) -> dict:
+    """The epilogue's options by name, from the op's positional arguments after ce_weight."""
+    values = dict(zip(EPILOGUE_OPTION_NAMES, options))
+    values.update(named)
+    return values
+
+
 def _dice_classes(num_classes, include_background):
     return num_classes - 1 if not include_background and num_classes > 1 else num_classes
 
 
 @torch.library.register_fake("fastdice::dice_loss_from_stats")
-def _dice_loss_from_stats_fake(
-    stats, weight, ce_weight, pooling, include_background, form, jaccard, smooth_nr, smooth_dr, log_loss,
-    log_eps, reduction, lambda_dice, lambda_ce, ce_family, ce_label_map, ce_positions, label_smoothing,
-):
+def _dice_loss_from_stats_fake(stats, weight, ce_weight, *options, **named):
+    o = _epilogue_options(options, named)
     torch._check(stats.dim() == 3, lambda: f"fastdice: stats must have shape (B, C, {NUM_STATS})")
     shape = ()
-    if reduction == "none" and pooling == "sample":
-        shape = (stats.shape[0], _dice_classes(stats.shape[1], include_background))
-    elif reduction == "none" and pooling == "batch":
-        shape = (_dice_classes(stats.shape[1], include_background),)
+    if o["reduction"] == "none" and o["pooling"] == "sample":
+        shape = (stats.shape[0], _dice_classes(stats.shape[1], o["include_background"]))
+    elif o["reduction"] == "none" and o["pooling"] == "batch":
+        shape = (_dice_classes(stats.shape[1], o["include_background"]),)
     return stats.new_empty(shape)
 
 
@@ -231,40 +261,24 @@ def _dice_loss_from_stats_backward_fake(grad, stats, *options):
     return torch.empty_like(stats, memory_format=torch.contiguous_format)
 
 
-def dice_loss_from_stats(
-    stats,
-    weight=None,
-    ce_weight=None,
-    *,
-    pooling="global",
-    include_background=True,
-    form="plain",
-    jaccard=False,
-    smooth_nr=1.0,
-    smooth_dr=1.0,
-    log_loss=False,
-    log_eps=1e-7,
-    reduction="mean",
-    lambda_dice=1.0,
-    lambda_ce=0.0,
-    ce_family="none",
-    ce_label_map=True,
-    ce_positions=0,
-    label_smoothing=0.0,
-):
+def dice_loss_from_stats(stats, weight=None, ce_weight=None, **options):
     """The loss ``lambda_dice * Dice + lambda_ce * CE`` of statistics ``[B, C, NUM_STATS]``
-    in one op (see csrc/ops/dice_loss_from_stats.cpp); differentiable with respect to stats.
+    in one op (see csrc/ops/dice_loss_from_stats.cpp); differentiable with respect to stats
+    (the weights are constants).
 
-    form: 'plain' | 'squared' | 'soft_label' (the Dice denominator / intersection).
-    ce_family: 'none' | 'cross_entropy' | 'binary_cross_entropy' (the normalization of
-    torch's CrossEntropyLoss / BCEWithLogitsLoss, see fastdice.combined.pixel_loss_from_stats);
-    ce_positions: B * spatial size, the denominator for dense targets.
+    The options are keyword-only, named and defaulted as ``EPILOGUE_OPTIONS`` says
+    (``DiceOptions.epilogue_options()`` gives the Dice term's from a loss's options);
+    ce_family follows the normalization of torch's CrossEntropyLoss / BCEWithLogitsLoss
+    (see fastdice.combined.pixel_loss_from_stats). This is the one call of the op.
     """
-    return torch.ops.fastdice.dice_loss_from_stats(
-        stats, weight, ce_weight, pooling, include_background, form, jaccard, float(smooth_nr), float(smooth_dr),
-        log_loss, float(log_eps), reduction, float(lambda_dice), float(lambda_ce), ce_family, ce_label_map,
-        int(ce_positions), float(label_smoothing),
-    )
+    unknown = set(options) - set(EPILOGUE_OPTION_NAMES)
+    if unknown:
+        raise TypeError(f"fastdice: dice_loss_from_stats got unknown options {sorted(unknown)}")
+    args = []
+    for name, default, kind in EPILOGUE_OPTIONS:
+        value = options.get(name, default)
+        args.append(kind(value) if kind in (float, int) else value)
+    return torch.ops.fastdice.dice_loss_from_stats(stats, weight, ce_weight, *args)
 
 
 #: Names of the counts along the last dimension of ``confusion_counts``' output.

@@ -13,29 +13,16 @@ import numbers
 from typing import Literal, NamedTuple, Optional
 
 import torch
-from torch import nn
 
 from . import _api, _ops
 from ._api import native_arguments
-from .loss import (
-    _check_tensors, align_shapes, fused_epilogue_applies, fused_loss_from_stats, loss_from_stats_eager,
-    options_values,
-)
-from .options import DiceOptions, Pooling, WeightLike, check_weight_values, weight_tensor
-
-
-def _check_lambda(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
-        raise ValueError(f"fastdice: {name} must be a finite number >= 0, got {value!r}")
-    return float(value)
-
-
-_LABEL_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+from .loss import NativeLoss, fused_epilogue_applies, fused_loss_from_stats, loss_from_stats
+from .options import LABEL_DTYPES, DiceOptions, Pooling, WeightLike, check_nonnegative, check_weight_values
 
 
 def is_label_map(input: torch.Tensor, target: torch.Tensor) -> bool:
     """Whether the op reads target as a label map (the rule of prepare_problem)."""
-    if target.dtype not in _LABEL_DTYPES:
+    if target.dtype not in LABEL_DTYPES:
         return False
     b, c, *spatial = input.shape
     shape = tuple(target.shape)
@@ -108,7 +95,7 @@ class DiceFocalTerms(NamedTuple):
     focal: torch.Tensor
 
 
-class DiceCELoss(nn.Module):
+class DiceCELoss(NativeLoss):
     """``lambda_dice * Dice + lambda_ce * cross-entropy``, both from one fused pass.
 
     Args (keyword-only). The Dice term's options are those of
@@ -138,6 +125,8 @@ class DiceCELoss(nn.Module):
     ``pooling`` concern the Dice term) and honours ``ignore_index``.
     """
 
+    needs_class_axis = True  # the cross-entropy is per class
+
     @native_arguments
     def __init__(
         self,
@@ -164,7 +153,6 @@ class DiceCELoss(nn.Module):
         return_terms: bool = False,
         process_group=None,
     ) -> None:
-        super().__init__()
         for name, value in (("weight", weight), ("ce_weight", ce_weight)):
             if value is not None and not isinstance(value, (int, float)) and torch.as_tensor(value).dim() != 1:
                 raise ValueError(f"fastdice: {name} must be a number or a 1-D sequence (one entry per class)")
@@ -175,71 +163,41 @@ class DiceCELoss(nn.Module):
                 "shapes); for the terms themselves pass return_terms=True, for per-class Dice losses use "
                 "fastdice.DiceLoss(reduction='none')"
             )
-        self.opts = DiceOptions(
+        opts = DiceOptions(
             activation=activation, pooling=pooling, include_background=include_background,
             ignore_index=ignore_index, smooth_nr=smooth_nr, smooth_dr=smooth_dr, squared=squared, jaccard=jaccard,
             log_loss=log_loss, soft_label=soft_label, reduction=reduction, log_eps=log_eps, distributed=distributed,
         )
-        if self.opts.activation not in ("softmax", "sigmoid"):
+        if opts.activation not in ("softmax", "sigmoid"):
             raise ValueError(
                 f"fastdice: {type(self).__name__} needs activation='softmax' or 'sigmoid' (the input is logits), "
-                f"got {self.opts.activation!r}"
+                f"got {opts.activation!r}"
             )
-        if self.opts.reduction not in ("mean", "sum"):
-            raise ValueError(f"fastdice: DiceCELoss reduction must be 'mean' or 'sum', got {self.opts.reduction!r}")
-        self.lambda_dice = _check_lambda("lambda_dice", lambda_dice)
-        self.lambda_ce = _check_lambda("lambda_ce", lambda_ce)
+        if opts.reduction not in ("mean", "sum"):
+            raise ValueError(f"fastdice: DiceCELoss reduction must be 'mean' or 'sum', got {opts.reduction!r}")
+        lambda_dice = check_nonnegative("lambda_dice", lambda_dice)
+        lambda_ce = check_nonnegative("lambda_ce", lambda_ce)
         if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, numbers.Real) or not (
             0.0 <= label_smoothing <= 1.0
         ):
             raise ValueError(f"fastdice: label_smoothing must be a number in [0, 1], got {label_smoothing!r}")
-        if label_smoothing > 0 and self.opts.activation != "softmax":
+        if label_smoothing > 0 and opts.activation != "softmax":
             raise ValueError("fastdice: label_smoothing needs activation='softmax' (the softmax cross-entropy)")
-        self.label_smoothing = float(label_smoothing)
-        self.focal_gamma = _check_lambda("focal_gamma", focal_gamma)
+        focal_gamma = check_nonnegative("focal_gamma", focal_gamma)
         if not isinstance(return_terms, bool):
             raise TypeError(f"fastdice: return_terms must be a bool, got {return_terms!r}")
+        super().__init__(opts, process_group, weight=weight, ce_weight=ce_weight)
+        self.lambda_dice = lambda_dice
+        self.lambda_ce = lambda_ce
+        self.label_smoothing = float(label_smoothing)
+        self.focal_gamma = focal_gamma
         self.return_terms = return_terms
-        self.process_group = process_group
-        self._register_weight("weight", weight)
-        self._register_weight("ce_weight", ce_weight)
-    def _register_weight(self, name, value):
-        if value is None:
-            self.register_buffer(name, None)
-        elif isinstance(value, (int, float)):
-            self.register_buffer(name, None)
-            setattr(self, f"_{name}_scalar", float(value))
-            return
-        else:
-            self.register_buffer(name, torch.as_tensor(value, dtype=torch.float64).flatten().clone())
-        setattr(self, f"_{name}_scalar", None)
-
-    def _weight(self, name, num_classes, like):
-        tensor = getattr(self, name)
-        if tensor is None:
-            return weight_tensor(getattr(self, f"_{name}_scalar"), num_classes, like)
-        if tensor.numel() != num_classes:
-            raise ValueError(f"fastdice: {name} has {tensor.numel()} entries but the input has {num_classes} classes")
-        return tensor.to(device=like.device, dtype=like.dtype)
-
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        state["process_group"] = None  # process groups do not pickle; the default group is used after loading
-        return state
 
     def _constructor_values(self) -> dict:
-        values = options_values(self.opts, None)
-        for name in ("weight", "ce_weight"):
-            tensor = getattr(self, name)
-            values[name] = tensor if tensor is not None else getattr(self, f"_{name}_scalar")
-        values.update(
-            lambda_dice=self.lambda_dice, lambda_ce=self.lambda_ce, label_smoothing=self.label_smoothing,
-            focal_gamma=self.focal_gamma, return_terms=self.return_terms,
+        return dict(
+            super()._constructor_values(), lambda_dice=self.lambda_dice, lambda_ce=self.lambda_ce,
+            label_smoothing=self.label_smoothing, focal_gamma=self.focal_gamma, return_terms=self.return_terms,
         )
-        return values
-
-    def extra_repr(self) -> str:
-        return _api.constructor_repr(self)
 
     @property
     def pixel_loss(self) -> str:
@@ -247,34 +205,21 @@ class DiceCELoss(nn.Module):
 
     def forward(self, input: torch.Tensor, target: torch.Tensor):
         """The loss (a scalar); ``(loss, dice, ce)`` with ``return_terms=True``."""
-        _check_tensors(input, target, self.opts)
-        if input.dim() < 2:
-            raise ValueError(
-                f"fastdice: {type(self).__name__} needs input of shape (B, C, *spatial), got {tuple(input.shape)}"
-            )
-        input, target = align_shapes(input, target, self.opts, True)
+        input, target, stats = self._stats(input, target, self.pixel_loss, self.focal_gamma)
         num_classes = input.shape[1]
-        if not self.opts.include_background and num_classes == 1:
-            _api.warn("fastdice: include_background=False ignored with a single channel")
-        stats = _ops.dice_stats(
-            input, target, self.opts.activation, self.opts.full_stats, self.opts.ignore_index,
-            self.pixel_loss, self.focal_gamma,
-        )
-        weight = self._weight("weight", num_classes, stats)
-        ce_weight = self._weight("ce_weight", num_classes, stats)
+        weight = self._class_weight("weight", num_classes, stats)
+        ce_weight = self._class_weight("ce_weight", num_classes, stats)
         positions = math.prod(input.shape[2:]) * input.shape[0]
         label_map = is_label_map(input, target)
         fused = fused_epilogue_applies(self.opts, weight, ce_weight)
         if fused and not self.return_terms:
             loss = fused_loss_from_stats(
-                stats, self.opts, weight, ce_weight, self.lambda_dice, self.lambda_ce, self.pixel_loss, label_map,
-                positions, self.label_smoothing,
+                stats, self.opts, weight, ce_weight, ce_label_map=label_map, ce_positions=positions,
+                lambda_dice=self.lambda_dice, lambda_ce=self.lambda_ce, ce_family=self.pixel_loss,
+                label_smoothing=self.label_smoothing,
             )
             return _api.zero_if_empty(loss, input, self.opts.distributed)
-        if fused:
-            dice = fused_loss_from_stats(stats, self.opts, weight)
-        else:
-            dice = loss_from_stats_eager(stats, self.opts, weight, self.process_group)
+        dice = loss_from_stats(stats, self.opts, weight, self.process_group)
         ce = pixel_loss_from_stats(
             stats,
             family=self.pixel_loss,
@@ -336,8 +281,7 @@ class DiceFocalLoss(DiceCELoss):
         return_terms: bool = False,
         process_group=None,
     ) -> None:
-        if isinstance(gamma, bool) or not isinstance(gamma, numbers.Real) or not math.isfinite(gamma) or gamma < 0:
-            raise ValueError(f"fastdice: gamma must be a finite number >= 0, got {gamma!r}")
+        check_nonnegative("gamma", gamma)
         super().__init__(
             activation=activation, pooling=pooling, include_background=include_background, weight=weight,
             ignore_index=ignore_index, smooth_nr=smooth_nr, smooth_dr=smooth_dr, squared=squared, jaccard=jaccard,

@@ -2,58 +2,19 @@
 statistics (sum p*t, sum p, sum t per sample and class), so they cost what
 the Dice loss costs: one pass forward, one pass backward."""
 
-import math
-import numbers
 from typing import Literal, Optional
 
 import torch
-from torch import nn
 
 from . import _api, _ops
 from ._api import native_arguments
-from .loss import _check_tensors, align_shapes, options_values, pool_stats, reduce_losses, register_weight
-from .options import Activation, DiceOptions, Pooling, Reduction, WeightLike, weight_tensor
+from .loss import NativeLoss, pool_stats, reduce_losses
+from .options import Activation, DiceOptions, Pooling, Reduction, WeightLike, check_nonnegative
 
 W_TYPES = ("square", "simple", "uniform")
 
 
-def _check_nonnegative(name, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
-        raise ValueError(f"fastdice: {name} must be a finite number >= 0, got {value!r}")
-    return float(value)
-
-
-class _StatsLoss(nn.Module):
-    """Shared plumbing: options, the class-weight buffer and the op call."""
-
-    def __init__(self, process_group=None, weight=None, **options):
-        super().__init__()
-        self.process_group = process_group
-        self.opts = register_weight(self, weight, DiceOptions(**options), torch.float64)
-
-    def _stats(self, input, target):
-        _check_tensors(input, target, self.opts)
-        input, target = align_shapes(input, target, self.opts, self.weight is not None or self.opts.weight is not None)
-        if not self.opts.include_background and input.shape[1] == 1:
-            _api.warn("fastdice: include_background=False ignored with a single channel")
-        stats = _ops.dice_stats(input, target, self.opts.activation, False, self.opts.ignore_index)
-        num_classes = input.shape[1]
-        if self.weight is None:
-            weight = weight_tensor(self.opts.weight, num_classes, stats)
-        elif self.weight.numel() != num_classes:
-            raise ValueError(f"fastdice: weight has {self.weight.numel()} entries but the input has {num_classes} classes")
-        else:
-            weight = self.weight.to(device=stats.device, dtype=stats.dtype)
-        return stats, weight
-
-    def _constructor_values(self) -> dict:
-        return options_values(self.opts, self.weight)
-
-    def extra_repr(self) -> str:
-        return _api.constructor_repr(self)
-
-
-class TverskyLoss(_StatsLoss):
+class TverskyLoss(NativeLoss):
     """Tversky loss ``(1 - (tp + smooth_nr) / (tp + alpha*fp + beta*fn + smooth_dr)) ** gamma``.
 
     fp = sum p*(1-t) = sum p - tp, fn = sum (1-p)*t = sum t - tp. alpha
@@ -82,20 +43,21 @@ class TverskyLoss(_StatsLoss):
         distributed: bool = False,
         process_group=None,
     ) -> None:
-        super().__init__(
-            process_group=process_group, weight=weight, activation=activation, pooling=pooling,
-            include_background=include_background, ignore_index=ignore_index, smooth_nr=smooth_nr,
-            smooth_dr=smooth_dr, reduction=reduction, distributed=distributed,
+        opts = DiceOptions(
+            activation=activation, pooling=pooling, include_background=include_background, ignore_index=ignore_index,
+            smooth_nr=smooth_nr, smooth_dr=smooth_dr, reduction=reduction, distributed=distributed,
         )
-        self.alpha = _check_nonnegative("alpha", alpha)
-        self.beta = _check_nonnegative("beta", beta)
-        self.gamma = _check_nonnegative("gamma", gamma)
+        super().__init__(opts, process_group, weight=weight)
+        self.alpha = check_nonnegative("alpha", alpha)
+        self.beta = check_nonnegative("beta", beta)
+        self.gamma = check_nonnegative("gamma", gamma)
 
     def _constructor_values(self) -> dict:
         return dict(super()._constructor_values(), alpha=self.alpha, beta=self.beta, gamma=self.gamma)
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        stats, weight = self._stats(input, target)
+        input, _, stats = self._stats(input, target)
+        weight = self._class_weight("weight", input.shape[1], stats)
         s, weight = pool_stats(stats, self.opts, weight, self.process_group)
         tp = s[..., _ops.TP]
         fp = s[..., _ops.SUM_P] - tp
@@ -109,7 +71,7 @@ class TverskyLoss(_StatsLoss):
         return _api.zero_if_empty(reduce_losses(loss, self.opts.reduction), input, self.opts.distributed)
 
 
-class GeneralizedDiceLoss(_StatsLoss):
+class GeneralizedDiceLoss(NativeLoss):
     """Generalized Dice loss (Sudre et al. 2017), one value per sample (or
     per batch with ``pooling='batch'``):
 
@@ -143,20 +105,18 @@ class GeneralizedDiceLoss(_StatsLoss):
             raise ValueError(f"fastdice: GeneralizedDiceLoss pooling must be 'sample' or 'batch', got {pooling!r}")
         if w_type not in W_TYPES:
             raise ValueError(f"fastdice: w_type must be one of {W_TYPES}, got {w_type!r}")
-        super().__init__(
-            process_group=process_group, activation=activation, pooling=pooling,
-            include_background=include_background, ignore_index=ignore_index, smooth_nr=smooth_nr,
-            smooth_dr=smooth_dr, reduction=reduction, distributed=distributed,
+        opts = DiceOptions(
+            activation=activation, pooling=pooling, include_background=include_background, ignore_index=ignore_index,
+            smooth_nr=smooth_nr, smooth_dr=smooth_dr, reduction=reduction, distributed=distributed,
         )
+        super().__init__(opts, process_group)
         self.w_type = w_type
 
     def _constructor_values(self) -> dict:
-        values = dict(super()._constructor_values(), w_type=self.w_type)
-        del values["weight"]
-        return values
+        return dict(super()._constructor_values(), w_type=self.w_type)
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        stats, _ = self._stats(input, target)
+        input, _, stats = self._stats(input, target)
         s, _ = pool_stats(stats, self.opts, None, self.process_group)  # [B, C, K] or [C, K]
         tp, p_sum, g_sum = s[..., _ops.TP], s[..., _ops.SUM_P], s[..., _ops.SUM_T]
         with torch.no_grad():

@@ -12,11 +12,7 @@ from torch import nn
 
 from . import _api, _ops
 from ._api import native_arguments
-from .options import Activation, DiceOptions, Pooling, Reduction, WeightLike, check_weight_values, weight_tensor
-
-
-def _is_label_dtype(dtype: torch.dtype) -> bool:
-    return dtype in (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+from .options import LABEL_DTYPES, Activation, DiceOptions, Pooling, Reduction, WeightLike, check_weight_values, weight_tensor
 
 
 def align_shapes(input: torch.Tensor, target: torch.Tensor, opts: DiceOptions, has_weight: bool):
@@ -35,7 +31,7 @@ def align_shapes(input: torch.Tensor, target: torch.Tensor, opts: DiceOptions, h
         and opts.include_background
         and not has_weight
     )
-    is_label = _is_label_dtype(target.dtype) and not (input.dim() >= 2 and input.shape[1] == 1)
+    is_label = target.dtype in LABEL_DTYPES and not (input.dim() >= 2 and input.shape[1] == 1)
     if input.dim() == 1:
         if not class_free:
             raise ValueError(
@@ -133,15 +129,15 @@ def fused_loss_from_stats(
     opts: DiceOptions,
     weight: Optional[torch.Tensor],
     ce_weight: Optional[torch.Tensor] = None,
-    lambda_dice: float = 1.0,
-    lambda_ce: float = 0.0,
-    ce_family: str = "none",
+    *,
     ce_label_map: bool = True,
-    ce_positions: int = 0,
-    label_smoothing: float = 0.0,
+    ce_positions=0,
+    **ce_options,
 ) -> torch.Tensor:
     """``lambda_dice * Dice + lambda_ce * CE`` of the statistics in one op
-    (fastdice::dice_loss_from_stats), the Dice term as ``opts`` say.
+    (fastdice::dice_loss_from_stats), the Dice term as ``opts`` say, the CE
+    term's options (lambda_dice, lambda_ce, ce_family, label_smoothing) by
+    keyword.
 
     ce_positions (B * spatial size, the mean's denominator for a dense target)
     may be a symbolic size under ``torch.compile(dynamic=True)``: the op's
@@ -150,16 +146,14 @@ def fused_loss_from_stats(
     a tensor op, and the op gets 1. Label maps and reduction 'sum' do not
     use it (the op gets 0).
     """
-    form = "squared" if opts.squared else "soft_label" if opts.soft_label else "plain"
-    if ce_family != "none" and not ce_label_map and opts.reduction == "mean":
+    if ce_options.get("ce_family", "none") != "none" and not ce_label_map and opts.reduction == "mean":
         stats = per_position_pixel_sums(stats, ce_positions)
         ce_positions = 1
     else:
         ce_positions = 0
-    return torch.ops.fastdice.dice_loss_from_stats(
-        stats, weight, ce_weight, opts.pooling, opts.include_background, form, opts.jaccard,
-        float(opts.smooth_nr), float(opts.smooth_dr), opts.log_loss, float(opts.log_eps), opts.reduction,
-        float(lambda_dice), float(lambda_ce), ce_family, ce_label_map, ce_positions, float(label_smoothing),
+    return _ops.dice_loss_from_stats(
+        stats, weight, ce_weight, **opts.epilogue_options(), ce_label_map=ce_label_map, ce_positions=ce_positions,
+        **ce_options,
     )
 
 
@@ -173,25 +167,37 @@ def per_position_pixel_sums(stats: torch.Tensor, positions) -> torch.Tensor:
 
 def fused_epilogue_applies(opts: DiceOptions, *weights: Optional[torch.Tensor]) -> bool:
     """Whether the one-op epilogue (fastdice::dice_loss_from_stats) computes the
-    loss: not when the pooled statistics must be all-reduced between pooling
-    and ratio (distributed), nor for a weight that requires grad (the op
-    treats weights as constants); the tensor-op epilogue does those."""
+    whole loss (Dice and CE terms) from the local statistics: not when the
+    pooled statistics must be all-reduced between pooling and ratio
+    (distributed), nor for a weight that requires grad (the op treats
+    weights as constants)."""
     return not opts.distributed and not any(w is not None and w.requires_grad for w in weights)
 
 
 def loss_from_stats(
     stats: torch.Tensor, opts: DiceOptions, weight: Optional[torch.Tensor], process_group=None
 ) -> torch.Tensor:
-    """The Dice-family loss from per-(sample, class) statistics [B, C, NUM_STATS]."""
-    if fused_epilogue_applies(opts, weight):
+    """The Dice-family loss from per-(sample, class) statistics [B, C, NUM_STATS].
+
+    Always the epilogue op, except for a weight that requires grad (the op
+    treats weights as constants): then the formula in tensor ops. With
+    ``distributed=True`` the statistics are pooled and all-reduced first and
+    the op gets the pooled statistics as one sample ([1, C', K], or [1, 1, K]
+    for global pooling, the class weight already inside)."""
+    if weight is not None and weight.requires_grad:
+        return loss_from_stats_eager(stats, opts, weight, process_group)
+    if not opts.distributed:
         return fused_loss_from_stats(stats, opts, weight)
-    return loss_from_stats_eager(stats, opts, weight, process_group)
+    s, weight = pool_stats(stats, opts, weight, process_group)
+    pooled = s.reshape(1, -1, s.shape[-1])  # background already dropped
+    return _ops.dice_loss_from_stats(pooled, weight, None, **dict(opts.epilogue_options(), include_background=True))
 
 
 def loss_from_stats_eager(
     stats: torch.Tensor, opts: DiceOptions, weight: Optional[torch.Tensor], process_group=None
 ) -> torch.Tensor:
-    """loss_from_stats in tensor ops (differentiable through all-reduce and weights)."""
+    """loss_from_stats in tensor ops, for a weight that requires grad
+    (differentiable through the weights and the all-reduce)."""
     s, weight = pool_stats(stats, opts, weight, process_group)
     intersection = s[..., _ops.TP]
     if opts.squared:
@@ -213,26 +219,7 @@ def loss_from_stats_eager(
     return reduce_losses(loss, opts.reduction)
 
 
-def options_values(opts: DiceOptions, weight_buffer: Optional[torch.Tensor]) -> dict:
-    """The DiceOptions as constructor arguments (the weight buffer if any)."""
-    values = {f.name: getattr(opts, f.name) for f in fields(opts)}
-    if weight_buffer is not None:
-        values["weight"] = weight_buffer
-    return values
-
-
-def register_weight(module: nn.Module, weight, opts: DiceOptions, dtype: torch.dtype) -> DiceOptions:
-    """Keeps a per-class weight sequence as the module's buffer ``weight`` (it
-    follows .to() and state_dict); a number stays an option. Returns the options."""
-    check_weight_values(weight)
-    if weight is not None and not isinstance(weight, (int, float)):
-        module.register_buffer("weight", torch.as_tensor(weight, dtype=dtype).flatten().clone())
-        return opts
-    module.register_buffer("weight", None)
-    return opts.replace(weight=weight)
-
-
-def _check_tensors(input: torch.Tensor, target: torch.Tensor, opts: DiceOptions) -> None:
+def check_tensors(input: torch.Tensor, target: torch.Tensor, opts: DiceOptions) -> None:
     if not isinstance(input, torch.Tensor) or not isinstance(target, torch.Tensor):
         raise TypeError(
             f"fastdice: input and target must be tensors, got {type(input).__name__} and {type(target).__name__}"
@@ -286,24 +273,108 @@ def dice_loss(
     return _dice_loss(input, target, opts, None, process_group)
 
 
-def _dice_loss(input, target, opts: DiceOptions, weight: Optional[torch.Tensor], process_group=None) -> torch.Tensor:
-    _check_tensors(input, target, opts)
-    input, target = align_shapes(input, target, opts, weight is not None or opts.weight is not None)
-    num_classes = input.shape[1]
-    if not opts.include_background and num_classes == 1:
+def native_stats(
+    input: torch.Tensor, target: torch.Tensor, opts: DiceOptions, has_weight: bool, pixel_loss: str = "none",
+    focal_gamma: float = 0.0, needs_class_axis: Optional[str] = None,
+):
+    """The fused statistics of a native loss, after its checks: returns
+    ``(input, target, stats)``, input and target in the op's layout.
+    ``needs_class_axis``: the loss's name, when its input must be
+    (B, C, *spatial) whatever the options."""
+    check_tensors(input, target, opts)
+    if needs_class_axis is not None and input.dim() < 2:
+        raise ValueError(f"fastdice: {needs_class_axis} needs input of shape (B, C, *spatial), got {tuple(input.shape)}")
+    input, target = align_shapes(input, target, opts, has_weight or needs_class_axis is not None)
+    if not opts.include_background and input.shape[1] == 1:
         _api.warn("fastdice: include_background=False ignored with a single channel")
-    stats = _ops.dice_stats(input, target, opts.activation, opts.full_stats, opts.ignore_index)
-    if weight is None:
-        weight = weight_tensor(opts.weight, num_classes, stats)
-    elif weight.numel() != num_classes:
-        raise ValueError(
-            f"fastdice: weight has {weight.numel()} entries but the input has {num_classes} classes"
-        )
-    loss = loss_from_stats(stats, opts, weight.to(stats.dtype) if weight is not None else None, process_group)
+    stats = _ops.dice_stats(input, target, opts.activation, opts.full_stats, opts.ignore_index, pixel_loss, focal_gamma)
+    return input, target, stats
+
+
+def class_weight(
+    buffer: Optional[torch.Tensor], value: WeightLike, num_classes: int, like: torch.Tensor, name: str = "weight"
+) -> Optional[torch.Tensor]:
+    """A per-class weight as one entry per class in like's dtype and device:
+    a module's buffer (checked against the class count) or else ``value``
+    (a number, sequence, tensor or None, see weight_tensor)."""
+    if buffer is None:
+        return weight_tensor(value, num_classes, like)
+    if buffer.numel() != num_classes:
+        raise ValueError(f"fastdice: {name} has {buffer.numel()} entries but the input has {num_classes} classes")
+    return buffer.to(device=like.device, dtype=like.dtype)
+
+
+def _dice_loss(input, target, opts: DiceOptions, weight: Optional[torch.Tensor], process_group=None) -> torch.Tensor:
+    """The Dice loss; ``weight``: a module's weight buffer, or None for ``opts.weight``."""
+    input, _, stats = native_stats(input, target, opts, weight is not None or opts.weight is not None)
+    weight = class_weight(weight, opts.weight, input.shape[1], stats)
+    loss = loss_from_stats(stats, opts, weight, process_group)
     return _api.zero_if_empty(loss, input, opts.distributed)
 
 
-class DiceLoss(nn.Module):
+#: The dtype of the per-class weight buffers of every native loss (the user's
+#: numbers kept exactly; cast to the statistics' dtype at use).
+WEIGHT_DTYPE = torch.float64
+
+
+class NativeLoss(nn.Module):
+    """Base of the native losses (DiceLoss, TverskyLoss, GeneralizedDiceLoss,
+    DiceCELoss, DiceFocalLoss): the options (``self.opts``), the per-class
+    weight buffers, the statistics call, pickling and ``extra_repr``. A
+    subclass validates its own arguments and keeps its own epilogue
+    (``forward`` from ``self._stats``).
+
+    ``weights``: name -> value of each per-class weight the loss takes. A
+    sequence or tensor becomes the buffer ``name`` (float64, flattened; it
+    follows ``.to()`` and ``state_dict``), a number stays a number (the
+    buffer is None)."""
+
+    #: True where the loss needs (B, C, *spatial) input whatever the options.
+    needs_class_axis = False
+
+    def __init__(self, opts: DiceOptions, process_group=None, **weights) -> None:
+        super().__init__()
+        self.opts = opts
+        self.process_group = process_group
+        self._weight_numbers = {}
+        for name, value in weights.items():
+            check_weight_values(value)
+            number = value is None or isinstance(value, (int, float))
+            self.register_buffer(name, None if number else torch.as_tensor(value, dtype=WEIGHT_DTYPE).flatten().clone())
+            self._weight_numbers[name] = value if number else None
+
+    def _has_weight(self) -> bool:
+        return any(getattr(self, n) is not None or v is not None for n, v in self._weight_numbers.items())
+
+    def _stats(self, input: torch.Tensor, target: torch.Tensor, pixel_loss: str = "none", focal_gamma: float = 0.0):
+        """``(input, target, stats)``: see native_stats."""
+        return native_stats(
+            input, target, self.opts, self._has_weight(), pixel_loss, focal_gamma,
+            type(self).__name__ if self.needs_class_axis else None,
+        )
+
+    def _class_weight(self, name: str, num_classes: int, like: torch.Tensor) -> Optional[torch.Tensor]:
+        """The weight ``name`` as one entry per class, in like's dtype and device (or None)."""
+        return class_weight(getattr(self, name), self._weight_numbers[name], num_classes, like, name)
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["process_group"] = None  # process groups do not pickle; the default group is used after loading
+        return state
+
+    def _constructor_values(self) -> dict:
+        """The constructor arguments as they are now (for extra_repr); a subclass adds its own."""
+        values = {f.name: getattr(self.opts, f.name) for f in fields(self.opts) if f.name != "weight"}
+        for name, number in self._weight_numbers.items():
+            buffer = getattr(self, name)
+            values[name] = buffer if buffer is not None else number
+        return values
+
+    def extra_repr(self) -> str:
+        return _api.constructor_repr(self)
+
+
+class DiceLoss(NativeLoss):
     """Dice loss computed by one fused pass forward and one fused pass backward.
 
     With no arguments it is the classic formula over all elements of
@@ -354,25 +425,14 @@ class DiceLoss(nn.Module):
         distributed: bool = False,
         process_group=None,
     ) -> None:
-        super().__init__()
-        self.process_group = process_group
         opts = DiceOptions(
             activation=activation, pooling=pooling, include_background=include_background,
             ignore_index=ignore_index, smooth_nr=smooth_nr, smooth_dr=smooth_dr, squared=squared, jaccard=jaccard,
             log_loss=log_loss, soft_label=soft_label, reduction=reduction, log_eps=log_eps, distributed=distributed,
         )
-        self.opts = register_weight(self, weight, opts, torch.float32)
+        super().__init__(opts, process_group, weight=weight)
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return _dice_loss(input, target, self.opts, self.weight, self.process_group)
-
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        state["process_group"] = None  # process groups do not pickle; the default group is used after loading
-        return state
-
-    def _constructor_values(self) -> dict:
-        return options_values(self.opts, self.weight)
-
-    def extra_repr(self) -> str:
-        return _api.constructor_repr(self)
+        input, _, stats = self._stats(input, target)
+        loss = loss_from_stats(stats, self.opts, self._class_weight("weight", input.shape[1], stats), self.process_group)
+        return _api.zero_if_empty(loss, input, self.opts.distributed)

@@ -23,7 +23,8 @@ from typing import List, Optional
 import torch
 from torch import nn
 
-from . import _ops
+from . import _api, _ops
+from .options import ACTIVATIONS, check_bool, check_choice, check_ignore_index
 
 __all__ = [
     "DiceScore",
@@ -43,7 +44,6 @@ __all__ = [
 COUNT_NAMES = _ops.COUNT_NAMES
 TP, FP, FN = 0, 1, 2
 MODES = ("multiclass", "multilabel", "binary")
-ACTIVATIONS = ("none", "sigmoid", "softmax")
 AVERAGES = ("micro", "macro", "weighted", "none")
 AGGREGATION_LEVELS = ("samplewise", "global")
 #: The score of a (sample, class) whose class is absent from both prediction and target (0/0):
@@ -59,27 +59,11 @@ _METRICS = ("dice", "jaccard")
 # ----------------------------------------------------------------------------
 
 
-def _check_choice(name, value, choices):
-    if not isinstance(value, str) or value not in choices:
-        raise ValueError(f"fastdice: {name} must be one of {choices}, got {value!r}")
-
-
 def _check_average(average):
     if average is None:  # torchmetrics accepts None for "none"
         return "none"
-    _check_choice("average", average, AVERAGES)
+    check_choice("average", average, AVERAGES)
     return average
-
-
-def _check_bool(name, value):
-    if not isinstance(value, bool):
-        raise TypeError(f"fastdice: {name} must be a bool, got {value!r}")
-
-
-def _check_ignore_index(ignore_index):
-    if ignore_index is not None and (isinstance(ignore_index, bool) or not isinstance(ignore_index, numbers.Integral)):
-        raise TypeError(f"fastdice: ignore_index must be an int or None, got {ignore_index!r}")
-    return None if ignore_index is None else int(ignore_index)
 
 
 def _check_num_classes(num_classes, mode):
@@ -100,8 +84,8 @@ def op_threshold(mode: str, activation: str, threshold: float) -> float:
     activation="none": the input holds probabilities (or any score) and is compared
     with threshold itself. Multiclass predictions are an argmax: no threshold.
     """
-    _check_choice("mode", mode, MODES)
-    _check_choice("activation", activation, ACTIVATIONS)
+    check_choice("mode", mode, MODES)
+    check_choice("activation", activation, ACTIVATIONS)
     if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or math.isnan(threshold):
         raise ValueError(f"fastdice: threshold must be a number, got {threshold!r}")
     threshold = float(threshold)
@@ -150,7 +134,7 @@ def confusion_counts(
             f"fastdice: input and target must be tensors, got {type(input).__name__} and {type(target).__name__}"
         )
     thr = op_threshold(mode, activation, threshold)
-    ignore_index = _check_ignore_index(ignore_index)
+    ignore_index = check_ignore_index(ignore_index)
     # detach: the counts are not differentiable (the op has no autograd).
     return _counts_op(input.detach(), target.detach(), mode, thr, ignore_index)
 
@@ -214,6 +198,16 @@ def _drop_background(counts: torch.Tensor, include_background: bool) -> torch.Te
     return counts[..., 1:, :]
 
 
+def _check_score_options(metric, include_background, average, aggregation_level, empty) -> str:
+    """The checks of the scoring options; returns average normalized (None -> "none")."""
+    check_choice("metric", metric, _METRICS)
+    check_bool("include_background", include_background)
+    average = _check_average(average)
+    check_choice("aggregation_level", aggregation_level, AGGREGATION_LEVELS)
+    check_choice("empty", empty, EMPTY_CONVENTIONS)
+    return average
+
+
 def score_from_counts(
     counts: torch.Tensor,
     *,
@@ -230,11 +224,12 @@ def score_from_counts(
     negative count (CUDA's marker of an invalid target, see ``confusion_counts``) give
     NaN (global: all NaN). Float64.
     """
-    _check_choice("metric", metric, _METRICS)
-    _check_bool("include_background", include_background)
-    average = _check_average(average)
-    _check_choice("aggregation_level", aggregation_level, AGGREGATION_LEVELS)
-    _check_choice("empty", empty, EMPTY_CONVENTIONS)
+    average = _check_score_options(metric, include_background, average, aggregation_level, empty)
+    return _score_from_counts(counts, metric, include_background, average, aggregation_level, empty)
+
+
+def _score_from_counts(counts, metric, include_background, average, aggregation_level, empty) -> torch.Tensor:
+    """score_from_counts of checked options."""
     if not isinstance(counts, torch.Tensor) or counts.dim() != 3 or counts.shape[-1] != 3:
         shape = tuple(counts.shape) if isinstance(counts, torch.Tensor) else type(counts).__name__
         raise ValueError(f"fastdice: counts must have shape [N, C, 3], got {shape}")
@@ -248,21 +243,18 @@ def score_from_counts(
     return torch.where(mask, torch.full_like(out, math.nan), out)
 
 
-def _functional(metric, input, target, num_classes, mode, activation, threshold, include_background, ignore_index,
-                average, aggregation_level, empty):
+def _functional(
+    metric, input, target, *, num_classes, mode, activation, threshold, include_background, ignore_index, average,
+    aggregation_level, empty,
+):
+    """dice_score / jaccard_index: every option checked once, before the op runs."""
     num_classes = _check_num_classes(num_classes, mode)
-    _check_bool("include_background", include_background)
-    average = _check_average(average)
-    _check_choice("aggregation_level", aggregation_level, AGGREGATION_LEVELS)
-    _check_choice("empty", empty, EMPTY_CONVENTIONS)
+    average = _check_score_options(metric, include_background, average, aggregation_level, empty)
     _check_num_classes_matches(num_classes, input)
     counts = confusion_counts(
         input, target, mode=mode, activation=activation, threshold=threshold, ignore_index=ignore_index
     )
-    return score_from_counts(
-        counts, metric=metric, include_background=include_background, average=average,
-        aggregation_level=aggregation_level, empty=empty,
-    )
+    return _score_from_counts(counts, metric, include_background, average, aggregation_level, empty)
 
 
 def _check_num_classes_matches(num_classes, input, inferred=False):
@@ -298,8 +290,11 @@ def dice_score(
     sample [B] ([B, C'] for average="none"); global, [1] ([1, C']). See ``DiceScore``
     for the options.
     """
-    return _functional("dice", input, target, num_classes, mode, activation, threshold, include_background,
-                       ignore_index, average, aggregation_level, empty)
+    return _functional(
+        "dice", input, target, num_classes=num_classes, mode=mode, activation=activation, threshold=threshold,
+        include_background=include_background, ignore_index=ignore_index, average=average,
+        aggregation_level=aggregation_level, empty=empty,
+    )
 
 
 def jaccard_index(
@@ -317,8 +312,11 @@ def jaccard_index(
     empty: str = "nan",
 ) -> torch.Tensor:
     """Hard IoU TP / (TP + FP + FN) of one batch; the shapes and options of ``dice_score``."""
-    return _functional("jaccard", input, target, num_classes, mode, activation, threshold, include_background,
-                       ignore_index, average, aggregation_level, empty)
+    return _functional(
+        "jaccard", input, target, num_classes=num_classes, mode=mode, activation=activation, threshold=threshold,
+        include_background=include_background, ignore_index=ignore_index, average=average,
+        aggregation_level=aggregation_level, empty=empty,
+    )
 
 
 # ----------------------------------------------------------------------------
@@ -383,21 +381,18 @@ class DiceScore(nn.Module):
         process_group=None,
     ):
         super().__init__()
-        _check_choice("mode", mode, MODES)
+        check_choice("mode", mode, MODES)
         self.num_classes = _check_num_classes(num_classes, mode)
         self.mode = mode
         self.activation = activation
         self.threshold = threshold
         self._op_threshold = op_threshold(mode, activation, threshold)
-        _check_bool("include_background", include_background)
+        self.average = _check_score_options(self._metric, include_background, average, aggregation_level, empty)
+        self.ignore_index = check_ignore_index(ignore_index)
         self.include_background = include_background
-        self.ignore_index = _check_ignore_index(ignore_index)
-        self.average = _check_average(average)
-        _check_choice("aggregation_level", aggregation_level, AGGREGATION_LEVELS)
         self.aggregation_level = aggregation_level
-        _check_choice("empty", empty, EMPTY_CONVENTIONS)
         self.empty = empty
-        _check_bool("sync_on_compute", sync_on_compute)
+        check_bool("sync_on_compute", sync_on_compute)
         self.sync_on_compute = sync_on_compute
         self.process_group = process_group
         self._dtype = torch.get_default_dtype()
@@ -594,17 +589,13 @@ class DiceScore(nn.Module):
             return torch.full(shape, math.nan, dtype=self._dtype, device=counts.device)
         return self._score(counts, invalid, average)
 
+    def _constructor_values(self) -> dict:
+        names = ("num_classes", "mode", "activation", "threshold", "include_background", "ignore_index", "average",
+                 "aggregation_level", "empty", "sync_on_compute")
+        return {name: getattr(self, name) for name in names}
+
     def __repr__(self):
-        opts = []
-        defaults = dict(mode="multiclass", activation="none", threshold=0.5, include_background=True,
-                        ignore_index=None, average="macro", aggregation_level="samplewise", empty="nan")
-        if self.num_classes is not None:
-            opts.append(f"num_classes={self.num_classes}")
-        for k, d in defaults.items():
-            v = getattr(self, k)
-            if v != d:
-                opts.append(f"{k}={v!r}")
-        return f"{type(self).__name__}({', '.join(opts)})"
+        return f"{type(self).__name__}({_api.constructor_repr(self)})"
 
 
 class JaccardIndex(DiceScore):

@@ -1,5 +1,6 @@
-"""Options of the Dice losses: names, defaults and validation (shared by the
-fused loss and the reference, so both accept and reject exactly the same)."""
+"""Options of the Dice losses: names, defaults and validation, and the
+validators and dtype lists every fastdice module shares (the reference,
+fastdice.reference, states its own on purpose)."""
 
 import math
 import numbers
@@ -11,6 +12,8 @@ import torch
 ACTIVATIONS = ("none", "sigmoid", "softmax")
 POOLINGS = ("global", "batch", "sample")
 REDUCTIONS = ("mean", "sum", "none")
+#: Target dtypes read as class-index label maps.
+LABEL_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 
 WeightLike = Union[None, float, Sequence[float], torch.Tensor]
 Activation = Literal["none", "sigmoid", "softmax"]
@@ -36,13 +39,11 @@ class DiceOptions:
     distributed: bool = False
 
     def __post_init__(self):
-        _check_choice("activation", self.activation, ACTIVATIONS)
-        _check_choice("pooling", self.pooling, POOLINGS)
-        _check_choice("reduction", self.reduction, REDUCTIONS)
+        check_choice("activation", self.activation, ACTIVATIONS)
+        check_choice("pooling", self.pooling, POOLINGS)
+        check_choice("reduction", self.reduction, REDUCTIONS)
         for name in ("smooth_nr", "smooth_dr"):
-            v = getattr(self, name)
-            if not isinstance(v, numbers.Real) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
-                raise ValueError(f"fastdice: {name} must be a finite number >= 0, got {v!r}")
+            check_nonnegative(name, getattr(self, name))
         if not isinstance(self.log_eps, numbers.Real) or not (self.log_eps > 0 and math.isfinite(self.log_eps)):
             raise ValueError(f"fastdice: log_eps must be a finite number > 0, got {self.log_eps!r}")
         if self.distributed and self.pooling == "sample":
@@ -50,17 +51,26 @@ class DiceOptions:
                 "fastdice: distributed=True needs pooling='batch' or 'global' (per-sample statistics are local)"
             )
         for name in ("include_background", "squared", "jaccard", "log_loss", "soft_label", "distributed"):
-            if not isinstance(getattr(self, name), bool):
-                raise TypeError(f"fastdice: {name} must be a bool, got {getattr(self, name)!r}")
-        if self.ignore_index is not None and (
-            isinstance(self.ignore_index, bool) or not isinstance(self.ignore_index, numbers.Integral)
-        ):
-            raise TypeError(f"fastdice: ignore_index must be an int or None, got {self.ignore_index!r}")
+            check_bool(name, getattr(self, name))
+        check_ignore_index(self.ignore_index)
 
     @property
     def full_stats(self) -> bool:
         """Whether the statistics beyond sum(p*t), sum(p), sum(t) are needed."""
         return self.squared or self.soft_label
+
+    @property
+    def form(self) -> str:
+        """The Dice denominator / intersection: 'squared', 'soft_label' or 'plain'."""
+        return "squared" if self.squared else "soft_label" if self.soft_label else "plain"
+
+    def epilogue_options(self) -> dict:
+        """The Dice term's options of the epilogue op, by its names (fastdice._ops.EPILOGUE_OPTIONS)."""
+        return dict(
+            pooling=self.pooling, include_background=self.include_background, form=self.form,
+            jaccard=self.jaccard, smooth_nr=self.smooth_nr, smooth_dr=self.smooth_dr, log_loss=self.log_loss,
+            log_eps=self.log_eps, reduction=self.reduction,
+        )
 
     def replace(self, **changes) -> "DiceOptions":
         values = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -68,9 +78,33 @@ class DiceOptions:
         return DiceOptions(**values)
 
 
-def _check_choice(name, value, choices):
+def check_choice(name: str, value, choices) -> None:
     if not isinstance(value, str) or value not in choices:
         raise ValueError(f"fastdice: {name} must be one of {choices}, got {value!r}")
+
+
+def _finite_nonnegative(value) -> bool:
+    """Whether value is a real number (not a bool), finite and >= 0."""
+    return not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(value) and value >= 0
+
+
+def check_nonnegative(name: str, value) -> float:
+    """A real number (not a bool), finite and >= 0, as a float."""
+    if not _finite_nonnegative(value):
+        raise ValueError(f"fastdice: {name} must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
+def check_bool(name: str, value) -> None:
+    if not isinstance(value, bool):
+        raise TypeError(f"fastdice: {name} must be a bool, got {value!r}")
+
+
+def check_ignore_index(ignore_index) -> Optional[int]:
+    """An int (not a bool) or None."""
+    if ignore_index is not None and (isinstance(ignore_index, bool) or not isinstance(ignore_index, numbers.Integral)):
+        raise TypeError(f"fastdice: ignore_index must be an int or None, got {ignore_index!r}")
+    return None if ignore_index is None else int(ignore_index)
 
 
 def weight_tensor(weight: WeightLike, num_classes: int, like: torch.Tensor) -> Optional[torch.Tensor]:
@@ -103,6 +137,5 @@ def check_weight_values(weight: WeightLike) -> None:
         values = weight.double().flatten().tolist()
     else:
         values = [weight] if isinstance(weight, numbers.Real) else list(weight)
-    for v in values:
-        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or v < 0:
-            raise ValueError(f"fastdice: weight must be finite and >= 0, got {weight!r}")
+    if not all(_finite_nonnegative(v) for v in values):
+        raise ValueError(f"fastdice: weight must be finite and >= 0, got {weight!r}")

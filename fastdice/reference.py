@@ -2,20 +2,68 @@
 
 The oracle of the tests and the 'eager reference' of the benchmarks: it
 materializes the probabilities and a one-hot target like the usual eager
-implementations, and shares no computation with the fused path (only the
-option names and their validation).
+implementations, and shares nothing with the fused path: not the
+computation, and not the defaults or the option rules either. They are
+stated here again, plainly, on purpose: a wrong default or weight rule in
+the code under test (fastdice.options) must not be shared by its oracle.
 """
 
-from typing import Optional
+import math
+import numbers
+from typing import Literal, Optional, Sequence, Union
 
 import torch
 
-from .options import Activation, DiceOptions, Pooling, Reduction, WeightLike, check_weight_values, weight_tensor
+Activation = Literal["none", "sigmoid", "softmax"]
+Pooling = Literal["global", "batch", "sample"]
+Reduction = Literal["mean", "sum", "none"]
+WeightLike = Union[None, float, Sequence[float], torch.Tensor]
 
 _LABEL_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 
 
-def probabilities_and_target(input: torch.Tensor, target: torch.Tensor, opts: DiceOptions):
+def _check_options(activation, pooling, smooth_nr, smooth_dr, reduction, log_eps, weight) -> None:
+    """The option rules, stated for the oracle: choices, smoothing finite and
+    >= 0, log_eps finite and > 0, a weight finite and >= 0 everywhere (a
+    CUDA tensor is not inspected)."""
+    for name, value, choices in (
+        ("activation", activation, ("none", "sigmoid", "softmax")),
+        ("pooling", pooling, ("global", "batch", "sample")),
+        ("reduction", reduction, ("mean", "sum", "none")),
+    ):
+        if value not in choices:
+            raise ValueError(f"reference: {name} must be one of {choices}, got {value!r}")
+    for name, value in (("smooth_nr", smooth_nr), ("smooth_dr", smooth_dr)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
+            raise ValueError(f"reference: {name} must be a finite number >= 0, got {value!r}")
+    if isinstance(log_eps, bool) or not isinstance(log_eps, numbers.Real) or not (0 < log_eps < math.inf):
+        raise ValueError(f"reference: log_eps must be a finite number > 0, got {log_eps!r}")
+    if weight is None or (isinstance(weight, torch.Tensor) and weight.device.type != "cpu"):
+        return
+    if isinstance(weight, torch.Tensor):
+        values = weight.double().flatten().tolist()
+    elif isinstance(weight, numbers.Real):
+        values = [weight]
+    else:
+        values = list(weight)
+    if any(isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or v < 0 for v in values):
+        raise ValueError(f"reference: weight must be finite and >= 0, got {weight!r}")
+
+
+def _class_weight(weight: WeightLike, num_classes: int, like: torch.Tensor) -> Optional[torch.Tensor]:
+    """One weight per class, in like's dtype: a number for every class, or one entry per class."""
+    if weight is None:
+        return None
+    if isinstance(weight, numbers.Real):
+        return torch.full((num_classes,), float(weight), dtype=like.dtype, device=like.device)
+    w = torch.as_tensor(weight).to(device=like.device, dtype=like.dtype)
+    if w.dim() != 1 or w.numel() != num_classes:
+        raise ValueError(f"reference: weight needs one entry per class ({num_classes}), got shape {tuple(w.shape)}")
+    return w
+
+
+def probabilities_and_target(input: torch.Tensor, target: torch.Tensor, activation: str = "none",
+                             ignore_index: Optional[int] = None):
     """(p, t, valid): activated input, dense target and valid mask, all (B, C, *spatial)."""
     x = input.float() if input.dtype in (torch.float16, torch.bfloat16) else input
     if x.dim() == 1:
@@ -23,16 +71,16 @@ def probabilities_and_target(input: torch.Tensor, target: torch.Tensor, opts: Di
     is_label = target.dtype in _LABEL_DTYPES and x.shape[1] > 1 and target.numel() * x.shape[1] == x.numel()
     if not is_label and target.shape != x.shape:
         target = target.reshape(x.shape)
-    if opts.activation == "sigmoid":
+    if activation == "sigmoid":
         p = torch.sigmoid(x)
-    elif opts.activation == "softmax":
+    elif activation == "softmax":
         p = torch.softmax(x, dim=1)
     else:
         p = x
     if is_label:
         labels = target.reshape(x.shape[0], *x.shape[2:]).long()
-        if opts.ignore_index is not None:
-            valid = labels != opts.ignore_index
+        if ignore_index is not None:
+            valid = labels != ignore_index
         else:
             valid = torch.ones_like(labels, dtype=torch.bool)
         classes = torch.arange(x.shape[1], device=labels.device).reshape(1, -1, *([1] * (x.dim() - 2)))
@@ -69,55 +117,50 @@ def dice_loss(
     pooling, include_background, weight, ignore_index, smooth_nr, smooth_dr,
     squared, jaccard, log_loss, soft_label, reduction, log_eps; distributed
     is refused), computed plainly in eager PyTorch."""
-    opts = DiceOptions(
-        activation=activation, pooling=pooling, include_background=include_background, weight=weight,
-        ignore_index=ignore_index, smooth_nr=smooth_nr, smooth_dr=smooth_dr, squared=squared, jaccard=jaccard,
-        log_loss=log_loss, soft_label=soft_label, reduction=reduction, log_eps=log_eps, distributed=distributed,
-    )
-    if opts.distributed:
+    _check_options(activation, pooling, smooth_nr, smooth_dr, reduction, log_eps, weight)
+    if distributed:
         raise ValueError("reference: distributed=True is not supported; evaluate the concatenated batch instead")
-    check_weight_values(opts.weight)
-    p, t, _ = probabilities_and_target(input, target, opts)
+    p, t, _ = probabilities_and_target(input, target, activation, ignore_index)
     num_classes = p.shape[1]
     spatial = tuple(range(2, p.dim()))
-    weight = weight_tensor(opts.weight, num_classes, p)
-    if not opts.include_background and num_classes > 1:
+    weight = _class_weight(weight, num_classes, p)
+    if not include_background and num_classes > 1:
         p, t = p[:, 1:], t[:, 1:]
         weight = weight[1:] if weight is not None else None
 
     def total(v):
         """Sum over the pooled axes."""
-        if opts.pooling == "global":
+        if pooling == "global":
             if weight is not None:
                 v = v * weight.reshape(1, -1, *([1] * len(spatial)))
             return v.sum()
-        if opts.pooling == "batch":
+        if pooling == "batch":
             return v.sum((0,) + spatial)
         return v.sum(spatial) if spatial else v  # sum(()) would sum everything
 
-    if opts.squared:
+    if squared:
         inter = total(p * t)
         denom = total(p * p) + total(t * t)
-    elif opts.soft_label:
+    elif soft_label:
         inter = (total(p.abs()) + total(t.abs()) - total((p - t).abs())) / 2
         denom = total(p.abs()) + total(t.abs())
     else:
         inter = total(p * t)
         denom = total(p) + total(t)
-    if opts.jaccard:
+    if jaccard:
         union = denom - inter
-        score = (inter + opts.smooth_nr) / (union + opts.smooth_dr)
+        score = (inter + smooth_nr) / (union + smooth_dr)
     else:
-        score = (2 * inter + opts.smooth_nr) / (denom + opts.smooth_dr)
-    if opts.log_loss:
-        loss = -torch.log(torch.clamp(score, min=opts.log_eps))
+        score = (2 * inter + smooth_nr) / (denom + smooth_dr)
+    if log_loss:
+        loss = -torch.log(torch.clamp(score, min=log_eps))
     else:
         loss = 1 - score
-    if weight is not None and opts.pooling != "global":
+    if weight is not None and pooling != "global":
         loss = loss * weight
-    if opts.reduction == "mean":
+    if reduction == "mean":
         loss = loss.mean()
-    elif opts.reduction == "sum":
+    elif reduction == "sum":
         loss = loss.sum()
     if input.numel() == 0:  # no elements: loss 0 for every pooling (the rule of fastdice.dice_loss)
         loss = torch.zeros_like(loss)
@@ -152,7 +195,7 @@ class DiceLoss(torch.nn.Module):
             ignore_index=ignore_index, smooth_nr=smooth_nr, smooth_dr=smooth_dr, squared=squared, jaccard=jaccard,
             log_loss=log_loss, soft_label=soft_label, reduction=reduction, log_eps=log_eps,
         )
-        DiceOptions(**self.options)
+        _check_options(activation, pooling, smooth_nr, smooth_dr, reduction, log_eps, weight)
 
     def forward(self, input, target):
         return dice_loss(input, target, **self.options)

@@ -193,7 +193,26 @@ def _make_case(i):
 SWEEP = 150
 
 
-@pytest.mark.parametrize("case", range(SWEEP))
+def _case_id(i):
+    """The configuration of sweep case i, as its test id (the number keeps it unique)."""
+    name, kw, x, t, dtype = _make_case(i)
+    parts = [f"{i:03d}", name, str(dtype).replace("torch.", ""), x.device.type, "x".join(map(str, x.shape))]
+    parts.append(f"target={str(t.dtype).replace('torch.', '')}{list(t.shape[1:2])}")
+    for key, value in sorted(kw.items()):
+        if value is True:
+            parts.append(key)
+        elif value is False or value is None:
+            continue
+        elif key == "other_act":
+            parts.append(f"other_act={value.__name__}")
+        elif key == "weight":
+            parts.append("weight")
+        else:
+            parts.append(f"{key}={value}")
+    return "-".join(parts)
+
+
+@pytest.mark.parametrize("case", range(SWEEP), ids=[_case_id(i) for i in range(SWEEP)])
 def test_sweep_matches_monai(case, monkeypatch):
     name, kw, x, t, dtype = _make_case(case)
     _check_against_monai(name, kw, x, t, dtype, monkeypatch, grad_seed=case)

@@ -52,6 +52,23 @@ _rng = random.Random(31)
 CASES = [_case(_rng) for _ in range(60)]
 
 
+def _case_id(i):
+    """The configuration of CASES[i], as its test id (the number keeps it unique)."""
+    k = CASES[i]
+    parts = [f"{i:02d}", f"C{k['classes']}", "x".join(map(str, k["spatial"])), k["act"], k["target"]]
+    for key in ("include_background", "batch", "squared_pred", "jaccard", "weight"):
+        if k[key] is not (key == "include_background"):
+            parts.append(f"{key}={k[key]}")
+    parts += [f"lambdas={k['lambdas'][0]},{k['lambdas'][1]}", f"reduction={k['reduction']}"]
+    if k["label_smoothing"]:
+        parts.append(f"label_smoothing={k['label_smoothing']}")
+    parts += [f"gamma={k['gamma']}", f"alpha={k['alpha']}", f"focal_reduction={k['focal_reduction']}"]
+    return "-".join(parts)
+
+
+CASE_IDS = [_case_id(i) for i in range(len(CASES))]
+
+
 def _inputs(k, dtype, device):
     shape = (3, k["classes"], *k["spatial"])
     if k["act"] == "none" or (k["act"] == "softmax" and k["classes"] == 1):
@@ -96,7 +113,7 @@ def _common(k):
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-@pytest.mark.parametrize("case", range(len(CASES)))
+@pytest.mark.parametrize("case", range(len(CASES)), ids=CASE_IDS)
 def test_dice_ce_matches_monai(case, dtype, device):
     k = CASES[case]
     x, target = _inputs(k, dtype, device)
@@ -116,7 +133,7 @@ def test_dice_ce_matches_monai(case, dtype, device):
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-@pytest.mark.parametrize("case", range(len(CASES)))
+@pytest.mark.parametrize("case", range(len(CASES)), ids=CASE_IDS)
 def test_dice_focal_matches_monai(case, dtype, device):
     k = CASES[case]
     x, target = _inputs(k, dtype, device)

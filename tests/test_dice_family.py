@@ -7,14 +7,13 @@ import pytest
 import torch
 
 import fastdice
-from fastdice.options import DiceOptions
 from fastdice.reference import probabilities_and_target
 
 from conftest import DEVICES, assert_close, random_logits, random_target
 
 
 def eager_sums(x, target, activation, ignore_index, include_background, pooling):
-    p, t, _ = probabilities_and_target(x, target, DiceOptions(activation=activation, ignore_index=ignore_index))
+    p, t, _ = probabilities_and_target(x, target, activation, ignore_index)
     if not include_background and p.shape[1] > 1:
         p, t = p[:, 1:], t[:, 1:]
     dims = tuple(range(2, p.dim()))

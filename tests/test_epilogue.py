@@ -336,3 +336,12 @@ def test_losses_are_two_fused_ops():
         names = graph_node_names(loss(x, t))
         assert len(names) == 3, names
         assert "DiceLossFromStatsFunction" in names[0] and "DiceStatsFunction" in names[1], names
+
+
+def test_python_option_list_matches_the_op_schema():
+    """_ops.EPILOGUE_OPTIONS (the Python side's one list) names the schema's
+    arguments after (stats, weight, ce_weight), in order and with their types."""
+    schema = torch.ops.fastdice.dice_loss_from_stats.default._schema
+    arguments = [(a.name, str(a.type)) for a in schema.arguments[3:]]
+    kinds = {str: "str", bool: "bool", float: "float", int: "int"}
+    assert arguments == [(name, kinds[kind]) for name, _, kind in _ops.EPILOGUE_OPTIONS]

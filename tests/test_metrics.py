@@ -554,63 +554,79 @@ def test_repr_and_pickle():
 # ----------------------------------------------------------------------------
 
 
-def test_errors():
-    x = random_input((2, 3, 5, 5))
-    lab = torch.randint(0, 3, (2, 5, 5))
-    with pytest.raises(ValueError, match=r"target label 3 .* outside \[0, 3\)"):
-        bad = lab.clone()
-        bad[1, 2, 3] = 3
-        M.confusion_counts(x, bad)
-    with pytest.raises(ValueError, match="not ignore_index"):
-        bad = lab.clone()
-        bad[0, 0, 0] = -1
-        M.confusion_counts(x, bad, ignore_index=255)
-    with pytest.raises(ValueError, match=r"target label -9223372036854775808"):
-        bad = lab.clone()
-        bad[0, 1, 0] = torch.iinfo(torch.int64).min  # once the "no ignore_index" sentinel
-        M.confusion_counts(x, bad)
-    with pytest.raises(ValueError, match="not 0 or 1 in binary mode"):
-        M.confusion_counts(x[:, :1], torch.full((2, 5, 5), 2), mode="binary")
-    with pytest.raises(ValueError, match="must hold 0 or 1; got 0.5"):
-        M.confusion_counts(x, torch.full(x.shape, 0.5))
-    with pytest.raises(ValueError, match="must hold 0 or 1; got 255"):
-        M.confusion_counts(x[:, :1], torch.full((2, 1, 5, 5), 255.0), mode="binary")
-    with pytest.raises(ValueError, match="ignore_index needs an integer label-map"):
-        M.confusion_counts(x, torch.zeros(x.shape), ignore_index=255)
-    with pytest.raises(ValueError, match="target must have the input's shape"):
-        M.confusion_counts(x, torch.zeros(2, 4, 5))
-    with pytest.raises(TypeError, match="input must be float16, bfloat16, float32 or float64"):
-        M.confusion_counts(lab.unsqueeze(1).expand(2, 3, 5, 5), lab)
-    with pytest.raises(ValueError, match="mode 'binary' needs input of shape"):
-        M.confusion_counts(x, lab, mode="binary")
-    with pytest.raises(ValueError, match="mode must be one of"):
-        M.confusion_counts(x, lab, mode="multi-class")
-    with pytest.raises(ValueError, match="activation='softmax' with a threshold"):
-        M.confusion_counts(x, lab, mode="multilabel", activation="softmax")
-    with pytest.raises(ValueError, match=r"threshold must lie in \(0, 1\)"):
-        M.DiceScore(mode="multilabel", activation="sigmoid", threshold=1.0)
-    with pytest.raises(ValueError, match="threshold must be a number"):
-        M.dice_score(x, lab, mode="multilabel", threshold=float("nan"))
-    with pytest.raises(TypeError, match="ignore_index must be an int"):
-        M.DiceScore(ignore_index=1.5)
-    with pytest.raises(ValueError, match="average must be one of"):
-        M.DiceScore(average="samples")
-    with pytest.raises(ValueError, match="empty must be one of"):
-        M.DiceScore(empty="ignore")
-    with pytest.raises(ValueError, match="aggregation_level must be one of"):
-        M.dice_score(x, lab, aggregation_level="batch")
-    with pytest.raises(ValueError, match="num_classes must be a positive int"):
-        M.DiceScore(num_classes=0)
-    with pytest.raises(ValueError, match="num_classes=4 but the input has 3 channels"):
-        M.DiceScore(num_classes=4).update(x, lab)
+def _x():
+    return random_input((2, 3, 5, 5))
+
+
+def _lab():
+    return torch.randint(0, 3, (2, 5, 5))
+
+
+def _set(t, index, value):
+    t = t.clone()
+    t[index] = value
+    return t
+
+
+def _updated_metric():
     metric = M.DiceScore()
-    metric.update(x, lab)
-    with pytest.raises(ValueError, match="the input has 4 channels .* but earlier updates had 3"):
-        metric.update(random_input((2, 4, 5, 5)), lab)
-    with pytest.raises(TypeError, match="target must be a tensor"):
-        metric.update(x, lab.tolist())
-    with pytest.raises(ValueError, match=r"counts must have shape \[N, C, 3\]"):
-        M.score_from_counts(torch.zeros(3, 3, dtype=torch.long))
+    metric.update(_x(), _lab())
+    return metric
+
+
+# (id, exception, message pattern, the failing call); the inputs are made first, outside pytest.raises.
+ERRORS = [
+    ("label-out-of-range", ValueError, r"target label 3 .* outside \[0, 3\)",
+     lambda: (M.confusion_counts, _x(), _set(_lab(), (1, 2, 3), 3))),
+    ("negative-label-not-ignore_index", ValueError, "not ignore_index",
+     lambda: (lambda x, t: M.confusion_counts(x, t, ignore_index=255), _x(), _set(_lab(), (0, 0, 0), -1))),
+    # int64 min was once the "no ignore_index" sentinel
+    ("int64-min-label", ValueError, r"target label -9223372036854775808",
+     lambda: (M.confusion_counts, _x(), _set(_lab(), (0, 1, 0), torch.iinfo(torch.int64).min))),
+    ("binary-label-2", ValueError, "not 0 or 1 in binary mode",
+     lambda: (lambda x, t: M.confusion_counts(x, t, mode="binary"), _x()[:, :1], torch.full((2, 5, 5), 2))),
+    ("dense-target-0.5", ValueError, "must hold 0 or 1; got 0.5",
+     lambda: (M.confusion_counts, _x(), torch.full((2, 3, 5, 5), 0.5))),
+    ("binary-dense-255", ValueError, "must hold 0 or 1; got 255",
+     lambda: (lambda x, t: M.confusion_counts(x, t, mode="binary"), _x()[:, :1], torch.full((2, 1, 5, 5), 255.0))),
+    ("ignore_index-with-dense-target", ValueError, "ignore_index needs an integer label-map",
+     lambda: (lambda x, t: M.confusion_counts(x, t, ignore_index=255), _x(), torch.zeros(2, 3, 5, 5))),
+    ("target-shape", ValueError, "target must have the input's shape",
+     lambda: (M.confusion_counts, _x(), torch.zeros(2, 4, 5))),
+    ("integer-input", TypeError, "input must be float16, bfloat16, float32 or float64",
+     lambda: (M.confusion_counts, _lab().unsqueeze(1).expand(2, 3, 5, 5), _lab())),
+    ("binary-mode-multichannel", ValueError, "mode 'binary' needs input of shape",
+     lambda: (lambda x, t: M.confusion_counts(x, t, mode="binary"), _x(), _lab())),
+    ("mode-choice", ValueError, "mode must be one of",
+     lambda: (lambda x, t: M.confusion_counts(x, t, mode="multi-class"), _x(), _lab())),
+    ("softmax-with-threshold", ValueError, "activation='softmax' with a threshold",
+     lambda: (lambda x, t: M.confusion_counts(x, t, mode="multilabel", activation="softmax"), _x(), _lab())),
+    ("sigmoid-threshold-1", ValueError, r"threshold must lie in \(0, 1\)",
+     lambda: (lambda: M.DiceScore(mode="multilabel", activation="sigmoid", threshold=1.0),)),
+    ("threshold-nan", ValueError, "threshold must be a number",
+     lambda: (lambda x, t: M.dice_score(x, t, mode="multilabel", threshold=float("nan")), _x(), _lab())),
+    ("ignore_index-float", TypeError, "ignore_index must be an int",
+     lambda: (lambda: M.DiceScore(ignore_index=1.5),)),
+    ("average-choice", ValueError, "average must be one of", lambda: (lambda: M.DiceScore(average="samples"),)),
+    ("empty-choice", ValueError, "empty must be one of", lambda: (lambda: M.DiceScore(empty="ignore"),)),
+    ("aggregation_level-choice", ValueError, "aggregation_level must be one of",
+     lambda: (lambda x, t: M.dice_score(x, t, aggregation_level="batch"), _x(), _lab())),
+    ("num_classes-0", ValueError, "num_classes must be a positive int", lambda: (lambda: M.DiceScore(num_classes=0),)),
+    ("num_classes-mismatch", ValueError, "num_classes=4 but the input has 3 channels",
+     lambda: (M.DiceScore(num_classes=4).update, _x(), _lab())),
+    ("channels-change-between-updates", ValueError, "the input has 4 channels .* but earlier updates had 3",
+     lambda: (_updated_metric().update, random_input((2, 4, 5, 5)), _lab())),
+    ("target-not-a-tensor", TypeError, "target must be a tensor", lambda: (_updated_metric().update, _x(), _lab().tolist())),
+    ("counts-shape", ValueError, r"counts must have shape \[N, C, 3\]",
+     lambda: (M.score_from_counts, torch.zeros(3, 3, dtype=torch.long))),
+]
+
+
+@pytest.mark.parametrize("exc,match,make", [e[1:] for e in ERRORS], ids=[e[0] for e in ERRORS])
+def test_errors(exc, match, make):
+    fn, *args = make()
+    with pytest.raises(exc, match=match):
+        fn(*args)
 
 
 # ----------------------------------------------------------------------------

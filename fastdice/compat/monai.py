@@ -70,12 +70,12 @@ from torch.nn.modules.loss import _Loss
 
 from .. import _api, _ops
 from ..combined import pixel_loss_from_stats
+from ..options import LABEL_DTYPES
 
 __all__ = ["DiceLoss", "GeneralizedDiceLoss", "TverskyLoss", "DiceCELoss", "DiceFocalLoss", "GeneralizedDiceFocalLoss"]
 
 _REDUCTIONS = ("none", "mean", "sum")
 _W_TYPES = ("square", "simple", "uniform")
-_LABEL_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 
 
 # --------------------------------------------------------------------------
@@ -99,17 +99,55 @@ def _lookup_w_type(w_type) -> str:
     raise ValueError(f"Unsupported option '{w_type}', Available options are {set(_W_TYPES)}.")
 
 
-def _set_activation_args(module, include_background: bool, to_onehot_y: bool, sigmoid: bool, softmax: bool, other_act):
-    """Checks the activation arguments as MONAI does and keeps them as MONAI's attributes."""
-    if other_act is not None and not callable(other_act):
-        raise TypeError(f"other_act must be None or callable but is {type(other_act).__name__}.")
-    if int(sigmoid) + int(softmax) + int(other_act is not None) > 1:
-        raise ValueError("Incompatible values: more than 1 of [sigmoid=True, softmax=True, other_act is not None].")
-    module.include_background = include_background
-    module.to_onehot_y = to_onehot_y
-    module.sigmoid = sigmoid
-    module.softmax = softmax
-    module.other_act = other_act
+class _MonaiLoss(_Loss):
+    """Base of the MONAI Dice-family losses: the arguments they share, kept as
+    MONAI's attributes after MONAI's checks, and MONAI's preprocessing before
+    the fused statistics (``_stats``). A subclass keeps its own arguments and
+    its epilogue (``_loss``, from the op's unpooled statistics)."""
+
+    #: The word of MONAI's shape-mismatch message ("differing" in GeneralizedDiceLoss and TverskyLoss).
+    shape_wording = "different"
+
+    def __init__(
+        self, *, include_background, to_onehot_y, sigmoid, softmax, other_act, reduction, smooth_nr, smooth_dr, batch,
+        soft_label, ignore_index=...,
+    ) -> None:
+        super().__init__(reduction=_lookup_reduction(reduction))
+        if other_act is not None and not callable(other_act):
+            raise TypeError(f"other_act must be None or callable but is {type(other_act).__name__}.")
+        if int(sigmoid) + int(softmax) + int(other_act is not None) > 1:
+            raise ValueError("Incompatible values: more than 1 of [sigmoid=True, softmax=True, other_act is not None].")
+        self.include_background = include_background
+        self.to_onehot_y = to_onehot_y
+        self.sigmoid = sigmoid
+        self.softmax = softmax
+        self.other_act = other_act
+        self.smooth_nr = float(smooth_nr)
+        self.smooth_dr = float(smooth_dr)
+        self.batch = batch
+        self.soft_label = soft_label
+        if ignore_index is not ...:  # GeneralizedDiceLoss has no ignore_index
+            self.ignore_index = ignore_index
+
+    def _full_stats(self) -> bool:
+        """Whether the statistics beyond sum p*t, sum p, sum t are needed."""
+        return self.soft_label
+
+    def _stats(self, input, target, to_onehot_y=None, pixel_loss="none", focal_gamma=0.0):
+        """MONAI's validation and preprocessing, then the fused statistics: see
+        _monai_stats. to_onehot_y overrides the attribute (DiceFocalLoss
+        one-hot-encodes for its Dice term, which MONAI builds with to_onehot_y=False)."""
+        return _monai_stats(
+            self, input, target, self.to_onehot_y if to_onehot_y is None else to_onehot_y, pixel_loss, focal_gamma
+        )
+
+    def _pooled(self, stats: torch.Tensor, input: torch.Tensor) -> torch.Tensor:
+        """The op's [B, C, 11] statistics pooled as MONAI reduces its sums: ``(B, C', 11)``
+        per sample, ``(C', 11)`` with ``batch=True``, and ``(11,)`` for an input without
+        spatial axes and ``batch=False`` (MONAI's ``torch.sum(x, dim=[])`` reduces every
+        axis). ``C'`` is C, or C - 1 when the background is dropped (C > 1)."""
+        drop_background = not self.include_background and input.shape[1] > 1
+        return _pool_monai(stats, drop_background, self.batch, input.dim())
 
 
 # --------------------------------------------------------------------------
@@ -127,48 +165,7 @@ def _ignore_mask(original_target: torch.Tensor, ignore_index: int) -> torch.Tens
     return (original_target.sum(dim=1, keepdim=True) > 0).float()
 
 
-def _dice_stats_monai(
-    input: torch.Tensor,
-    target: torch.Tensor,
-    *,
-    include_background: bool,
-    to_onehot_y: bool,
-    sigmoid: bool,
-    softmax: bool,
-    other_act: Callable | None,
-    full_stats: bool,
-    ignore_index: int | None,
-    batch: bool,
-    shape_wording: str = "different",
-    pixel_loss: str = "none",
-    focal_gamma: float = 0.0,
-    with_raw: bool = False,
-    pooled: bool = True,
-):
-    """MONAI's validation and preprocessing, then the fused statistics.
-
-    ``pooled=False`` returns the op's statistics ``[B, C, 11]`` as they are
-    (no background removal, no pooling): what the fused epilogue takes.
-
-    With ``pixel_loss`` (DiceCE / DiceFocal) and ``with_raw=True`` it returns
-    ``(pooled, raw)``: ``raw`` are the op's unpooled ``[B, C, 11]`` statistics
-    including the pixel-loss sums over all C classes when the pixel loss
-    could ride along in the same pass (its activation family matches the Dice
-    activation and no PyTorch fallback ran), else ``None`` (the caller then
-    makes a second, separate fused pass for it).
-
-    Returns the statistics (last axis: ``fastdice._ops.STAT_NAMES``) of
-    ``activation(input)`` and the (one-hot) target after background removal
-    and ignore masking, pooled exactly as MONAI reduces its sums:
-    ``(B, C', 9)`` per sample, ``(C', 9)`` with ``batch=True``, and ``(9,)``
-    for an input without spatial axes and ``batch=False`` (MONAI's
-    ``torch.sum(x, dim=[])`` reduces every axis). ``C'`` is C, or C - 1 when
-    the background is dropped (C > 1). Issues MONAI's warnings (single channel
-    with softmax / to_onehot_y / include_background=False) and raises its
-    shape errors (``AssertionError``). ``shape_wording`` is the word in the
-    shape-mismatch message ("different" for DiceLoss, "differing" for
-    GeneralizedDiceLoss and TverskyLoss).
-    """
+def _check_tensors(input, target) -> None:
     if not isinstance(input, torch.Tensor) or not isinstance(target, torch.Tensor):
         raise TypeError(
             f"input and target must be tensors, got {type(input).__name__} and {type(target).__name__}"
@@ -178,38 +175,40 @@ def _dice_stats_monai(
             "fastdice.compat.monai: gradients with respect to `target` are not supported "
             "(target requires grad); pass target.detach()"
         )
-    n_pred_ch = input.shape[1]  # IndexError for an input without a channel axis, as in MONAI
 
-    activation = "none"
-    if sigmoid:
-        activation = "sigmoid"
-    if softmax:
+
+def _activation(module, n_pred_ch: int) -> str:
+    """The op's activation of MONAI's sigmoid / softmax flags (softmax over one channel: warned, none)."""
+    activation = "sigmoid" if module.sigmoid else "none"
+    if module.softmax:
         if n_pred_ch == 1:
             _api.warn("single channel prediction, `softmax=True` ignored.")
         else:
             activation = "softmax"
+    return activation
 
-    use_label_map = False
-    if to_onehot_y:
-        if n_pred_ch == 1:
-            _api.warn("single channel prediction, `to_onehot_y=True` ignored.")
-        else:
-            use_label_map = True
-            # monai.networks.utils.one_hot: trailing singleton axes up to 2 dims, channel of size 1.
-            if target.dim() < 2:
-                target = target.reshape(list(target.shape) + [1] * (2 - target.dim()))
-            if target.shape[1] != 1:
-                raise AssertionError("labels should have a channel with length equal to one.")
 
-    drop_background = not include_background
-    if drop_background and n_pred_ch == 1:
-        _api.warn("single channel prediction, `include_background=False` ignored.")
-        drop_background = False
+def _label_map_target(target: torch.Tensor, to_onehot_y: bool, n_pred_ch: int):
+    """``(target, use_label_map)``: with to_onehot_y (C > 1) the (B, 1, ...) label map,
+    shaped as MONAI's one_hot takes it; else the target as it is."""
+    if not to_onehot_y:
+        return target, False
+    if n_pred_ch == 1:
+        _api.warn("single channel prediction, `to_onehot_y=True` ignored.")
+        return target, False
+    # monai.networks.utils.one_hot: trailing singleton axes up to 2 dims, channel of size 1.
+    if target.dim() < 2:
+        target = target.reshape(list(target.shape) + [1] * (2 - target.dim()))
+    if target.shape[1] != 1:
+        raise AssertionError("labels should have a channel with length equal to one.")
+    return target, True
 
-    # The shape check MONAI does on the (one-hot, background-free) tensors.
+
+def _check_shapes(module, input, target, use_label_map: bool, drop_background: bool) -> None:
+    """The shape check MONAI does on the (one-hot, background-free) tensors."""
     target_shape = list(target.shape)
     if use_label_map:
-        target_shape[1] = n_pred_ch
+        target_shape[1] = input.shape[1]
     input_shape = list(input.shape)
     if drop_background:
         input_shape[1] -= 1
@@ -217,13 +216,38 @@ def _dice_stats_monai(
             target_shape[1] = max(target_shape[1] - 1, 0)
     if target_shape != input_shape:
         raise AssertionError(
-            f"ground truth has {shape_wording} shape ({torch.Size(target_shape)}) "
+            f"ground truth has {module.shape_wording} shape ({torch.Size(target_shape)}) "
             f"from input ({torch.Size(input_shape)})"
         )
 
+
+def _monai_stats(module, input, target, to_onehot_y: bool, pixel_loss: str = "none", focal_gamma: float = 0.0):
+    """MONAI's validation and preprocessing of ``module``'s settings, then the fused statistics.
+
+    Returns ``(stats, pixel)``: ``stats`` the op's unpooled statistics ``[B, C, 11]``
+    (last axis: ``fastdice._ops.STAT_NAMES``) of ``activation(input)`` and the (one-hot,
+    ignore-masked) target over all C classes (``module._pooled`` drops the background and
+    pools them as MONAI does); ``pixel`` the same tensor when ``pixel_loss`` (DiceCE /
+    DiceFocal) rode along in the same pass (its activation family matches the Dice
+    activation and no PyTorch fallback ran), else None (the caller then makes a second,
+    separate fused pass for it). Issues MONAI's warnings (single channel with softmax /
+    to_onehot_y / include_background=False) and raises its shape errors (``AssertionError``).
+    """
+    _check_tensors(input, target)
+    n_pred_ch = input.shape[1]  # IndexError for an input without a channel axis, as in MONAI
+    activation = _activation(module, n_pred_ch)
+    target, use_label_map = _label_map_target(target, to_onehot_y, n_pred_ch)
+    drop_background = not module.include_background
+    if drop_background and n_pred_ch == 1:
+        _api.warn("single channel prediction, `include_background=False` ignored.")
+        drop_background = False
+    _check_shapes(module, input, target, use_label_map, drop_background)
+
+    ignore_index = getattr(module, "ignore_index", None)
     op_ignore = None
+    mask = None
     if use_label_map:
-        if target.dtype not in _LABEL_DTYPES:
+        if target.dtype not in LABEL_DTYPES:
             if ignore_index is not None and target.is_floating_point() and bool((target != target.trunc()).any()):
                 raise ValueError(
                     "fastdice.compat.monai: with to_onehot_y=True and ignore_index, a floating-point target "
@@ -232,19 +256,18 @@ def _dice_stats_monai(
                 )
             target = target.long()
         op_ignore = ignore_index
-        mask = None
-    else:
-        mask = _ignore_mask(target, ignore_index) if ignore_index is not None else None
+    elif ignore_index is not None:
+        mask = _ignore_mask(target, ignore_index)
 
-    if other_act is not None or mask is not None:
+    if module.other_act is not None or mask is not None:
         # Fallback: MONAI's activation and masking in PyTorch, the sums fused.
         if activation == "sigmoid":
             input = torch.sigmoid(input)
         elif activation == "softmax":
             input = torch.softmax(input, 1)
         activation = "none"
-        if other_act is not None:
-            input = other_act(input)
+        if module.other_act is not None:
+            input = module.other_act(input)
         if mask is not None:
             input = input * mask
             target = target * mask
@@ -252,18 +275,14 @@ def _dice_stats_monai(
     fused_pixel = pixel_loss != "none" and (
         activation == "softmax" if pixel_loss == "cross_entropy" else activation != "none"
     )
-    if fused_pixel:
-        stats = _ops.dice_stats(input, target, activation, full_stats, op_ignore, pixel_loss, focal_gamma)
-    else:
-        stats = _ops.dice_stats(input, target, activation, full_stats, op_ignore)
-    raw = stats if fused_pixel else None
-    if pooled:
-        stats = _pool_monai(stats, drop_background, batch, input.dim())
-    return (stats, raw) if with_raw else stats
+    if not fused_pixel:
+        pixel_loss, focal_gamma = "none", 0.0
+    stats = _ops.dice_stats(input, target, activation, module._full_stats(), op_ignore, pixel_loss, focal_gamma)
+    return stats, (stats if fused_pixel else None)
 
 
 def _pool_monai(stats: torch.Tensor, drop_background: bool, batch: bool, input_dim: int) -> torch.Tensor:
-    """The op's [B, C, 11] statistics pooled as MONAI reduces its sums (see _dice_stats_monai)."""
+    """The op's [B, C, 11] statistics pooled as MONAI reduces its sums (see _MonaiLoss._pooled)."""
     if drop_background:
         stats = stats[:, 1:]
     if batch:
@@ -296,19 +315,6 @@ def _tp_fp_fn(stats: torch.Tensor, squared: bool, soft_label: bool):
         tp = stats[..., _ops.TP]
         pred_o, ground_o = stats[..., _ops.SUM_P], stats[..., _ops.SUM_T]
     return tp, pred_o - tp, ground_o - tp
-
-
-def _dice_epilogue(
-    stats: torch.Tensor, *, squared_pred: bool, jaccard: bool, soft_label: bool, smooth_nr: float, smooth_dr: float
-) -> torch.Tensor:
-    """MONAI DiceLoss' unreduced loss ``f`` (shape ``stats.shape[:-1]``)."""
-    tp, fp, fn = _tp_fp_fn(stats, squared_pred, soft_label)
-    if not jaccard:
-        fp = fp * 0.5
-        fn = fn * 0.5
-    numerator = 2 * tp + smooth_nr
-    denominator = 2 * (tp + fp + fn) + smooth_dr
-    return 1 - numerator / denominator
 
 
 def _has_negative(module, name: str, weight: torch.Tensor) -> bool:
@@ -415,7 +421,7 @@ def _tversky_epilogue(
 # --------------------------------------------------------------------------
 
 
-class DiceLoss(_Loss):
+class DiceLoss(_MonaiLoss):
     """``monai.losses.DiceLoss`` (MONAI 1.6) on the fused fastdice op.
 
     Arguments, defaults, attributes, warnings and errors as MONAI's; see the
@@ -439,47 +445,33 @@ class DiceLoss(_Loss):
         soft_label: bool = False,
         ignore_index: int | None = None,
     ) -> None:
-        super().__init__(reduction=_lookup_reduction(reduction))
-        _set_activation_args(self, include_background, to_onehot_y, sigmoid, softmax, other_act)
+        super().__init__(
+            include_background=include_background, to_onehot_y=to_onehot_y, sigmoid=sigmoid, softmax=softmax,
+            other_act=other_act, reduction=reduction, smooth_nr=smooth_nr, smooth_dr=smooth_dr, batch=batch,
+            soft_label=soft_label, ignore_index=ignore_index,
+        )
         self.squared_pred = squared_pred
         self.jaccard = jaccard
-        self.smooth_nr = float(smooth_nr)
-        self.smooth_dr = float(smooth_dr)
-        self.batch = batch
-        self.ignore_index = ignore_index
         weight = torch.as_tensor(weight) if weight is not None else None
         self.register_buffer("class_weight", weight)
         self.class_weight: None | torch.Tensor
-        self.soft_label = soft_label
+
+    def _full_stats(self) -> bool:
+        return self.squared_pred or self.soft_label
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return self._loss(self._stats(input, target), input)
-
-    def _stats(self, input, target, to_onehot_y=None, **pixel):
-        """The op's unpooled statistics [B, C, 11]; to_onehot_y overrides the attribute
-        (DiceFocalLoss one-hot-encodes for its Dice term, which MONAI builds with
-        to_onehot_y=False)."""
-        return _dice_stats_monai(
-            input,
-            target,
-            pooled=False,
-            include_background=self.include_background,
-            to_onehot_y=self.to_onehot_y if to_onehot_y is None else to_onehot_y,
-            sigmoid=self.sigmoid,
-            softmax=self.softmax,
-            other_act=self.other_act,
-            full_stats=self.squared_pred or self.soft_label,
-            ignore_index=self.ignore_index,
-            batch=self.batch,
-            **pixel,
-        )
+        stats, _ = self._stats(input, target)
+        return self._loss(stats, input)
 
     def _loss(self, stats: torch.Tensor, input: torch.Tensor) -> torch.Tensor:
-        """The loss from the op's unpooled statistics: one fused epilogue op
-        (fastdice::dice_loss_from_stats), or MONAI's formula in tensor ops where
-        it does not map onto it (no spatial axes without batch: MONAI then sums
-        over samples and classes and weights the one ratio per class; a class
-        weight that requires grad)."""
+        """The loss from the op's unpooled statistics, by the epilogue op
+        (fastdice::dice_loss_from_stats), in one call with the class weight and
+        the reduction where MONAI's weighting and reduction map onto it. Where
+        they do not (no spatial axes without batch: MONAI then sums over samples
+        and classes and weights the one ratio per class; a class weight that
+        requires grad; a reduction the op does not know), the op gives the
+        unweighted, unreduced losses and MONAI's weighting and reduction follow
+        in tensor ops."""
         drop_background = not self.include_background and input.shape[1] > 1
         num_classes = _num_classes_after_background(input, self.include_background)
         weight = None
@@ -490,39 +482,33 @@ class DiceLoss(_Loss):
             weight = class_weight.to(stats)
             if drop_background:  # the op's weight has one entry per input class
                 weight = torch.cat((weight.new_zeros(1), weight))
-        eager = (input.dim() == 2 and not self.batch) or (weight is not None and weight.requires_grad)
-        if eager or self.reduction not in ("mean", "sum", "none"):  # the eager path raises on a bad reduction
-            return self._loss_from_stats(_pool_monai(stats, drop_background, self.batch, input.dim()), input)
         # MONAI's Jaccard, 1 - (2 tp + nr) / (2 (tp + fp + fn) + dr), is the op's
         # (tp + nr/2) / (sum p + sum t - tp + dr/2).
         half = 0.5 if self.jaccard else 1.0
-        form = "squared" if self.squared_pred else "soft_label" if self.soft_label else "plain"
-        f = torch.ops.fastdice.dice_loss_from_stats(
-            stats, weight, None, "batch" if self.batch else "sample", self.include_background, form, self.jaccard,
-            self.smooth_nr * half, self.smooth_dr * half, False, 1e-7, self.reduction, 1.0, 0.0, "none", True, 0, 0.0,
+        options = dict(
+            pooling="batch" if self.batch else "sample", include_background=self.include_background,
+            form="squared" if self.squared_pred else "soft_label" if self.soft_label else "plain",
+            jaccard=self.jaccard, smooth_nr=self.smooth_nr * half, smooth_dr=self.smooth_dr * half,
+            reduction=self.reduction,
         )
-        return f if self.reduction != "none" else _reduce_broadcast(f, "none", input.dim())
-
-    def _loss_from_stats(self, stats: torch.Tensor, input: torch.Tensor) -> torch.Tensor:
-        """MONAI's formula in tensor ops on the pooled statistics."""
-        f = _dice_epilogue(
-            stats,
-            squared_pred=self.squared_pred,
-            jaccard=self.jaccard,
-            soft_label=self.soft_label,
-            smooth_nr=self.smooth_nr,
-            smooth_dr=self.smooth_dr,
-        )
-        f, class_weight = _apply_class_weight(
-            f, self.class_weight, _num_classes_after_background(input, self.include_background), self
-        )
+        pooled_all = input.dim() == 2 and not self.batch
+        if not pooled_all and not (weight is not None and weight.requires_grad) and self.reduction in ("mean", "sum", "none"):
+            f = _ops.dice_loss_from_stats(stats, weight, None, **options)
+            return f if self.reduction != "none" else _reduce_broadcast(f, "none", input.dim())
+        if pooled_all:  # one ratio of the sums over samples and classes
+            stats = self._pooled(stats, input).reshape(1, 1, -1)
+            options.update(pooling="global", include_background=True)
+        f = _ops.dice_loss_from_stats(stats, None, None, **dict(options, reduction="none"))
+        f, class_weight = _apply_class_weight(f, self.class_weight, num_classes, self)
         if class_weight is not self.class_weight:
             self.class_weight = class_weight
         return _reduce_broadcast(f, self.reduction, input.dim())
 
 
-class GeneralizedDiceLoss(_Loss):
+class GeneralizedDiceLoss(_MonaiLoss):
     """``monai.losses.GeneralizedDiceLoss`` (MONAI 1.6) on the fused fastdice op."""
+
+    shape_wording = "differing"
 
     def __init__(
         self,
@@ -538,38 +524,21 @@ class GeneralizedDiceLoss(_Loss):
         batch: bool = False,
         soft_label: bool = False,
     ) -> None:
-        super().__init__(reduction=_lookup_reduction(reduction))
-        _set_activation_args(self, include_background, to_onehot_y, sigmoid, softmax, other_act)
+        super().__init__(
+            include_background=include_background, to_onehot_y=to_onehot_y, sigmoid=sigmoid, softmax=softmax,
+            other_act=other_act, reduction=reduction, smooth_nr=smooth_nr, smooth_dr=smooth_dr, batch=batch,
+            soft_label=soft_label,
+        )
         self.w_type = _lookup_w_type(w_type)
-        self.smooth_nr = float(smooth_nr)
-        self.smooth_dr = float(smooth_dr)
-        self.batch = batch
-        self.soft_label = soft_label
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return self._loss(self._stats(input, target), input)
-
-    def _stats(self, input, target, **pixel):
-        """The statistics pooled as MONAI reduces its sums (and, with a pixel
-        loss and with_raw=True, the op's unpooled statistics, see _dice_stats_monai)."""
-        return _dice_stats_monai(
-            input,
-            target,
-            include_background=self.include_background,
-            to_onehot_y=self.to_onehot_y,
-            sigmoid=self.sigmoid,
-            softmax=self.softmax,
-            other_act=self.other_act,
-            full_stats=self.soft_label,
-            ignore_index=None,
-            batch=self.batch,
-            shape_wording="differing",
-            **pixel,
-        )
+        stats, _ = self._stats(input, target)
+        return self._loss(stats, input)
 
     def _loss(self, stats: torch.Tensor, input: torch.Tensor) -> torch.Tensor:
+        """The loss from the op's unpooled statistics."""
         f = _generalized_dice_epilogue(
-            stats,
+            self._pooled(stats, input),
             w_type=self.w_type,
             soft_label=self.soft_label,
             smooth_nr=self.smooth_nr,
@@ -579,12 +548,14 @@ class GeneralizedDiceLoss(_Loss):
         return _reduce_broadcast(f, self.reduction, input.dim())
 
 
-class TverskyLoss(_Loss):
+class TverskyLoss(_MonaiLoss):
     """``monai.losses.TverskyLoss`` (MONAI 1.6) on the fused fastdice op.
 
     As in MONAI, reduction "none" returns the per-(sample, class) losses of
     shape (B, C') (or (C',) with ``batch=True``), without trailing axes.
     """
+
+    shape_wording = "differing"
 
     def __init__(
         self,
@@ -602,30 +573,17 @@ class TverskyLoss(_Loss):
         soft_label: bool = False,
         ignore_index: int | None = None,
     ) -> None:
-        super().__init__(reduction=_lookup_reduction(reduction))
-        _set_activation_args(self, include_background, to_onehot_y, sigmoid, softmax, other_act)
+        super().__init__(
+            include_background=include_background, to_onehot_y=to_onehot_y, sigmoid=sigmoid, softmax=softmax,
+            other_act=other_act, reduction=reduction, smooth_nr=smooth_nr, smooth_dr=smooth_dr, batch=batch,
+            soft_label=soft_label, ignore_index=ignore_index,
+        )
         self.alpha = alpha
         self.beta = beta
-        self.smooth_nr = float(smooth_nr)
-        self.smooth_dr = float(smooth_dr)
-        self.batch = batch
-        self.soft_label = soft_label
-        self.ignore_index = ignore_index
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        stats = _dice_stats_monai(
-            input,
-            target,
-            include_background=self.include_background,
-            to_onehot_y=self.to_onehot_y,
-            sigmoid=self.sigmoid,
-            softmax=self.softmax,
-            other_act=self.other_act,
-            full_stats=self.soft_label,
-            ignore_index=self.ignore_index,
-            batch=self.batch,
-            shape_wording="differing",
-        )
+        stats, _ = self._stats(input, target)
+        stats = self._pooled(stats, input)
         score = _tversky_epilogue(
             stats,
             alpha=self.alpha,
@@ -663,14 +621,16 @@ def _check_combined_shapes(input: torch.Tensor, target: torch.Tensor) -> None:
         )
 
 
-def _check_lambda(name: str, value: float) -> float:
+def _lambda_not_negative(name: str, value: float) -> float:
+    """MONAI's check of a term weight (only < 0 raises, with MONAI's message;
+    fastdice.options.check_nonnegative is the native, stricter rule)."""
     if value < 0.0:
         raise ValueError(f"{name} should be no less than 0.0.")
     return value
 
 
 def _as_label_map(target: torch.Tensor) -> torch.Tensor:
-    return target if target.dtype in _LABEL_DTYPES else target.long()
+    return target if target.dtype in LABEL_DTYPES else target.long()
 
 
 class DiceCELoss(_Loss):
@@ -730,8 +690,8 @@ class DiceCELoss(_Loss):
         # argument checks; their forward is never called (the CE is fused).
         self.cross_entropy = torch.nn.CrossEntropyLoss(weight=weight, reduction=reduction, label_smoothing=label_smoothing)
         self.binary_cross_entropy = torch.nn.BCEWithLogitsLoss(pos_weight=weight, reduction=reduction)
-        self.lambda_dice = _check_lambda("lambda_dice", lambda_dice)
-        self.lambda_ce = _check_lambda("lambda_ce", lambda_ce)
+        self.lambda_dice = _lambda_not_negative("lambda_dice", lambda_dice)
+        self.lambda_ce = _lambda_not_negative("lambda_ce", lambda_ce)
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         _check_combined_shapes(input, target)
@@ -744,7 +704,7 @@ class DiceCELoss(_Loss):
             raise RuntimeError(f"label_smoothing must be between 0.0 and 1.0. Got: {label_smoothing}")
         reduction = self.cross_entropy.reduction
         fusable = not (num_classes == 1 and ce_weight is not None)  # pos_weight: torch's BCE
-        stats, raw = self.dice._stats(input, target, pixel_loss=family if fusable else "none", with_raw=True)
+        stats, raw = self.dice._stats(input, target, pixel_loss=family if fusable else "none")
         dice_loss = self.dice._loss(stats, input)
         if not fusable:
             ce_target = target if target.is_floating_point() else target.to(input.dtype)
@@ -847,8 +807,8 @@ class DiceFocalLoss(_Loss):
             weight=weight,
         )
         self.focal = _FocalTerm(include_background, gamma, weight, alpha, reduction)
-        self.lambda_dice = _check_lambda("lambda_dice", lambda_dice)
-        self.lambda_focal = _check_lambda("lambda_focal", lambda_focal)
+        self.lambda_dice = _lambda_not_negative("lambda_dice", lambda_dice)
+        self.lambda_focal = _lambda_not_negative("lambda_focal", lambda_focal)
         self.to_onehot_y = to_onehot_y
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -863,7 +823,7 @@ class DiceFocalLoss(_Loss):
         # The Dice term sees a label map as MONAI's one-hot target, never built.
         stats, raw = self.dice._stats(
             input, target, to_onehot_y=label_target, pixel_loss="binary_cross_entropy",
-            focal_gamma=float(self.focal.gamma), with_raw=True,
+            focal_gamma=float(self.focal.gamma),
         )
         dice_loss = self.dice._loss(stats, input)
         focal = _focal_term(self, input, target, raw, label_target)
@@ -975,14 +935,14 @@ class GeneralizedDiceFocalLoss(_Loss):
         )
         self.focal = _FocalTerm(include_background, gamma, weight, None, reduction)
         self.focal.to_onehot_y = to_onehot_y
-        self.lambda_gdl = _check_lambda("lambda_gdl", lambda_gdl)
-        self.lambda_focal = _check_lambda("lambda_focal", lambda_focal)
+        self.lambda_gdl = _lambda_not_negative("lambda_gdl", lambda_gdl)
+        self.lambda_focal = _lambda_not_negative("lambda_focal", lambda_focal)
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         _check_combined_shapes(input, target)
         gdl = self.generalized_dice
         stats, raw = gdl._stats(
-            input, target, pixel_loss="binary_cross_entropy", focal_gamma=float(self.focal.gamma), with_raw=True
+            input, target, pixel_loss="binary_cross_entropy", focal_gamma=float(self.focal.gamma)
         )
         gdl_loss = gdl._loss(stats, input)
         label_target = False

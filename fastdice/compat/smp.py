@@ -76,6 +76,7 @@ import torch.nn.functional as F
 from torch.nn.modules.loss import _Loss
 
 from .. import _ops
+from ..options import LABEL_DTYPES
 
 __all__ = ["BINARY_MODE", "MULTICLASS_MODE", "MULTILABEL_MODE", "DiceLoss", "JaccardLoss", "TverskyLoss"]
 
@@ -84,7 +85,6 @@ MULTICLASS_MODE: str = "multiclass"
 MULTILABEL_MODE: str = "multilabel"
 _MODES = (BINARY_MODE, MULTILABEL_MODE, MULTICLASS_MODE)
 
-_INTEGER_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 
 
 class LabelOutOfRangeError(ValueError, RuntimeError):
@@ -231,7 +231,7 @@ class _SmpSoftTverskyLoss(_Loss):
         inp = y_pred if y_pred.dim() >= 3 else y_pred.unsqueeze(-1)
         labels = y_true.reshape(bs, *inp.shape[2:])  # a label map (B, *spatial), never (B, 1, ...)
         op_ignore = None
-        if labels.dtype in _INTEGER_DTYPES:
+        if labels.dtype in LABEL_DTYPES:
             if self.ignore_index is not None:
                 op_ignore = _label_ignore_value(self.ignore_index, labels.dtype)
         elif self.ignore_index is None:
