@@ -54,7 +54,8 @@ def main() -> int:
         proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
         path.write_text(original)
         out = proc.stdout + proc.stderr
-        reason = next((ln.strip() for ln in out.splitlines() if ln.startswith("E ")), "")[:200]
+        reason = next((ln[1:].strip() for ln in out.splitlines()
+                       if ln.startswith("E ") and ("Error" in ln or "assert" in ln)), "")[:200]
         print(f"[{i}] {'caught  ' if proc.returncode else 'SURVIVED'} {time.time() - t0:5.0f}s  {what}\n      {reason}",
               flush=True)
         survivors += proc.returncode == 0
