@@ -10,6 +10,7 @@
 // vectorizable loop counts TP, FP and FN. Integer counts make the result exact
 // whatever the summation order; chunk partials are still reduced in a fixed
 // order.
+#include <ATen/ATen.h>
 #include <torch/library.h>
 
 #include <string>

@@ -6,11 +6,18 @@
 // the baseline only, and then the kernel header inside the pragma, with
 // FD_CPU_ISA_NS naming a namespace of its own: each compilation has distinct
 // symbols and the host wrappers pick one at run time (dice_cpu_isa.h).
+//
+// The kernels use tensors only through their data, strides and dtype: the
+// core Tensor header, not ATen/ATen.h (every op's declaration, most of a
+// translation unit's compile time).
 #pragma once
 
-#include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <c10/util/BFloat16.h>
+#include <c10/util/Exception.h>
+#include <c10/util/Half.h>
 
 #include <algorithm>
 #include <cmath>
