@@ -8,7 +8,8 @@
 // launch of a few microseconds; together about 20 forward + backward per
 // step, as much as the fused statistics kernels take at common sizes. The
 // math is here once, as __host__ __device__ functions; the CPU and CUDA
-// kernels only loop over rows. Everything is accumulated in double.
+// kernels only loop over rows (the routing of rows to loss entries and of the
+// gradient back is here too). Everything is accumulated in double.
 #pragma once
 
 #include <cmath>
@@ -181,6 +182,105 @@ FD_HOST_DEVICE void add_ce_row_grad(const S* row, double w, CeSums sums, const E
     grad_row[kPixelLoss] += d_total * w;
     if (p.ce_label_map) grad_row[kSumTarget] += d_den * double(p.classes);
   }
+}
+
+// ---- Routing: which rows feed which loss entry, and the gradient back ----
+// Shared by the CPU loops and the CUDA block; each backend supplies only its
+// loops (and, for global pooling, its sum over the rows).
+
+template <typename S>
+FD_HOST_DEVICE const S* stats_row(const S* stats, const EpilogueParams& p, int64_t b, int64_t c) {
+  return stats + (b * p.classes + c) * kNumStats;
+}
+
+// (I, D) of class c pooled over the batch (batch pooling).
+template <typename S>
+FD_HOST_DEVICE void class_terms(const S* stats, const EpilogueParams& p, int64_t c, double& I, double& D) {
+  I = D = 0;
+  for (int64_t b = 0; b < p.batch; ++b) {
+    double i, d;
+    dice_terms(stats_row(stats, p, b, c), p.form, i, d);
+    I += i;
+    D += d;
+  }
+}
+
+// The pooled (I, D) of entry e for batch pooling (class first_class + e over
+// the batch) or sample pooling (row (e / C', first_class + e % C')), and its class.
+template <typename S>
+FD_HOST_DEVICE int64_t entry_terms(const S* stats, const EpilogueParams& p, int64_t e, double& I, double& D) {
+  if (p.pooling == Pooling::kBatch) {
+    const int64_t c = p.first_class + e;
+    class_terms(stats, p, c, I, D);
+    return c;
+  }
+  const int64_t b = e / p.dice_classes();
+  const int64_t c = p.first_class + e % p.dice_classes();
+  dice_terms(stats_row(stats, p, b, c), p.form, I, D);
+  return c;
+}
+
+// weight_c * loss of entry e (batch or sample pooling).
+template <typename S>
+FD_HOST_DEVICE double weighted_entry_loss(const S* stats, const S* weight, const EpilogueParams& p, int64_t e) {
+  double I, D;
+  const int64_t c = entry_terms(stats, p, e, I, D);
+  return weight_at(weight, c) * entry_loss(I, D, p);
+}
+
+// The output from the sum over entries of weight * loss and the CE sums.
+FD_HOST_DEVICE double total_loss(double dice, CeSums ce, const EpilogueParams& p) {
+  if (p.reduction == Reduction::kMean) dice /= double(p.entries());
+  double loss = p.lambda_dice * dice;
+  if (p.ce != CeFamily::kNone) loss += p.lambda_ce * ce_value(ce, p);
+  return loss;
+}
+
+// d(output)/d(loss of entry e), lambda_dice included: grad[e] for reduction
+// 'none' (batch / sample pooling), else grad[0] times the reduction's share.
+template <typename S>
+FD_HOST_DEVICE double entry_output_grad(const S* grad, const EpilogueParams& p, int64_t e) {
+  const bool per_entry = p.reduction == Reduction::kNone && p.pooling != Pooling::kGlobal;
+  const double entry_scale = p.reduction == Reduction::kMean ? 1.0 / double(p.entries()) : 1.0;
+  return p.lambda_dice * (per_entry ? double(grad[e]) : double(grad[0]) * entry_scale);
+}
+
+// (dI, dD) of entry e's pooled (I, D), weight and output gradient included
+// (batch or sample pooling).
+template <typename S>
+FD_HOST_DEVICE void entry_dice_grad(const S* stats, const S* weight, const S* grad, const EpilogueParams& p,
+                                    int64_t e, double& dI, double& dD) {
+  double I, D;
+  const int64_t c = entry_terms(stats, p, e, I, D);
+  entry_loss_grad(I, D, p, entry_output_grad(grad, p, e) * weight_at(weight, c), dI, dD);
+}
+
+// (dI, dD) of row (b, c) of a Dice class for global pooling (from the one
+// entry's (global_dI, global_dD)) or sample pooling. Batch pooling: the
+// caller computes entry_dice_grad once per class for all its rows.
+template <typename S>
+FD_HOST_DEVICE void row_dice_grad(const S* stats, const S* weight, const S* grad, const EpilogueParams& p, int64_t b,
+                                  int64_t c, double global_dI, double global_dD, double& dI, double& dD) {
+  if (p.pooling == Pooling::kGlobal) {
+    dI = weight_at(weight, c) * global_dI;
+    dD = weight_at(weight, c) * global_dD;
+  } else {
+    entry_dice_grad(stats, weight, grad, p, b * p.dice_classes() + c - p.first_class, dI, dD);
+  }
+}
+
+// Writes grad_stats' row (b, c): the Dice coefficients (dI, dD) through the
+// row's terms (Dice classes only) plus the CE term's gradient (g_ce = lambda_ce * grad).
+template <typename S>
+FD_HOST_DEVICE void write_row_grad(const S* stats, const S* ce_weight, CeSums ce, const EpilogueParams& p,
+                                   double g_ce, int64_t b, int64_t c, bool dice_class, double dI, double dD,
+                                   S* grad_stats) {
+  double g[kNumStats];
+  for (int k = 0; k < kNumStats; ++k) g[k] = 0.0;
+  if (dice_class) add_dice_terms_grad(dI, dD, p.form, g);
+  if (p.ce != CeFamily::kNone) add_ce_row_grad(stats_row(stats, p, b, c), weight_at(ce_weight, c), ce, p, g_ce, g);
+  S* out = grad_stats + (b * p.classes + c) * kNumStats;
+  for (int k = 0; k < kNumStats; ++k) out[k] = S(g[k]);
 }
 
 }  // namespace fastdice

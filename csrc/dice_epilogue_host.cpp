@@ -1,3 +1,5 @@
+// The epilogue op's host side: validation of its arguments and the
+// EpilogueParams its CPU and CUDA kernels run on.
 #include "dice_epilogue_host.h"
 
 #include <c10/util/Exception.h>
@@ -6,37 +8,10 @@
 #include <limits>
 #include <string>
 
+#include "parse_choice.h"
+
 namespace fastdice {
 namespace {
-
-Pooling parse_pooling(c10::string_view name) {
-  if (name == "global") return Pooling::kGlobal;
-  if (name == "batch") return Pooling::kBatch;
-  if (name == "sample") return Pooling::kSample;
-  TORCH_CHECK_VALUE(false, "fastdice: pooling must be 'global', 'batch' or 'sample', got '", std::string(name), "'");
-}
-
-DiceForm parse_form(c10::string_view name) {
-  if (name == "plain") return DiceForm::kPlain;
-  if (name == "squared") return DiceForm::kSquared;
-  if (name == "soft_label") return DiceForm::kSoftLabel;
-  TORCH_CHECK_VALUE(false, "fastdice: form must be 'plain', 'squared' or 'soft_label', got '", std::string(name), "'");
-}
-
-Reduction parse_reduction(c10::string_view name) {
-  if (name == "mean") return Reduction::kMean;
-  if (name == "sum") return Reduction::kSum;
-  if (name == "none") return Reduction::kNone;
-  TORCH_CHECK_VALUE(false, "fastdice: reduction must be 'mean', 'sum' or 'none', got '", std::string(name), "'");
-}
-
-CeFamily parse_ce_family(c10::string_view name) {
-  if (name == "none") return CeFamily::kNone;
-  if (name == "cross_entropy") return CeFamily::kCrossEntropy;
-  if (name == "binary_cross_entropy") return CeFamily::kBinary;
-  TORCH_CHECK_VALUE(false, "fastdice: ce_family must be 'none', 'cross_entropy' or 'binary_cross_entropy', got '",
-                    std::string(name), "'");
-}
 
 at::Tensor checked_weight(const c10::optional<at::Tensor>& weight, const char* name, const at::Tensor& stats) {
   if (!weight.has_value() || !weight->defined()) return at::Tensor();
@@ -55,8 +30,7 @@ void check_finite_nonnegative(double v, const char* name) {
 
 }  // namespace
 
-PreparedEpilogue prepare_epilogue(const at::Tensor& stats, const c10::optional<at::Tensor>& weight,
-                                  const c10::optional<at::Tensor>& ce_weight, FD_EPILOGUE_OPTION_PARAMS) {
+PreparedEpilogue prepare_epilogue(FD_EPILOGUE_PARAMS) {
   TORCH_CHECK_VALUE(stats.dim() == 3 && stats.size(2) == kNumStats, "fastdice: stats must have shape (B, C, ",
                     int(kNumStats), "), got ", stats.sizes());
   TORCH_CHECK_TYPE(stats.scalar_type() == at::kFloat || stats.scalar_type() == at::kDouble,
@@ -79,17 +53,23 @@ PreparedEpilogue prepare_epilogue(const at::Tensor& stats, const c10::optional<a
   p.batch = stats.size(0);
   p.classes = stats.size(1);
   p.first_class = !include_background && p.classes > 1 ? 1 : 0;
-  p.pooling = parse_pooling(pooling);
-  p.form = parse_form(form);
+  p.pooling = parse_choice<Pooling>(
+      pooling, "pooling", {{"global", Pooling::kGlobal}, {"batch", Pooling::kBatch}, {"sample", Pooling::kSample}});
+  p.form = parse_choice<DiceForm>(
+      form, "form", {{"plain", DiceForm::kPlain}, {"squared", DiceForm::kSquared}, {"soft_label", DiceForm::kSoftLabel}});
   p.jaccard = jaccard;
   p.smooth_nr = smooth_nr;
   p.smooth_dr = smooth_dr;
   p.log_loss = log_loss;
   p.log_eps = log_eps;
-  p.reduction = parse_reduction(reduction);
+  p.reduction = parse_choice<Reduction>(
+      reduction, "reduction", {{"mean", Reduction::kMean}, {"sum", Reduction::kSum}, {"none", Reduction::kNone}});
   p.lambda_dice = lambda_dice;
   p.lambda_ce = lambda_ce;
-  p.ce = parse_ce_family(ce_family);
+  p.ce = parse_choice<CeFamily>(ce_family, "ce_family",
+                                {{"none", CeFamily::kNone},
+                                 {"cross_entropy", CeFamily::kCrossEntropy},
+                                 {"binary_cross_entropy", CeFamily::kBinary}});
   p.ce_label_map = ce_label_map;
   p.ce_positions = double(ce_positions);
   p.label_smoothing = label_smoothing;

@@ -5,20 +5,73 @@
 #include <ATen/ATen.h>
 #include <c10/util/string_view.h>
 
+#include <string>
 #include <vector>
 
 #include "dice_epilogue.h"
 
-// The options of fastdice::dice_loss_from_stats(_backward), in schema order.
-// One list for the five functions that take them (CPU and CUDA, forward and
-// backward, autograd), so their signatures cannot drift apart.
-#define FD_EPILOGUE_OPTION_PARAMS                                                                               \
-  c10::string_view pooling, bool include_background, c10::string_view form, bool jaccard, double smooth_nr,      \
-      double smooth_dr, bool log_loss, double log_eps, c10::string_view reduction, double lambda_dice,          \
-      double lambda_ce, c10::string_view ce_family, bool ce_label_map, int64_t ce_positions, double label_smoothing
-#define FD_EPILOGUE_OPTION_ARGS                                                                                  \
-  pooling, include_background, form, jaccard, smooth_nr, smooth_dr, log_loss, log_eps, reduction, lambda_dice, \
-      lambda_ce, ce_family, ce_label_map, ce_positions, label_smoothing
+// The options of fastdice::dice_loss_from_stats(_backward), declared once, in
+// schema order: X(kind, name) with kind Str, Bool, Float or Int (the schema's
+// str, bool, float, int). Everything that lists them is generated from this
+// list: the schema strings (FD_EPILOGUE_SCHEMA_ARGS), the C++ signatures of
+// the kernels, the autograd and prepare_epilogue (FD_EPILOGUE_PARAMS), the
+// calls between them (FD_EPILOGUE_ARGS), the typed dispatcher handles
+// (FD_EPILOGUE_TYPES), autograd's saved_data (ops/dice_loss_from_stats.cpp)
+// and the gradient count (kEpilogueOpInputs). Adding an option: one line here,
+// then its use in prepare_epilogue (and the Python side).
+#define FD_EPILOGUE_OPTIONS(X) \
+  X(Str, pooling)              \
+  X(Bool, include_background)  \
+  X(Str, form)                 \
+  X(Bool, jaccard)             \
+  X(Float, smooth_nr)          \
+  X(Float, smooth_dr)          \
+  X(Bool, log_loss)            \
+  X(Float, log_eps)            \
+  X(Str, reduction)            \
+  X(Float, lambda_dice)        \
+  X(Float, lambda_ce)          \
+  X(Str, ce_family)            \
+  X(Bool, ce_label_map)        \
+  X(Int, ce_positions)         \
+  X(Float, label_smoothing)
+
+// Per kind: the C++ parameter type, the schema type, and how autograd's
+// saved_data stores and reads it back.
+#define FD_EPILOGUE_CPP_Str c10::string_view
+#define FD_EPILOGUE_CPP_Bool bool
+#define FD_EPILOGUE_CPP_Float double
+#define FD_EPILOGUE_CPP_Int int64_t
+#define FD_EPILOGUE_SCHEMA_Str "str"
+#define FD_EPILOGUE_SCHEMA_Bool "bool"
+#define FD_EPILOGUE_SCHEMA_Float "float"
+#define FD_EPILOGUE_SCHEMA_Int "int"
+#define FD_EPILOGUE_SAVE_Str(v) c10::IValue(std::string(v))
+#define FD_EPILOGUE_SAVE_Bool(v) c10::IValue(v)
+#define FD_EPILOGUE_SAVE_Float(v) c10::IValue(v)
+#define FD_EPILOGUE_SAVE_Int(v) c10::IValue(v)
+#define FD_EPILOGUE_LOAD_Str(iv) (iv).toStringRef()
+#define FD_EPILOGUE_LOAD_Bool(iv) (iv).toBool()
+#define FD_EPILOGUE_LOAD_Float(iv) (iv).toDouble()
+#define FD_EPILOGUE_LOAD_Int(iv) (iv).toInt()
+
+#define FD_EPILOGUE_PARAM_(kind, name) , FD_EPILOGUE_CPP_##kind name
+#define FD_EPILOGUE_ARG_(kind, name) , name
+#define FD_EPILOGUE_TYPE_(kind, name) , FD_EPILOGUE_CPP_##kind
+#define FD_EPILOGUE_SCHEMA_ARG_(kind, name) ", " FD_EPILOGUE_SCHEMA_##kind " " #name
+#define FD_EPILOGUE_COUNT_(kind, name) +1
+
+// The op's arguments (three tensors, then the options) as parameters, as
+// arguments of a call, as types, and as the schema's argument list.
+#define FD_EPILOGUE_PARAMS                                                  \
+  const at::Tensor& stats, const c10::optional<at::Tensor>& weight,         \
+      const c10::optional<at::Tensor>& ce_weight FD_EPILOGUE_OPTIONS(FD_EPILOGUE_PARAM_)
+#define FD_EPILOGUE_ARGS stats, weight, ce_weight FD_EPILOGUE_OPTIONS(FD_EPILOGUE_ARG_)
+#define FD_EPILOGUE_TYPES                                                   \
+  const at::Tensor&, const c10::optional<at::Tensor>&,                      \
+      const c10::optional<at::Tensor>& FD_EPILOGUE_OPTIONS(FD_EPILOGUE_TYPE_)
+#define FD_EPILOGUE_SCHEMA_ARGS \
+  "Tensor stats, Tensor? weight, Tensor? ce_weight" FD_EPILOGUE_OPTIONS(FD_EPILOGUE_SCHEMA_ARG_)
 
 namespace fastdice {
 
@@ -30,8 +83,10 @@ struct PreparedEpilogue {
   std::vector<int64_t> out_shape;  // [] or, for reduction 'none', [B, C'] / [C'] / []
 };
 
-PreparedEpilogue prepare_epilogue(const at::Tensor& stats, const c10::optional<at::Tensor>& weight,
-                                  const c10::optional<at::Tensor>& ce_weight, FD_EPILOGUE_OPTION_PARAMS);
+// The number of arguments of dice_loss_from_stats: one gradient slot each in autograd.
+constexpr int kEpilogueOpInputs = 3 FD_EPILOGUE_OPTIONS(FD_EPILOGUE_COUNT_);
+
+PreparedEpilogue prepare_epilogue(FD_EPILOGUE_PARAMS);
 
 // A weight's data, or nullptr for none (the kernels' "no weight").
 template <typename S>

@@ -1,3 +1,6 @@
+// Host-side argument validation of fastdice::dice_stats(_backward) and
+// fastdice::confusion_counts: the [B, C, S] views of input and target and the
+// DiceProblem / CountsProblem the CPU and CUDA kernels run on.
 #include "dice_problem.h"
 
 #include <ATen/ATen.h>
@@ -6,14 +9,14 @@
 #include <cmath>
 #include <limits>
 
+#include "parse_choice.h"
+
 namespace fastdice {
 
 Activation parse_activation(const std::string& name) {
-  if (name == "none") return Activation::kNone;
-  if (name == "sigmoid") return Activation::kSigmoid;
-  if (name == "softmax") return Activation::kSoftmax;
-  TORCH_CHECK_VALUE(false, "fastdice: activation must be 'none', 'sigmoid' or 'softmax', got '", name,
-                    "'");
+  return parse_choice<Activation>(
+      name, "activation",
+      {{"none", Activation::kNone}, {"sigmoid", Activation::kSigmoid}, {"softmax", Activation::kSoftmax}});
 }
 
 at::ScalarType stats_dtype_for(at::ScalarType input_dtype) {
@@ -62,17 +65,10 @@ at::Tensor collapse_from(const at::Tensor& t, int64_t start) {
 }  // namespace
 
 PixelLoss parse_pixel_loss(const std::string& name, Activation activation, double focal_gamma) {
-  PixelLoss loss;
-  if (name == "none") {
-    loss = PixelLoss::kNone;
-  } else if (name == "cross_entropy") {
-    loss = PixelLoss::kCrossEntropy;
-  } else if (name == "binary_cross_entropy") {
-    loss = PixelLoss::kBinaryCrossEntropy;
-  } else {
-    TORCH_CHECK_VALUE(false, "fastdice: pixel_loss must be 'none', 'cross_entropy' or 'binary_cross_entropy', got '",
-                      name, "'");
-  }
+  const PixelLoss loss = parse_choice<PixelLoss>(name, "pixel_loss",
+                                                 {{"none", PixelLoss::kNone},
+                                                  {"cross_entropy", PixelLoss::kCrossEntropy},
+                                                  {"binary_cross_entropy", PixelLoss::kBinaryCrossEntropy}});
   // The cross-entropy shares the kernel's softmax; both need logits.
   TORCH_CHECK_VALUE(loss != PixelLoss::kCrossEntropy || activation == Activation::kSoftmax,
                     "fastdice: pixel_loss='cross_entropy' needs activation='softmax'");
@@ -173,10 +169,10 @@ at::Tensor allocate_grad_input(const at::Tensor& input) {
 }
 
 CountsMode parse_counts_mode(const std::string& name) {
-  if (name == "multiclass") return CountsMode::kMulticlass;
-  if (name == "multilabel") return CountsMode::kMultilabel;
-  if (name == "binary") return CountsMode::kBinary;
-  TORCH_CHECK_VALUE(false, "fastdice: mode must be 'multiclass', 'multilabel' or 'binary', got '", name, "'");
+  return parse_choice<CountsMode>(name, "mode",
+                                  {{"multiclass", CountsMode::kMulticlass},
+                                   {"multilabel", CountsMode::kMultilabel},
+                                   {"binary", CountsMode::kBinary}});
 }
 
 float float_threshold_below(double t) {

@@ -1,5 +1,6 @@
-// CPU kernel of fastdice::confusion_counts: per (sample, class) TP, FP, FN of
-// hard predictions (argmax or threshold) in one pass over input and target.
+// CPU kernel of fastdice::confusion_counts and its registration: per (sample,
+// class) TP, FP, FN of hard predictions (argmax or threshold) in one pass over
+// input and target.
 //
 // Same structure as the Dice-statistics kernels: each sample is walked in
 // fixed chunks of positions (one at::parallel_for work item each), a chunk in
@@ -10,88 +11,46 @@
 // whatever the summation order; chunk partials are still reduced in a fixed
 // order.
 #include <ATen/ATen.h>
-#include <ATen/Dispatch.h>
-#include <ATen/Parallel.h>
 #include <torch/library.h>
 
-#include <algorithm>
-#include <cstdint>
-#include <limits>
 #include <string>
-#include <type_traits>
-#include <vector>
 
-#include "../dice_problem.h"
-#include "chunk_reduction.h"
+// The tile loaders shared with the Dice kernels (tile_loading.h), compiled
+// here for the baseline in a namespace of this file's own.
+#include "isa_prologue.h"
+#define FD_CPU_ISA_NS counts
+#include "tile_loading.h"
 
 namespace fastdice {
 namespace cpu {
 namespace {
 
-constexpr int64_t kCountTile = 512;
-constexpr int64_t kCountChunk = kCountTile * 8;  // positions per parallel work item
+using namespace counts;
 
 // Label codes in the tile: a class index >= 0, or one of these.
 constexpr int32_t kNoClass = -1;  // a valid position whose target is no class (binary 0)
 constexpr int32_t kSkip = -2;     // ignored (ignore_index) or padding
 
-[[noreturn]] void throw_label_out_of_range(int64_t label, const CountsProblem& cp, int64_t b, int64_t s) {
-  const DiceProblem& pr = cp.base;
-  if (cp.mode == CountsMode::kBinary) {
-    TORCH_CHECK_VALUE(false, "fastdice: target label ", label, " (sample ", b, ", flat position ", s,
-                      ") is not 0 or 1 in binary mode", pr.has_ignore ? " and is not ignore_index" : "");
-  }
-  TORCH_CHECK_VALUE(false, "fastdice: target label ", label, " (sample ", b, ", flat position ", s,
-                    ") is outside [0, ", pr.classes, ")", pr.has_ignore ? " and is not ignore_index" : "");
-  while (true) {
-  }
-}
-
-template <typename label_t>
-void load_labels_typed(const label_t* src, int64_t stride, const CountsProblem& cp, int64_t b, int64_t s0,
-                       int64_t n, int32_t* codes) {
-  const DiceProblem& pr = cp.base;
-  const int64_t limit = pr.classes + cp.label_shift;
-  const int64_t shift = cp.label_shift;
-  const bool has_ignore = pr.has_ignore;
-  const int64_t ignore = pr.ignore_index;
-  int32_t bad = 0;
-  auto classify = [&](int64_t i, int64_t v) {
-    const bool ignored = has_ignore && v == ignore;
-    const bool in_range = v >= 0 && v < limit;
-    codes[i] = ignored ? kSkip : (in_range ? static_cast<int32_t>(v - shift) : kSkip);
-    bad |= (!ignored && !in_range);
-  };
-  if (stride == 1) {
-    for (int64_t i = 0; i < n; ++i) classify(i, static_cast<int64_t>(src[i]));
-  } else {
-    for (int64_t i = 0; i < n; ++i) classify(i, static_cast<int64_t>(src[i * stride]));
-  }
-  if (bad) {
-    for (int64_t i = 0; i < n; ++i) {
-      const int64_t v = static_cast<int64_t>(src[i * stride]);
-      if (!(has_ignore && v == ignore) && (v < 0 || v >= limit)) throw_label_out_of_range(v, cp, b, s0 + i);
-    }
-  }
-}
-
 // codes[0..n) from target[b, s0 : s0 + n]; throws on a label that is neither
 // valid nor ignore_index.
 void load_labels(const CountsProblem& cp, int64_t b, int64_t s0, int64_t n, int32_t* codes) {
-  const TargetView& tv = cp.base.target;
-  const int64_t off = cp.base.label_offset(b, s0);
-  switch (tv.dtype) {
-    case TargetDtype::kUInt8:
-      return load_labels_typed(static_cast<const uint8_t*>(tv.data) + off, tv.stride_s, cp, b, s0, n, codes);
-    case TargetDtype::kInt8:
-      return load_labels_typed(static_cast<const int8_t*>(tv.data) + off, tv.stride_s, cp, b, s0, n, codes);
-    case TargetDtype::kInt16:
-      return load_labels_typed(static_cast<const int16_t*>(tv.data) + off, tv.stride_s, cp, b, s0, n, codes);
-    case TargetDtype::kInt32:
-      return load_labels_typed(static_cast<const int32_t*>(tv.data) + off, tv.stride_s, cp, b, s0, n, codes);
-    default:
-      return load_labels_typed(static_cast<const int64_t*>(tv.data) + off, tv.stride_s, cp, b, s0, n, codes);
-  }
+  const DiceProblem& pr = cp.base;
+  const TargetView& tv = pr.target;
+  const int64_t limit = pr.classes + cp.label_shift;
+  visit_label_dtype(tv, [&](const auto* data) {
+    const auto* src = data + pr.label_offset(b, s0);
+    bool out_of_range;
+    classify_labels(src, tv.stride_s, n, limit, cp.label_shift, pr.has_ignore, pr.ignore_index, kSkip, codes,
+                    out_of_range);
+    if (!out_of_range) return;
+    int64_t v = 0;
+    const int64_t i = first_label_out_of_range(src, tv.stride_s, n, limit, pr.has_ignore, pr.ignore_index, v);
+    TORCH_CHECK_VALUE(cp.mode != CountsMode::kBinary, "fastdice: target label ", v, " (sample ", b,
+                      ", flat position ", s0 + i, ") is not 0 or 1 in binary mode",
+                      pr.has_ignore ? " and is not ignore_index" : "");
+    TORCH_CHECK_VALUE(false, "fastdice: target label ", v, " (sample ", b, ", flat position ", s0 + i,
+                      ") is outside [0, ", pr.classes, ")", pr.has_ignore ? " and is not ignore_index" : "");
+  });
 }
 
 // dst[0..n) = target[b, c, s0 : s0 + n] as 0/1; returns true when a value is
@@ -144,30 +103,7 @@ bool load_dense_row_typed<bool>(const bool* src, int64_t stride, int64_t n, int3
 bool load_dense_row(const CountsProblem& cp, int64_t b, int64_t c, int64_t s0, int64_t n, int32_t* dst) {
   const TargetView& tv = cp.base.target;
   const int64_t off = cp.base.dense_target_offset(b, c, s0);
-  const int64_t st = tv.stride_s;
-  switch (tv.dtype) {
-    case TargetDtype::kFloat16:
-      return load_dense_row_typed(static_cast<const c10::Half*>(tv.data) + off, st, n, dst);
-    case TargetDtype::kBFloat16:
-      return load_dense_row_typed(static_cast<const c10::BFloat16*>(tv.data) + off, st, n, dst);
-    case TargetDtype::kFloat32:
-      return load_dense_row_typed(static_cast<const float*>(tv.data) + off, st, n, dst);
-    case TargetDtype::kFloat64:
-      return load_dense_row_typed(static_cast<const double*>(tv.data) + off, st, n, dst);
-    case TargetDtype::kBool:
-      return load_dense_row_typed(static_cast<const bool*>(tv.data) + off, st, n, dst);
-    case TargetDtype::kUInt8:
-      return load_dense_row_typed(static_cast<const uint8_t*>(tv.data) + off, st, n, dst);
-    case TargetDtype::kInt8:
-      return load_dense_row_typed(static_cast<const int8_t*>(tv.data) + off, st, n, dst);
-    case TargetDtype::kInt16:
-      return load_dense_row_typed(static_cast<const int16_t*>(tv.data) + off, st, n, dst);
-    case TargetDtype::kInt32:
-      return load_dense_row_typed(static_cast<const int32_t*>(tv.data) + off, st, n, dst);
-    case TargetDtype::kInt64:
-      return load_dense_row_typed(static_cast<const int64_t*>(tv.data) + off, st, n, dst);
-  }
-  return false;
+  return visit_dense_dtype(tv, [&](const auto* data) { return load_dense_row_typed(data + off, tv.stride_s, n, dst); });
 }
 
 // After a chunk reported a dense target value other than 0 or 1: finds the
@@ -184,28 +120,13 @@ bool load_dense_row(const CountsProblem& cp, int64_t b, int64_t c, int64_t s0, i
     }
   }
   TORCH_CHECK(false, "fastdice: internal error locating a target value other than 0 or 1");
-  while (true) {
-  }
-}
-
-// The tile's input row c as acc_t: dst[0..n).
-template <typename scalar_t, typename acc_t>
-inline void load_row(const scalar_t* x, const DiceProblem& pr, int64_t b, int64_t c, int64_t s0, int64_t n,
-                     acc_t* dst) {
-  const scalar_t* src = x + pr.input_offset(b, c, s0);
-  const int64_t ss = pr.in_stride_s;
-  if (ss == 1) {
-    for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<acc_t>(src[i]);
-  } else {
-    for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<acc_t>(src[i * ss]);
-  }
 }
 
 template <typename scalar_t, typename acc_t, bool kMulticlass>
 void counts_impl(const at::Tensor& input, const CountsProblem& cp, at::Tensor& counts) {
   const DiceProblem& pr = cp.base;
   const int64_t C = pr.classes;
-  const int64_t per_sample = (pr.spatial + kCountChunk - 1) / kCountChunk;
+  const int64_t per_sample = chunks_per_sample(pr.spatial);
   const int64_t items = pr.batch * per_sample;
   std::vector<int64_t> partials(static_cast<size_t>(items * C * kNumCounts), 0);
   const scalar_t* x = input.data_ptr<scalar_t>();
@@ -216,22 +137,22 @@ void counts_impl(const at::Tensor& input, const CountsProblem& cp, at::Tensor& c
                                                              : static_cast<acc_t>(cp.threshold_float);
 
   at::parallel_for(0, items, 1, [&](int64_t begin, int64_t end) {
-    std::vector<int32_t> codes(kCountTile), pred(kCountTile), trow(kCountTile);
-    std::vector<acc_t> best(kCountTile), row(kCountTile);
+    std::vector<int32_t> codes(kTile), pred(kTile), trow(kTile);
+    std::vector<acc_t> best(kTile), row(kTile);
     for (int64_t item = begin; item < end; ++item) {
       const int64_t b = item / per_sample;
-      const int64_t s_begin = (item % per_sample) * kCountChunk;
-      const int64_t s_end = std::min(s_begin + kCountChunk, pr.spatial);
+      const int64_t s_begin = (item % per_sample) * kChunk;
+      const int64_t s_end = std::min(s_begin + kChunk, pr.spatial);
       int64_t* acc = partials.data() + item * C * kNumCounts;
-      for (int64_t s0 = s_begin; s0 < s_end; s0 += kCountTile) {
-        const int64_t n = std::min(kCountTile, s_end - s0);
+      for (int64_t s0 = s_begin; s0 < s_end; s0 += kTile) {
+        const int64_t n = std::min(kTile, s_end - s0);
         if (is_label) load_labels(cp, b, s0, n, codes.data());
         if (kMulticlass) {
           // argmax over the classes, row by row (torch.argmax's rule, argmax_takes).
-          load_row(x, pr, b, 0, s0, n, best.data());
+          load_input_row(x, pr, b, 0, s0, n, best.data());
           for (int64_t i = 0; i < n; ++i) pred[i] = 0;
           for (int64_t c = 1; c < C; ++c) {
-            load_row(x, pr, b, c, s0, n, row.data());
+            load_input_row(x, pr, b, c, s0, n, row.data());
             const int32_t ci = static_cast<int32_t>(c);
             for (int64_t i = 0; i < n; ++i) {
               const acc_t v = row[i];
@@ -243,7 +164,7 @@ void counts_impl(const at::Tensor& input, const CountsProblem& cp, at::Tensor& c
         }
         for (int64_t c = 0; c < C; ++c) {
           const int32_t ci = static_cast<int32_t>(c);
-          if (!kMulticlass) load_row(x, pr, b, c, s0, n, row.data());
+          if (!kMulticlass) load_input_row(x, pr, b, c, s0, n, row.data());
           if (!is_label && load_dense_row(cp, b, c, s0, n, trow.data())) target_bad[item] = 1;
           int32_t tp = 0, fp = 0, fn = 0;
           for (int64_t i = 0; i < n; ++i) {
@@ -264,8 +185,8 @@ void counts_impl(const at::Tensor& input, const CountsProblem& cp, at::Tensor& c
 
   for (int64_t item = 0; item < static_cast<int64_t>(target_bad.size()); ++item) {
     if (target_bad[item]) {
-      const int64_t s_begin = (item % per_sample) * kCountChunk;
-      throw_target_not_binary(cp, item / per_sample, s_begin, std::min(s_begin + kCountChunk, pr.spatial));
+      const int64_t s_begin = (item % per_sample) * kChunk;
+      throw_target_not_binary(cp, item / per_sample, s_begin, std::min(s_begin + kChunk, pr.spatial));
     }
   }
 

@@ -1,5 +1,7 @@
-// The CPU kernels exist once per instruction set (dice_cpu_kernels_*.cpp);
-// this header declares them and picks the best one the processor supports.
+// The CPU kernels exist once per instruction set (dice_cpu_forward_<isa>.cpp,
+// dice_cpu_backward_<isa>.cpp, see isa_prologue.h); this header declares their
+// entry points, and use_avx2 (dice_stats_kernel.cpp) picks the best set the
+// processor supports.
 #pragma once
 
 #include <ATen/core/Tensor.h>

@@ -1,11 +1,10 @@
-// CPU kernels of the loss-from-statistics op: plain loops over the rows of
-// stats[B, C, K] around the shared math of dice_epilogue.h (the CUDA kernels
-// run the same loops with threads).
+// CPU kernels of fastdice::dice_loss_from_stats(_backward), and their
+// registration: plain loops over the rows of stats[B, C, K] around the shared
+// math and routing of dice_epilogue.h (the CUDA kernels run the same loops
+// with the threads of one block).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <torch/library.h>
-
-#include <array>
 
 #include "../dice_epilogue_host.h"
 
@@ -20,7 +19,7 @@ CeSums ce_sums(const S* stats, const S* ce_weight, const EpilogueParams& p) {
   if (p.ce == CeFamily::kNone) return sums;
   for (int64_t b = 0; b < p.batch; ++b) {
     for (int64_t c = 0; c < p.classes; ++c) {
-      const CeSums r = ce_row_sums(stats + (b * p.classes + c) * kNumStats, weight_at(ce_weight, c), p);
+      const CeSums r = ce_row_sums(stats_row(stats, p, b, c), weight_at(ce_weight, c), p);
       sums.total += r.total;
       sums.den += r.den;
     }
@@ -35,23 +34,11 @@ void global_terms(const S* stats, const S* weight, const EpilogueParams& p, doub
   for (int64_t b = 0; b < p.batch; ++b) {
     for (int64_t c = p.first_class; c < p.classes; ++c) {
       double i, d;
-      dice_terms(stats + (b * p.classes + c) * kNumStats, p.form, i, d);
+      dice_terms(stats_row(stats, p, b, c), p.form, i, d);
       const double w = weight_at(weight, c);
       I += w * i;
       D += w * d;
     }
-  }
-}
-
-// (I, D) of class c pooled over the batch (batch pooling).
-template <typename S>
-void class_terms(const S* stats, const EpilogueParams& p, int64_t c, double& I, double& D) {
-  I = D = 0;
-  for (int64_t b = 0; b < p.batch; ++b) {
-    double i, d;
-    dice_terms(stats + (b * p.classes + c) * kNumStats, p.form, i, d);
-    I += i;
-    D += d;
   }
 }
 
@@ -60,38 +47,20 @@ void forward(const PreparedEpilogue& pe, S* out) {
   const EpilogueParams& p = pe.params;
   const S* stats = pe.stats.data_ptr<S>();
   const S* weight = data_or_null<S>(pe.weight);
-  const bool none = p.reduction == Reduction::kNone;
   double dice = 0;  // sum over entries of weight * loss
   if (p.pooling == Pooling::kGlobal) {
     double I, D;
     global_terms(stats, weight, p, I, D);
     dice = entry_loss(I, D, p);
-  } else if (p.pooling == Pooling::kBatch) {
-    for (int64_t c = p.first_class; c < p.classes; ++c) {
-      double I, D;
-      class_terms(stats, p, c, I, D);
-      const double l = weight_at(weight, c) * entry_loss(I, D, p);
-      if (none) out[c - p.first_class] = S(p.lambda_dice * l);
+  } else {
+    for (int64_t e = 0; e < p.entries(); ++e) {
+      const double l = weighted_entry_loss(stats, weight, p, e);
+      if (p.reduction == Reduction::kNone) out[e] = S(p.lambda_dice * l);
       dice += l;
     }
-  } else {
-    for (int64_t b = 0; b < p.batch; ++b) {
-      for (int64_t c = p.first_class; c < p.classes; ++c) {
-        double I, D;
-        dice_terms(stats + (b * p.classes + c) * kNumStats, p.form, I, D);
-        const double l = weight_at(weight, c) * entry_loss(I, D, p);
-        if (none) out[b * p.dice_classes() + c - p.first_class] = S(p.lambda_dice * l);
-        dice += l;
-      }
-    }
+    if (p.reduction == Reduction::kNone) return;
   }
-  if (none && p.pooling != Pooling::kGlobal) return;
-  if (p.reduction == Reduction::kMean) dice /= double(p.entries());
-  double loss = p.lambda_dice * dice;
-  if (p.ce != CeFamily::kNone) {
-    loss += p.lambda_ce * ce_value(ce_sums(stats, data_or_null<S>(pe.ce_weight), p), p);
-  }
-  out[0] = S(loss);
+  out[0] = S(total_loss(dice, ce_sums(stats, data_or_null<S>(pe.ce_weight), p), p));
 }
 
 template <typename S>
@@ -100,67 +69,42 @@ void backward(const PreparedEpilogue& pe, const S* grad, S* grad_stats) {
   const S* stats = pe.stats.data_ptr<S>();
   const S* weight = data_or_null<S>(pe.weight);
   const S* ce_weight = data_or_null<S>(pe.ce_weight);
-  const bool none = p.reduction == Reduction::kNone;
-  // d(output)/d(entry loss) for entry e: the reduction's share times lambda.
-  const double entry_scale = p.reduction == Reduction::kMean ? 1.0 / double(p.entries()) : 1.0;
-  auto grad_of_entry = [&](int64_t e) {
-    return p.lambda_dice * (none && p.pooling != Pooling::kGlobal ? double(grad[e]) : double(grad[0]) * entry_scale);
-  };
   const CeSums ce = ce_sums(stats, ce_weight, p);
+  const double g_ce = p.ce != CeFamily::kNone ? p.lambda_ce * double(grad[0]) : 0.0;  // CE: a reduced loss
   double global_dI = 0, global_dD = 0;
   if (p.pooling == Pooling::kGlobal) {
     double I, D;
     global_terms(stats, weight, p, I, D);
-    entry_loss_grad(I, D, p, grad_of_entry(0), global_dI, global_dD);
+    entry_loss_grad(I, D, p, entry_output_grad(grad, p, 0), global_dI, global_dD);
   }
   for (int64_t c = 0; c < p.classes; ++c) {
     const bool dice_class = c >= p.first_class;
     double class_dI = 0, class_dD = 0;
     if (dice_class && p.pooling == Pooling::kBatch) {
-      double I, D;
-      class_terms(stats, p, c, I, D);
-      entry_loss_grad(I, D, p, grad_of_entry(c - p.first_class) * weight_at(weight, c), class_dI, class_dD);
+      entry_dice_grad(stats, weight, grad, p, c - p.first_class, class_dI, class_dD);
     }
     for (int64_t b = 0; b < p.batch; ++b) {
-      const S* row = stats + (b * p.classes + c) * kNumStats;
-      std::array<double, kNumStats> g{};
-      if (dice_class) {
-        double dI = class_dI, dD = class_dD;
-        if (p.pooling == Pooling::kGlobal) {
-          dI = weight_at(weight, c) * global_dI;
-          dD = weight_at(weight, c) * global_dD;
-        } else if (p.pooling == Pooling::kSample) {
-          double I, D;
-          dice_terms(row, p.form, I, D);
-          entry_loss_grad(I, D, p, grad_of_entry(b * p.dice_classes() + c - p.first_class) * weight_at(weight, c),
-                          dI, dD);
-        }
-        add_dice_terms_grad(dI, dD, p.form, g.data());
+      double dI = class_dI, dD = class_dD;
+      if (dice_class && p.pooling != Pooling::kBatch) {
+        row_dice_grad(stats, weight, grad, p, b, c, global_dI, global_dD, dI, dD);
       }
-      if (p.ce != CeFamily::kNone) {
-        add_ce_row_grad(row, weight_at(ce_weight, c), ce, p, p.lambda_ce * double(grad[0]), g.data());
-      }
-      S* out = grad_stats + (b * p.classes + c) * kNumStats;
-      for (int k = 0; k < kNumStats; ++k) out[k] = S(g[k]);
+      write_row_grad(stats, ce_weight, ce, p, g_ce, b, c, dice_class, dI, dD, grad_stats);
     }
   }
 }
 
-at::Tensor dice_loss_from_stats_cpu(const at::Tensor& stats, const c10::optional<at::Tensor>& weight,
-                                    const c10::optional<at::Tensor>& ce_weight, FD_EPILOGUE_OPTION_PARAMS) {
+at::Tensor dice_loss_from_stats_cpu(FD_EPILOGUE_PARAMS) {
   TORCH_CHECK_VALUE(stats.device().is_cpu(), "fastdice: expected CPU stats, got ", stats.device());
-  const PreparedEpilogue pe = prepare_epilogue(stats, weight, ce_weight, FD_EPILOGUE_OPTION_ARGS);
+  const PreparedEpilogue pe = prepare_epilogue(FD_EPILOGUE_ARGS);
   at::Tensor out = at::empty(pe.out_shape, pe.stats.options());
   AT_DISPATCH_FLOATING_TYPES(pe.stats.scalar_type(), "dice_loss_from_stats_cpu",
                              [&] { forward<scalar_t>(pe, out.data_ptr<scalar_t>()); });
   return out;
 }
 
-at::Tensor dice_loss_from_stats_backward_cpu(const at::Tensor& grad, const at::Tensor& stats,
-                                             const c10::optional<at::Tensor>& weight,
-                                             const c10::optional<at::Tensor>& ce_weight, FD_EPILOGUE_OPTION_PARAMS) {
+at::Tensor dice_loss_from_stats_backward_cpu(const at::Tensor& grad, FD_EPILOGUE_PARAMS) {
   TORCH_CHECK_VALUE(stats.device().is_cpu(), "fastdice: expected CPU stats, got ", stats.device());
-  const PreparedEpilogue pe = prepare_epilogue(stats, weight, ce_weight, FD_EPILOGUE_OPTION_ARGS);
+  const PreparedEpilogue pe = prepare_epilogue(FD_EPILOGUE_ARGS);
   const at::Tensor g = check_epilogue_grad(grad, pe);
   at::Tensor grad_stats = at::empty_like(pe.stats);
   AT_DISPATCH_FLOATING_TYPES(pe.stats.scalar_type(), "dice_loss_from_stats_backward_cpu", [&] {

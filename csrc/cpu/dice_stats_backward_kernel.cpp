@@ -1,5 +1,7 @@
-// CPU backward host wrapper: validation, gradient allocation, ISA dispatch.
+// CPU host wrapper of fastdice::dice_stats_backward and its registration:
+// validation, gradient allocation, the call into the instruction set's kernels.
 #include <ATen/ATen.h>
+#include <torch/library.h>
 
 #include <string>
 
@@ -7,6 +9,7 @@
 
 namespace fastdice {
 namespace cpu {
+namespace {
 
 at::Tensor dice_stats_backward_cpu(const at::Tensor& grad_stats, const at::Tensor& input, const at::Tensor& target,
                                    c10::string_view activation, bool full_stats, c10::optional<int64_t> ignore_index,
@@ -28,5 +31,9 @@ at::Tensor dice_stats_backward_cpu(const at::Tensor& grad_stats, const at::Tenso
   return grad_input;
 }
 
+}  // namespace
 }  // namespace cpu
+
+TORCH_LIBRARY_IMPL(fastdice, CPU, m) { m.impl("dice_stats_backward", &cpu::dice_stats_backward_cpu); }
+
 }  // namespace fastdice

@@ -1,4 +1,6 @@
-// CPU forward host wrapper: validation, output allocation, ISA dispatch.
+// CPU host wrapper of fastdice::dice_stats and its registration: validation,
+// output allocation, the choice of instruction set (use_avx2) and the call
+// into that set's kernels (dice_cpu_isa.h).
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
@@ -27,8 +29,8 @@ bool use_avx2() {
 namespace {
 
 at::Tensor dice_stats_cpu(const at::Tensor& input, const at::Tensor& target, c10::string_view activation,
-                          bool full_stats, c10::optional<int64_t> ignore_index,
-                                   c10::string_view pixel_loss, double focal_gamma) {
+                          bool full_stats, c10::optional<int64_t> ignore_index, c10::string_view pixel_loss,
+                          double focal_gamma) {
   TORCH_CHECK_VALUE(input.device().is_cpu(), "fastdice: expected a CPU input, got ", input.device());
   const PreparedProblem prepared = prepare_problem(input, target, std::string(activation), full_stats, ignore_index,
                                                    std::string(pixel_loss), focal_gamma);
@@ -47,16 +49,8 @@ at::Tensor dice_stats_cpu(const at::Tensor& input, const at::Tensor& target, c10
 }
 
 }  // namespace
-
-at::Tensor dice_stats_backward_cpu(const at::Tensor& grad_stats, const at::Tensor& input, const at::Tensor& target,
-                                   c10::string_view activation, bool full_stats, c10::optional<int64_t> ignore_index,
-                                   c10::string_view pixel_loss, double focal_gamma);
-
 }  // namespace cpu
 
-TORCH_LIBRARY_IMPL(fastdice, CPU, m) {
-  m.impl("dice_stats", &cpu::dice_stats_cpu);
-  m.impl("dice_stats_backward", &cpu::dice_stats_backward_cpu);
-}
+TORCH_LIBRARY_IMPL(fastdice, CPU, m) { m.impl("dice_stats", &cpu::dice_stats_cpu); }
 
 }  // namespace fastdice

@@ -3,9 +3,6 @@
 // and optionally (kCrossEntropy) the cross-entropy sums of Dice + CE
 // (sum l, sum t*l with l = -log p_c; focal variants take the general path).
 //
-// No include guard on purpose: dice_cpu_kernels.h includes this file inside
-// its instruction-set namespace, after Float8 / Int8 / UInt8 and exp_nonpositive_lanes.
-//
 // Why a path of its own: the general tile code runs one loop per step
 // (max, exp, 1 / sum, then one pass per class), each re-reading the tile
 // from L1. Here 8 positions go through every step at once in SIMD registers:
@@ -15,6 +12,37 @@
 // ~15 dependent instructions that alone would leave the core idle. The math is the same
 // as the general path's (dice_math.h: nan-propagating max, exp(x - max) / sum,
 // softmax_backward), and so are the results up to float rounding order.
+
+// Compiled once per instruction set: see isa_prologue.h.
+#pragma once
+
+#include "tile_loading.h"
+
+#ifndef FD_CPU_ISA_NS
+#error "define FD_CPU_ISA_NS before including softmax_label_kernels.h"
+#endif
+
+namespace fastdice {
+namespace cpu {
+namespace FD_CPU_ISA_NS {
+
+// Logit types of the path (16-bit ones through float copies of each tile).
+template <typename T>
+constexpr bool kFloatOrHalf = std::is_same<T, float>::value || std::is_same<T, c10::Half>::value ||
+                              std::is_same<T, c10::BFloat16>::value;
+
+// Whether the path is compiled for these kernels' template parameters...
+template <typename scalar_t, Activation kAct, bool kFull>
+constexpr bool kSoftmaxLabelCase = kFloatOrHalf<scalar_t> && kAct == Activation::kSoftmax && !kFull;
+
+// ... and serves this problem: a label map, unit spatial stride of the input
+// (and of the gradient), and no pixel loss or the plain cross-entropy (focal
+// and BCE take the general path).
+inline bool softmax_label_path_applies(const DiceProblem& pr, int64_t grad_stride_s = 1) {
+  const bool plain_ce_or_none =
+      pr.pixel_loss == PixelLoss::kNone || (pr.pixel_loss == PixelLoss::kCrossEntropy && pr.focal_gamma == 0.0);
+  return pr.target.is_label && pr.in_stride_s == 1 && grad_stride_s == 1 && plain_ce_or_none;
+}
 
 constexpr int kGroupVectors = 2;
 constexpr int kGroup = 8 * kGroupVectors;  // positions per group
@@ -286,3 +314,7 @@ inline void softmax_label_tile_backward(const float* x, int64_t sc, int64_t C, i
     }
   }
 }
+
+}  // namespace FD_CPU_ISA_NS
+}  // namespace cpu
+}  // namespace fastdice

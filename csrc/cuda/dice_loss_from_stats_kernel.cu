@@ -1,6 +1,7 @@
-// CUDA kernels of the loss-from-statistics op: the loops of the CPU kernels
-// (cpu/dice_loss_from_stats_kernel.cpp) run by the 256 threads of ONE block,
-// around the same math (dice_epilogue.h). The work is O(B * C): one launch
+// CUDA kernels of fastdice::dice_loss_from_stats(_backward), and their
+// registration: the loops of the CPU kernels (cpu/dice_loss_from_stats_kernel.cpp)
+// run by the 256 threads of ONE block, around the same math and routing
+// (dice_epilogue.h). The work is O(B * C): one launch
 // of a few microseconds, instead of ~10 launches of tensor ops each way.
 // Sums are block reductions in a fixed order (deterministic, no atomics).
 #include <ATen/ATen.h>
@@ -23,11 +24,6 @@ __device__ double block_sum(double v, typename BlockReduce::TempStorage& tmp, do
   const double out = *broadcast;
   __syncthreads();  // tmp and broadcast are reused by the next call
   return out;
-}
-
-template <typename S>
-__device__ const S* row_of(const S* stats, const EpilogueParams& p, int64_t b, int64_t c) {
-  return stats + (b * p.classes + c) * kNumStats;
 }
 
 // Block-wide CE sums over every row (all classes).
@@ -64,56 +60,27 @@ __device__ void block_global_terms(const S* stats, const S* weight, const Epilog
 }
 
 template <typename S>
-__device__ void class_terms(const S* stats, const EpilogueParams& p, int64_t c, double& I, double& D) {
-  I = D = 0;
-  for (int64_t b = 0; b < p.batch; ++b) {
-    double i, d;
-    dice_terms(row_of(stats, p, b, c), p.form, i, d);
-    I += i;
-    D += d;
-  }
-}
-
-template <typename S>
 __global__ void __launch_bounds__(kThreads)
     dice_loss_from_stats_kernel(const S* __restrict__ stats, const S* __restrict__ weight,
                                 const S* __restrict__ ce_weight, const EpilogueParams p, S* __restrict__ out) {
   FD_STATIC_SHARED(typename BlockReduce::TempStorage, tmp);
   FD_STATIC_SHARED(double, broadcast);
-  const bool none = p.reduction == Reduction::kNone;
   double dice = 0;  // this thread's share of sum over entries of weight * loss
   if (p.pooling == Pooling::kGlobal) {
     double I, D;
     block_global_terms(stats, weight, p, tmp, &broadcast, I, D);
     dice = threadIdx.x == 0 ? entry_loss(I, D, p) : 0.0;
-  } else if (p.pooling == Pooling::kBatch) {
-    for (int64_t c = p.first_class + threadIdx.x; c < p.classes; c += kThreads) {
-      double I, D;
-      class_terms(stats, p, c, I, D);
-      const double l = weight_at(weight, c) * entry_loss(I, D, p);
-      if (none) out[c - p.first_class] = S(p.lambda_dice * l);
-      dice += l;
-    }
   } else {
     for (int64_t e = threadIdx.x; e < p.entries(); e += kThreads) {
-      const int64_t b = e / p.dice_classes();
-      const int64_t c = p.first_class + e % p.dice_classes();
-      double I, D;
-      dice_terms(row_of(stats, p, b, c), p.form, I, D);
-      const double l = weight_at(weight, c) * entry_loss(I, D, p);
-      if (none) out[e] = S(p.lambda_dice * l);
+      const double l = weighted_entry_loss(stats, weight, p, e);
+      if (p.reduction == Reduction::kNone) out[e] = S(p.lambda_dice * l);
       dice += l;
     }
+    if (p.reduction == Reduction::kNone) return;  // uniform over the block: no barrier skipped by some
   }
-  if (none && p.pooling != Pooling::kGlobal) return;  // uniform over the block: no barrier skipped by some
   dice = block_sum(dice, tmp, &broadcast);
   const CeSums ce = block_ce_sums(stats, ce_weight, p, tmp, &broadcast);
-  if (threadIdx.x == 0) {
-    if (p.reduction == Reduction::kMean) dice /= double(p.entries());
-    double loss = p.lambda_dice * dice;
-    if (p.ce != CeFamily::kNone) loss += p.lambda_ce * ce_value(ce, p);
-    out[0] = S(loss);
-  }
+  if (threadIdx.x == 0) out[0] = S(total_loss(dice, ce, p));
 }
 
 template <typename S>
@@ -123,8 +90,6 @@ __global__ void __launch_bounds__(kThreads)
                                          const EpilogueParams p, S* __restrict__ grad_stats) {
   FD_STATIC_SHARED(typename BlockReduce::TempStorage, tmp);
   FD_STATIC_SHARED(double, broadcast);
-  const bool per_entry_grad = p.reduction == Reduction::kNone && p.pooling != Pooling::kGlobal;
-  const double entry_scale = p.reduction == Reduction::kMean ? 1.0 / double(p.entries()) : 1.0;
   const CeSums ce = block_ce_sums(stats, ce_weight, p, tmp, &broadcast);
   // A CE term implies a reduced loss: grad has one element then.
   const double g_ce = p.ce != CeFamily::kNone ? p.lambda_ce * double(grad[0]) : 0.0;
@@ -132,32 +97,17 @@ __global__ void __launch_bounds__(kThreads)
   if (p.pooling == Pooling::kGlobal) {
     double I, D;
     block_global_terms(stats, weight, p, tmp, &broadcast, I, D);
-    entry_loss_grad(I, D, p, p.lambda_dice * double(grad[0]) * entry_scale, global_dI, global_dD);
+    entry_loss_grad(I, D, p, entry_output_grad(grad, p, 0), global_dI, global_dD);
   }
-  // The gradient of one row, given its Dice coefficients (dI, dD).
-  auto write_row = [&](int64_t b, int64_t c, bool dice_class, double dI, double dD) {
-    const S* row = row_of(stats, p, b, c);
-    double g[kNumStats];
-#pragma unroll
-    for (int k = 0; k < kNumStats; ++k) g[k] = 0.0;
-    if (dice_class) add_dice_terms_grad(dI, dD, p.form, g);
-    if (p.ce != CeFamily::kNone) add_ce_row_grad(row, weight_at(ce_weight, c), ce, p, g_ce, g);
-    S* out = grad_stats + (b * p.classes + c) * kNumStats;
-#pragma unroll
-    for (int k = 0; k < kNumStats; ++k) out[k] = S(g[k]);
-  };
   if (p.pooling == Pooling::kBatch) {
     // One thread per class: pool over the batch, then write the class's rows.
     for (int64_t c = threadIdx.x; c < p.classes; c += kThreads) {
       const bool dice_class = c >= p.first_class;
       double dI = 0, dD = 0;
-      if (dice_class) {
-        double I, D;
-        class_terms(stats, p, c, I, D);
-        const double g = per_entry_grad ? double(grad[c - p.first_class]) : double(grad[0]) * entry_scale;
-        entry_loss_grad(I, D, p, p.lambda_dice * g * weight_at(weight, c), dI, dD);
+      if (dice_class) entry_dice_grad(stats, weight, grad, p, c - p.first_class, dI, dD);
+      for (int64_t b = 0; b < p.batch; ++b) {
+        write_row_grad(stats, ce_weight, ce, p, g_ce, b, c, dice_class, dI, dD, grad_stats);
       }
-      for (int64_t b = 0; b < p.batch; ++b) write_row(b, c, dice_class, dI, dD);
     }
     return;
   }
@@ -166,17 +116,8 @@ __global__ void __launch_bounds__(kThreads)
     const int64_t c = r % p.classes;
     const bool dice_class = c >= p.first_class;
     double dI = 0, dD = 0;
-    if (dice_class && p.pooling == Pooling::kGlobal) {
-      dI = weight_at(weight, c) * global_dI;
-      dD = weight_at(weight, c) * global_dD;
-    } else if (dice_class) {
-      const int64_t e = b * p.dice_classes() + c - p.first_class;
-      const double g = per_entry_grad ? double(grad[e]) : double(grad[0]) * entry_scale;
-      double I, D;
-      dice_terms(row_of(stats, p, b, c), p.form, I, D);
-      entry_loss_grad(I, D, p, p.lambda_dice * g * weight_at(weight, c), dI, dD);
-    }
-    write_row(b, c, dice_class, dI, dD);
+    if (dice_class) row_dice_grad(stats, weight, grad, p, b, c, global_dI, global_dD, dI, dD);
+    write_row_grad(stats, ce_weight, ce, p, g_ce, b, c, dice_class, dI, dD, grad_stats);
   }
 }
 
@@ -184,11 +125,10 @@ void check_cuda(const at::Tensor& stats) {
   TORCH_CHECK_VALUE(on_kernel_device(stats), "fastdice: expected CUDA stats, got ", stats.device());
 }
 
-at::Tensor dice_loss_from_stats_cuda(const at::Tensor& stats, const c10::optional<at::Tensor>& weight,
-                                     const c10::optional<at::Tensor>& ce_weight, FD_EPILOGUE_OPTION_PARAMS) {
+at::Tensor dice_loss_from_stats_cuda(FD_EPILOGUE_PARAMS) {
   check_cuda(stats);
   const DeviceGuard guard(stats.device());
-  const PreparedEpilogue pe = prepare_epilogue(stats, weight, ce_weight, FD_EPILOGUE_OPTION_ARGS);
+  const PreparedEpilogue pe = prepare_epilogue(FD_EPILOGUE_ARGS);
   at::Tensor out = at::empty(pe.out_shape, pe.stats.options());
   if (out.numel() == 0) return out;
   const cudaStream_t stream = current_stream();
@@ -200,13 +140,10 @@ at::Tensor dice_loss_from_stats_cuda(const at::Tensor& stats, const c10::optiona
   return out;
 }
 
-at::Tensor dice_loss_from_stats_backward_cuda(const at::Tensor& grad, const at::Tensor& stats,
-                                              const c10::optional<at::Tensor>& weight,
-                                              const c10::optional<at::Tensor>& ce_weight,
-                                              FD_EPILOGUE_OPTION_PARAMS) {
+at::Tensor dice_loss_from_stats_backward_cuda(const at::Tensor& grad, FD_EPILOGUE_PARAMS) {
   check_cuda(stats);
   const DeviceGuard guard(stats.device());
-  const PreparedEpilogue pe = prepare_epilogue(stats, weight, ce_weight, FD_EPILOGUE_OPTION_ARGS);
+  const PreparedEpilogue pe = prepare_epilogue(FD_EPILOGUE_ARGS);
   const at::Tensor g = check_epilogue_grad(grad, pe);
   at::Tensor grad_stats = at::empty_like(pe.stats);
   if (grad_stats.numel() == 0) return grad_stats;

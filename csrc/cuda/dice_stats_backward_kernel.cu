@@ -1,4 +1,5 @@
-// CUDA backward: grad_input from grad_stats in one pass over input and target
+// CUDA kernel of fastdice::dice_stats_backward, its host wrapper and its
+// registration: grad_input from grad_stats in one pass over input and target
 // and one write of the gradient, recomputing the activation in registers.
 //
 // The per-(class) coefficients of d(loss)/dp for the block's sample sit in
@@ -137,8 +138,6 @@ void launch_dice_stats_backward(const at::Tensor& grad_stats, const at::Tensor& 
                    grad_stats.data_ptr<acc_t>(), x, pr, vec_in, g, layout, vec_out);
 }
 
-}  // namespace
-
 at::Tensor dice_stats_backward_cuda(const at::Tensor& grad_stats, const at::Tensor& input, const at::Tensor& target,
                                     c10::string_view activation, bool full_stats,
                                     c10::optional<int64_t> ignore_index, c10::string_view pixel_loss,
@@ -166,5 +165,9 @@ at::Tensor dice_stats_backward_cuda(const at::Tensor& grad_stats, const at::Tens
   return grad_input;
 }
 
+}  // namespace
 }  // namespace cuda
+
+FD_REGISTER_DEVICE_KERNELS(m) { m.impl("dice_stats_backward", &cuda::dice_stats_backward_cuda); }
+
 }  // namespace fastdice

@@ -14,8 +14,8 @@
 #pragma once
 
 #include <cstdlib>
-#include <cstring>
 
+#include "../parse_choice.h"
 #include "cuda_utils.cuh"
 
 namespace fastdice {
@@ -73,10 +73,9 @@ enum class ForwardStrategy { kWarp, kThread };
 // it between runs); anything else is an error, not a silent default.
 inline ForwardStrategy forward_strategy() {
   const char* v = std::getenv("FASTDICE_CUDA_FORWARD");
-  if (v == nullptr || *v == '\0' || std::strcmp(v, "warp") == 0) return ForwardStrategy::kWarp;
-  TORCH_CHECK_VALUE(std::strcmp(v, "thread") == 0, "fastdice: FASTDICE_CUDA_FORWARD must be 'warp' or 'thread', got '",
-                    v, "'");
-  return ForwardStrategy::kThread;
+  if (v == nullptr || *v == '\0') return ForwardStrategy::kWarp;
+  return parse_choice<ForwardStrategy>(v, "FASTDICE_CUDA_FORWARD",
+                                       {{"warp", ForwardStrategy::kWarp}, {"thread", ForwardStrategy::kThread}});
 }
 
 // The thread strategy's partials [B, blocks, C, kNumStats], or an undefined

@@ -1,4 +1,6 @@
-// CUDA forward: stats[B, C, kNumStats] in one pass over input and target.
+// CUDA forward of fastdice::dice_stats (the default "warp" strategy), its host
+// wrapper and its registration: stats[B, C, kNumStats] in one pass over input
+// and target.
 //
 // Grid (blocks along positions, samples). Each thread takes kItems
 // consecutive positions per iteration (one 16-byte load per class where
@@ -166,17 +168,8 @@ at::Tensor dice_stats_cuda(const at::Tensor& input, const at::Tensor& target, c1
 }
 
 }  // namespace
-
-at::Tensor dice_stats_backward_cuda(const at::Tensor& grad_stats, const at::Tensor& input, const at::Tensor& target,
-                                    c10::string_view activation, bool full_stats,
-                                    c10::optional<int64_t> ignore_index, c10::string_view pixel_loss,
-                                    double focal_gamma);
-
 }  // namespace cuda
 
-FD_REGISTER_DEVICE_KERNELS(m) {
-  m.impl("dice_stats", &cuda::dice_stats_cuda);
-  m.impl("dice_stats_backward", &cuda::dice_stats_backward_cuda);
-}
+FD_REGISTER_DEVICE_KERNELS(m) { m.impl("dice_stats", &cuda::dice_stats_cuda); }
 
 }  // namespace fastdice

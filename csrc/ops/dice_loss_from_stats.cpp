@@ -1,7 +1,9 @@
 // Schema and autograd of fastdice::dice_loss_from_stats: the loss from the
 // statistics [B, C, 11] of dice_stats in one op (one dispatcher call, one
 // autograd node, one small kernel each way) instead of ~10 tensor ops and
-// their backward nodes. Math: csrc/dice_epilogue.h; kernels: cpu/ and cuda/
+// their backward nodes. The options are the list FD_EPILOGUE_OPTIONS
+// (dice_epilogue_host.h), from which the schemas, signatures and saved_data
+// below are generated. Math: csrc/dice_epilogue.h; kernels: cpu/ and cuda/
 // dice_loss_from_stats_kernel; fake kernels: fastdice/_ops.py.
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/autograd.h>
@@ -22,17 +24,9 @@ TORCH_LIBRARY_FRAGMENT(fastdice, m) {
   // 'none'. CE ('none' | 'cross_entropy' | 'binary_cross_entropy'): the
   // normalization of torch's CrossEntropyLoss / BCEWithLogitsLoss from sum l
   // and sum t*l (ce_positions = B * spatial size for dense targets).
-  m.def(
-      "dice_loss_from_stats(Tensor stats, Tensor? weight, Tensor? ce_weight, str pooling, "
-      "bool include_background, str form, bool jaccard, float smooth_nr, float smooth_dr, bool log_loss, "
-      "float log_eps, str reduction, float lambda_dice, float lambda_ce, str ce_family, bool ce_label_map, "
-      "int ce_positions, float label_smoothing) -> Tensor");
+  m.def("dice_loss_from_stats(" FD_EPILOGUE_SCHEMA_ARGS ") -> Tensor");
   // d(loss)/d(stats) for grad = d(objective)/d(loss); weights are constants.
-  m.def(
-      "dice_loss_from_stats_backward(Tensor grad, Tensor stats, Tensor? weight, Tensor? ce_weight, str pooling, "
-      "bool include_background, str form, bool jaccard, float smooth_nr, float smooth_dr, bool log_loss, "
-      "float log_eps, str reduction, float lambda_dice, float lambda_ce, str ce_family, bool ce_label_map, "
-      "int ce_positions, float label_smoothing) -> Tensor");
+  m.def("dice_loss_from_stats_backward(Tensor grad, " FD_EPILOGUE_SCHEMA_ARGS ") -> Tensor");
 }
 
 namespace fastdice {
@@ -42,30 +36,28 @@ using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 using OptionalTensor = c10::optional<at::Tensor>;
 
-at::Tensor call_forward(const at::Tensor& stats, const OptionalTensor& weight, const OptionalTensor& ce_weight,
-                        FD_EPILOGUE_OPTION_PARAMS) {
+at::Tensor call_forward(FD_EPILOGUE_PARAMS) {
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("fastdice::dice_loss_from_stats", "")
-                       .typed<at::Tensor(const at::Tensor&, const OptionalTensor&, const OptionalTensor&,
-                                         FD_EPILOGUE_OPTION_PARAMS)>();
-  return op.call(stats, weight, ce_weight, FD_EPILOGUE_OPTION_ARGS);
+                       .typed<at::Tensor(FD_EPILOGUE_TYPES)>();
+  return op.call(FD_EPILOGUE_ARGS);
 }
 
-at::Tensor call_backward(const at::Tensor& grad, const at::Tensor& stats, const OptionalTensor& weight,
-                         const OptionalTensor& ce_weight, FD_EPILOGUE_OPTION_PARAMS) {
+at::Tensor call_backward(const at::Tensor& grad, FD_EPILOGUE_PARAMS) {
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("fastdice::dice_loss_from_stats_backward", "")
-                       .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const OptionalTensor&,
-                                         const OptionalTensor&, FD_EPILOGUE_OPTION_PARAMS)>();
-  return op.call(grad, stats, weight, ce_weight, FD_EPILOGUE_OPTION_ARGS);
+                       .typed<at::Tensor(const at::Tensor&, FD_EPILOGUE_TYPES)>();
+  return op.call(grad, FD_EPILOGUE_ARGS);
 }
 
 OptionalTensor optional_of(const at::Tensor& t) { return t.defined() ? OptionalTensor(t) : OptionalTensor(); }
 
+#define FD_SAVE_OPTION_(kind, name) d[#name] = FD_EPILOGUE_SAVE_##kind(name);
+#define FD_LOAD_OPTION_(kind, name) , FD_EPILOGUE_LOAD_##kind(d[#name])
+
 class DiceLossFromStatsFunction : public torch::autograd::Function<DiceLossFromStatsFunction> {
  public:
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& stats, const OptionalTensor& weight,
-                            const OptionalTensor& ce_weight, FD_EPILOGUE_OPTION_PARAMS) {
+  static at::Tensor forward(AutogradContext* ctx, FD_EPILOGUE_PARAMS) {
     for (const OptionalTensor* w : {&weight, &ce_weight}) {
       TORCH_CHECK_VALUE(!w->has_value() || !(*w)->defined() || !(*w)->requires_grad(),
                         "fastdice: dice_loss_from_stats treats weight and ce_weight as constants; "
@@ -75,22 +67,8 @@ class DiceLossFromStatsFunction : public torch::autograd::Function<DiceLossFromS
     const at::Tensor none;
     ctx->save_for_backward({stats, weight.value_or(none), ce_weight.value_or(none)});
     auto& d = ctx->saved_data;
-    d["pooling"] = std::string(pooling);
-    d["include_background"] = include_background;
-    d["form"] = std::string(form);
-    d["jaccard"] = jaccard;
-    d["smooth_nr"] = smooth_nr;
-    d["smooth_dr"] = smooth_dr;
-    d["log_loss"] = log_loss;
-    d["log_eps"] = log_eps;
-    d["reduction"] = std::string(reduction);
-    d["lambda_dice"] = lambda_dice;
-    d["lambda_ce"] = lambda_ce;
-    d["ce_family"] = std::string(ce_family);
-    d["ce_label_map"] = ce_label_map;
-    d["ce_positions"] = ce_positions;
-    d["label_smoothing"] = label_smoothing;
-    return call_forward(stats, weight, ce_weight, FD_EPILOGUE_OPTION_ARGS);
+    FD_EPILOGUE_OPTIONS(FD_SAVE_OPTION_)
+    return call_forward(FD_EPILOGUE_ARGS);
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
@@ -98,23 +76,20 @@ class DiceLossFromStatsFunction : public torch::autograd::Function<DiceLossFromS
     at::Tensor grad_stats;
     if (ctx->needs_input_grad(0) && grad_outputs[0].defined()) {
       auto& d = ctx->saved_data;
-      grad_stats = call_backward(
-          grad_outputs[0], saved[0], optional_of(saved[1]), optional_of(saved[2]), d["pooling"].toStringRef(),
-          d["include_background"].toBool(), d["form"].toStringRef(), d["jaccard"].toBool(),
-          d["smooth_nr"].toDouble(), d["smooth_dr"].toDouble(), d["log_loss"].toBool(), d["log_eps"].toDouble(),
-          d["reduction"].toStringRef(), d["lambda_dice"].toDouble(), d["lambda_ce"].toDouble(),
-          d["ce_family"].toStringRef(), d["ce_label_map"].toBool(), d["ce_positions"].toInt(),
-          d["label_smoothing"].toDouble());
+      grad_stats = call_backward(grad_outputs[0], saved[0], optional_of(saved[1]),
+                                 optional_of(saved[2]) FD_EPILOGUE_OPTIONS(FD_LOAD_OPTION_));
     }
-    variable_list grads(18);  // one per forward argument; only stats is differentiable
+    variable_list grads(kEpilogueOpInputs);  // one per forward argument; only stats is differentiable
     grads[0] = grad_stats;
     return grads;
   }
 };
 
-at::Tensor dice_loss_from_stats_autograd(const at::Tensor& stats, const OptionalTensor& weight,
-                                         const OptionalTensor& ce_weight, FD_EPILOGUE_OPTION_PARAMS) {
-  return DiceLossFromStatsFunction::apply(stats, weight, ce_weight, FD_EPILOGUE_OPTION_ARGS);
+#undef FD_SAVE_OPTION_
+#undef FD_LOAD_OPTION_
+
+at::Tensor dice_loss_from_stats_autograd(FD_EPILOGUE_PARAMS) {
+  return DiceLossFromStatsFunction::apply(FD_EPILOGUE_ARGS);
 }
 
 }  // namespace

@@ -1,6 +1,8 @@
-// Schemas of the fastdice custom ops. Kernels are registered per device in
-// cpu/ and cuda/, autograd in dice_stats_autograd.cpp; fake (meta) kernels live
-// in fastdice/_ops.py.
+// The extension module (PyInit__C) and the schemas of fastdice::dice_stats and
+// fastdice::dice_stats_backward (the other ops' schemas are in
+// confusion_counts.cpp and dice_loss_from_stats.cpp). Kernels are registered
+// per device where they are defined, in cpu/ and cuda/; autograd in
+// dice_stats_autograd.cpp; fake (meta) kernels live in fastdice/_ops.py.
 #include <Python.h>
 #include <torch/library.h>
 

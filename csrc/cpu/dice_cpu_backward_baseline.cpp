@@ -1,0 +1,5 @@
+// The CPU backward kernels (backward_kernels.h) for any processor of the target architecture.
+#include "isa_prologue.h"
+
+#define FD_CPU_ISA_NS baseline
+#include "backward_kernels.h"

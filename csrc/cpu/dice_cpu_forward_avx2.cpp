@@ -1,0 +1,13 @@
+// The CPU forward kernels (forward_kernels.h) compiled for AVX2 + FMA (8 floats per
+// instruction), selected at run time only on processors that have them.
+#if defined(__x86_64__) && defined(__GNUC__)
+// Every header is included before the target pragma, so that inline code
+// shared with other translation units is compiled for the baseline only.
+#include "isa_prologue.h"
+
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+#define FD_CPU_ISA_NS avx2
+#include "forward_kernels.h"
+#pragma GCC pop_options
+#endif

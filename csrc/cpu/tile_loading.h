@@ -1,0 +1,312 @@
+// Tile loading of the CPU kernels, shared by the Dice statistics (forward
+// and backward) and the confusion counts: the chunk / tile geometry, the
+// target dtype switches, label classification (dice_math.h's classify_label,
+// as CUDA), input rows, and the Dice kernels' Tile with its loaders (labels,
+// dense targets, activation).
+//
+// Structure of every CPU kernel: each sample is walked in fixed chunks of
+// positions (one parallel work item each, independent of the thread count,
+// so results are bitwise identical for any number of threads) and, inside a
+// chunk, in tiles small enough to stay in L1. A tile is loaded once into
+// class-major buffers; every loop over it is a branch-free loop over
+// positions that the compiler vectorizes.
+// Compiled once per instruction set: see isa_prologue.h.
+#pragma once
+
+#include "vector_math.h"
+
+#ifndef FD_CPU_ISA_NS
+#error "define FD_CPU_ISA_NS before including tile_loading.h"
+#endif
+
+namespace fastdice {
+namespace cpu {
+namespace FD_CPU_ISA_NS {
+
+constexpr int64_t kTile = 512;          // positions per tile
+constexpr int64_t kTilesPerChunk = 8;   // a chunk is one parallel work item
+constexpr int64_t kChunk = kTile * kTilesPerChunk;
+
+inline int64_t chunks_per_sample(int64_t spatial) { return (spatial + kChunk - 1) / kChunk; }
+
+// f(typed pointer to the label map's data), for each integer label dtype.
+template <typename F>
+decltype(auto) visit_label_dtype(const TargetView& tv, F&& f) {
+  switch (tv.dtype) {
+    case TargetDtype::kUInt8:
+      return f(static_cast<const uint8_t*>(tv.data));
+    case TargetDtype::kInt8:
+      return f(static_cast<const int8_t*>(tv.data));
+    case TargetDtype::kInt16:
+      return f(static_cast<const int16_t*>(tv.data));
+    case TargetDtype::kInt32:
+      return f(static_cast<const int32_t*>(tv.data));
+    default:
+      return f(static_cast<const int64_t*>(tv.data));
+  }
+}
+
+// f(typed pointer to a dense target's data), for each target dtype.
+template <typename F>
+decltype(auto) visit_dense_dtype(const TargetView& tv, F&& f) {
+  switch (tv.dtype) {
+    case TargetDtype::kFloat16:
+      return f(static_cast<const c10::Half*>(tv.data));
+    case TargetDtype::kBFloat16:
+      return f(static_cast<const c10::BFloat16*>(tv.data));
+    case TargetDtype::kFloat32:
+      return f(static_cast<const float*>(tv.data));
+    case TargetDtype::kFloat64:
+      return f(static_cast<const double*>(tv.data));
+    case TargetDtype::kBool:
+      return f(static_cast<const bool*>(tv.data));
+    case TargetDtype::kUInt8:
+      return f(static_cast<const uint8_t*>(tv.data));
+    case TargetDtype::kInt8:
+      return f(static_cast<const int8_t*>(tv.data));
+    case TargetDtype::kInt16:
+      return f(static_cast<const int16_t*>(tv.data));
+    case TargetDtype::kInt32:
+      return f(static_cast<const int32_t*>(tv.data));
+    default:
+      return f(static_cast<const int64_t*>(tv.data));
+  }
+}
+
+// Classifies labels src[0..n) (stride apart) against [0, limit) with
+// classify_label: codes[i] = label - shift where valid, else `skip`. Returns
+// the number of valid labels; out_of_range is set when some label is neither
+// valid nor ignore_index (the caller finds it with first_label_out_of_range).
+template <typename label_t>
+int64_t classify_labels(const label_t* src, int64_t stride, int64_t n, int64_t limit, int64_t shift,
+                        bool has_ignore, int64_t ignore, int32_t skip, int32_t* codes, bool& out_of_range) {
+  int64_t valid = 0;
+  int32_t bad = 0;
+  auto classify = [&](int64_t i, int64_t v) {
+    const LabelState state = classify_label(v, limit, has_ignore, ignore);
+    const bool ok = state == LabelState::kValid;
+    codes[i] = ok ? static_cast<int32_t>(v - shift) : skip;
+    valid += ok;
+    bad |= state == LabelState::kOutOfRange;
+  };
+  if (stride == 1) {
+    for (int64_t i = 0; i < n; ++i) classify(i, static_cast<int64_t>(src[i]));
+  } else {
+    for (int64_t i = 0; i < n; ++i) classify(i, static_cast<int64_t>(src[i * stride]));
+  }
+  out_of_range = bad != 0;
+  return valid;
+}
+
+// The first i in [0, n) whose label is out of range (and not ignore_index),
+// with its value; n if none.
+template <typename label_t>
+int64_t first_label_out_of_range(const label_t* src, int64_t stride, int64_t n, int64_t limit, bool has_ignore,
+                                 int64_t ignore, int64_t& value) {
+  for (int64_t i = 0; i < n; ++i) {
+    value = static_cast<int64_t>(src[i * stride]);
+    if (classify_label(value, limit, has_ignore, ignore) == LabelState::kOutOfRange) return i;
+  }
+  return n;
+}
+
+// dst[0..n) = input[b, c, s0 : s0 + n] as acc_t.
+template <typename scalar_t, typename acc_t>
+inline void load_input_row(const scalar_t* input, const DiceProblem& pr, int64_t b, int64_t c, int64_t s0, int64_t n,
+                           acc_t* dst) {
+  const scalar_t* src = input + pr.input_offset(b, c, s0);
+  const int64_t ss = pr.in_stride_s;
+  if (ss == 1) {
+    for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<acc_t>(src[i]);
+  } else {
+    for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<acc_t>(src[i * ss]);
+  }
+}
+
+// ---- The Dice kernels' tile ------------------------------------------------
+
+// One tile: positions [s0, s0 + n) of sample b, in class-major buffers.
+template <typename acc_t>
+struct Tile {
+  std::vector<acc_t> x;       // [C][kTile]: logits, then activation values
+  std::vector<acc_t> inv;     // [kTile]: softmax 1 / sum exp
+  std::vector<acc_t> target;  // [C][kTile]: dense targets
+  std::vector<int32_t> labels;  // [kTile]: label, -1 where ignored or padding
+  // Pixel losses only:
+  std::vector<acc_t> shift;   // [kTile]: softmax max + log(sum exp), so log p = x - shift
+  std::vector<acc_t> logits;  // [kTile]: one class's logits
+  std::vector<acc_t> pixel;   // [2][kTile] (forward): l and t*l of one class
+  std::vector<acc_t> direct;  // [C][kTile] (backward): the pixel loss's gradient per class
+
+  Tile(int64_t c, bool is_label, bool has_pixel = false)
+      : x(c * kTile),
+        inv(kTile),
+        target(is_label ? 0 : c * kTile),
+        labels(is_label ? kTile : 0),
+        shift(has_pixel ? kTile : 0),
+        logits(has_pixel ? kTile : 0),
+        pixel(has_pixel ? 2 * kTile : 0),
+        direct(has_pixel ? c * kTile : 0) {}
+  acc_t* row(int64_t c) { return x.data() + c * kTile; }
+  acc_t* target_row(int64_t c) { return target.data() + c * kTile; }
+  acc_t* direct_row(int64_t c) { return direct.data() + c * kTile; }
+};
+
+// Reads input[b, :, s0:s0+n] and leaves activation values in the tile:
+// probabilities for none/sigmoid; for softmax exp(x - max) in the rows and
+// 1 / sum in tile.inv (prob() multiplies them). Padding positions (i >= n)
+// end as probability 0. The logits are read straight from the input (twice
+// for softmax, from L1), never copied into the tile first.
+template <Activation kAct, typename scalar_t, typename acc_t>
+void load_activated(const scalar_t* input, const DiceProblem& pr, int64_t b, int64_t s0, int64_t n,
+                    Tile<acc_t>& tile, bool want_shift = false) {
+  const int64_t C = pr.classes;
+  const int64_t ss = pr.in_stride_s;
+  // f(i, v) for the n logits v of row c, contiguous or strided.
+  auto for_row = [&](int64_t c, auto&& f) {
+    const scalar_t* src = input + pr.input_offset(b, c, s0);
+    if (ss == 1) {
+      for (int64_t i = 0; i < n; ++i) f(i, static_cast<acc_t>(src[i]));
+    } else {
+      for (int64_t i = 0; i < n; ++i) f(i, static_cast<acc_t>(src[i * ss]));
+    }
+  };
+  if (kAct == Activation::kSoftmax) {
+    acc_t row_max[kTile], row_sum[kTile];
+    for (int64_t i = 0; i < kTile; ++i) {
+      row_max[i] = -std::numeric_limits<acc_t>::infinity();
+      row_sum[i] = acc_t(0);
+    }
+    for (int64_t c = 0; c < C; ++c) for_row(c, [&](int64_t i, acc_t v) { row_max[i] = nan_max(row_max[i], v); });
+    for (int64_t c = 0; c < C; ++c) {
+      acc_t* dst = tile.row(c);
+      for_row(c, [&](int64_t i, acc_t v) {
+        const acc_t e = exp_nonpositive(v - row_max[i]);
+        dst[i] = e;
+        row_sum[i] += e;
+      });
+    }
+    for (int64_t i = 0; i < n; ++i) tile.inv[i] = acc_t(1) / row_sum[i];
+    for (int64_t i = n; i < kTile; ++i) tile.inv[i] = acc_t(0);
+    if (want_shift) {
+      for (int64_t i = 0; i < n; ++i) tile.shift[i] = row_max[i] + CpuMath<acc_t>::log(row_sum[i]);
+      for (int64_t i = n; i < kTile; ++i) tile.shift[i] = acc_t(0);
+    }
+  } else {
+    for (int64_t c = 0; c < C; ++c) {
+      acc_t* dst = tile.row(c);
+      if (kAct == Activation::kSigmoid) {
+        for_row(c, [&](int64_t i, acc_t v) { dst[i] = sigmoid_from_exp_neg_abs(v, exp_nonpositive(-abs_of(v))); });
+      } else {
+        for_row(c, [&](int64_t i, acc_t v) { dst[i] = v; });
+      }
+    }
+  }
+  if (n < kTile) {
+    for (int64_t c = 0; c < C; ++c) {
+      acc_t* dst = tile.row(c);
+      for (int64_t i = n; i < kTile; ++i) dst[i] = acc_t(0);
+    }
+  }
+}
+
+template <Activation kAct, typename acc_t>
+inline acc_t prob(const acc_t* x, const acc_t* inv, int64_t i) {
+  return kAct == Activation::kSoftmax ? x[i] * inv[i] : x[i];
+}
+
+// Fills tile.labels from target[b, s0:s0+n] (-1 where ignored and for the
+// padding up to kTile); returns the number of valid positions. Throws on a
+// label outside [0, C) that is not ignore_index.
+template <typename acc_t>
+int64_t load_labels(const DiceProblem& pr, int64_t b, int64_t s0, int64_t n, Tile<acc_t>& tile) {
+  const TargetView& tv = pr.target;
+  int32_t* labels = tile.labels.data();
+  const int64_t valid = visit_label_dtype(tv, [&](const auto* data) {
+    const auto* src = data + pr.label_offset(b, s0);
+    bool out_of_range;
+    const int64_t count = classify_labels(src, tv.stride_s, n, pr.classes, 0, pr.has_ignore, pr.ignore_index, -1,
+                                          labels, out_of_range);
+    if (out_of_range) {
+      int64_t v = 0;
+      const int64_t i = first_label_out_of_range(src, tv.stride_s, n, pr.classes, pr.has_ignore, pr.ignore_index, v);
+      TORCH_CHECK_VALUE(false, "fastdice: target label ", v, " (sample ", b, ", flat position ", s0 + i,
+                        ") is outside [0, ", pr.classes, ")", pr.has_ignore ? " and is not ignore_index" : "");
+    }
+    return count;
+  });
+  for (int64_t i = n; i < kTile; ++i) labels[i] = -1;
+  return valid;
+}
+
+// Returns true when some loaded value lies outside [0, 1] (or is NaN).
+template <typename target_t, typename acc_t>
+bool load_dense_typed(const target_t* base, const DiceProblem& pr, int64_t b, int64_t s0, int64_t n,
+                      Tile<acc_t>& tile) {
+  const int64_t stride = pr.target.stride_s;
+  int32_t outside = 0;
+  for (int64_t c = 0; c < pr.classes; ++c) {
+    const target_t* src = base + pr.dense_target_offset(b, c, s0);
+    acc_t* dst = tile.target_row(c);
+    if (stride == 1) {
+      for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<acc_t>(src[i]);
+    } else {
+      for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<acc_t>(src[i * stride]);
+    }
+    for (int64_t i = 0; i < n; ++i) outside |= !(dst[i] >= acc_t(0) && dst[i] <= acc_t(1));
+    for (int64_t i = n; i < kTile; ++i) dst[i] = acc_t(0);
+  }
+  return outside != 0;
+}
+
+// Loads dense target[b, :, s0:s0+n] into tile.target, zero-padded; returns
+// true when a value lies outside [0, 1].
+template <typename acc_t>
+bool load_dense(const DiceProblem& pr, int64_t b, int64_t s0, int64_t n, Tile<acc_t>& tile) {
+  return visit_dense_dtype(pr.target, [&](const auto* data) { return load_dense_typed(data, pr, b, s0, n, tile); });
+}
+
+// After a chunk reported a target value outside [0, 1]: finds the first one
+// and raises (a 0/255 mask silently gives a wrong loss otherwise).
+[[noreturn]] inline void throw_target_outside_unit_interval(const DiceProblem& pr, int64_t b, int64_t s_begin,
+                                                           int64_t s_end) {
+  for (int64_t c = 0; c < pr.classes; ++c) {
+    for (int64_t s = s_begin; s < s_end; ++s) {
+      const double v = load_target_value<double>(pr.target.data, pr.target.dtype, pr.dense_target_offset(b, c, s));
+      TORCH_CHECK_VALUE(v >= 0.0 && v <= 1.0, "fastdice: dense target values must lie in [0, 1]; got ", v,
+                        " at sample ", b, ", class ", c, ", flat position ", s,
+                        " (a 0/255 mask? divide by 255; class indices? pass an integer label map)");
+    }
+  }
+  TORCH_CHECK(false, "fastdice: internal error locating a target value outside [0, 1]");
+}
+
+// Sum of a tile row in a fixed order (kLanes partial sums), in double.
+template <typename acc_t>
+double sum_tile_row(const acc_t* v) {
+  acc_t lanes[kLanes] = {};
+  for (int64_t i = 0; i < kTile; i += kLanes) {
+    for (int j = 0; j < kLanes; ++j) lanes[j] += v[i + j];
+  }
+  acc_t s = 0;
+  for (int j = 0; j < kLanes; ++j) s += lanes[j];
+  return static_cast<double>(s);
+}
+
+// float: the same order over one explicit 8-wide vector.
+inline double sum_tile_row(const float* v) {
+  typedef float Lanes __attribute__((vector_size(kLanes * sizeof(float))));
+  Lanes acc = {};
+  for (int64_t i = 0; i < kTile; i += kLanes) {
+    Lanes x;
+    std::memcpy(&x, v + i, sizeof(x));
+    acc += x;
+  }
+  float s = 0;
+  for (int j = 0; j < kLanes; ++j) s += acc[j];
+  return static_cast<double>(s);
+}
+
+}  // namespace FD_CPU_ISA_NS
+}  // namespace cpu
+}  // namespace fastdice
