@@ -230,6 +230,19 @@ FD_HOST_DEVICE acc_t grad_wrt_prob(const acc_t* coef, acc_t p, acc_t t) {
   return g;
 }
 
+// d(loss)/dt for one element of a dense target, from the gradient of its
+// (sample, class) statistics gs[0..kNumStats) (the Dice part; the pixel
+// loss adds gs[kPixelLoss] * dl/dt + gs[kPixelLossTarget] * (l + t dl/dt)).
+// The target is not activated: each statistic is a plain function of t.
+template <bool kFull, typename acc_t>
+FD_HOST_DEVICE acc_t grad_wrt_target(const acc_t* gs, acc_t p, acc_t t) {
+  acc_t g = gs[kTruePositive] * p + gs[kSumTarget];
+  if (kFull) {
+    g += gs[kSumTargetSq] * (acc_t(2) * t) - gs[kSumAbsDiff] * sign_of(p - t) + gs[kSumAbsTarget] * sign_of(t);
+  }
+  return g;
+}
+
 // Sigmoid written so that large |x| neither overflows nor loses the small tail.
 template <typename acc_t>
 FD_HOST_DEVICE acc_t sigmoid_from_exp_neg_abs(acc_t x, acc_t e /* exp(-|x|) */) {
@@ -255,11 +268,14 @@ FD_HOST_DEVICE acc_t softmax_backward(acc_t grad_p, acc_t p, acc_t dot) {
 // log(x) (x >= 0, 0 -> -inf) and log1p_unit(x) (x in [0, 1]), so that the CPU
 // can use vectorizable polynomials and CUDA its libdevice functions.
 
-// One element's loss l and the coefficient of its gradient (see below).
+// One element's loss l, the coefficient of its gradient in the logits (see
+// below) and its derivative dl/dt in a dense target (0 where l does not
+// depend on t). Unused members cost nothing: every caller inlines the terms.
 template <typename acc_t>
 struct PixelTerm {
   acc_t loss;
   acc_t grad;
+  acc_t grad_target;
 };
 
 // Cross-entropy / softmax focal loss of class c at one position, from
@@ -273,7 +289,7 @@ struct PixelTerm {
 template <bool kFocal, typename M, typename acc_t>
 FD_HOST_DEVICE PixelTerm<acc_t> softmax_pixel_term(acc_t lp, acc_t p, acc_t gamma) {
   const acc_t nll = -lp;
-  if constexpr (!kFocal) return {nll, acc_t(-1)};
+  if constexpr (!kFocal) return {nll, acc_t(-1), acc_t(0)};
   const acc_t one_minus_p = acc_t(1) - p;
   const acc_t modulator = M::exp_nonpositive(gamma * M::log(one_minus_p));
   // Both sides computed, then selected: branch-free for vectorizers. At
@@ -282,7 +298,7 @@ FD_HOST_DEVICE PixelTerm<acc_t> softmax_pixel_term(acc_t lp, acc_t p, acc_t gamm
   const acc_t ratio = one_minus_p > acc_t(0) ? raw_ratio : acc_t(1);
   const acc_t raw_focal = gamma * p * ratio;
   const acc_t focal = p > acc_t(0) ? raw_focal : acc_t(0);
-  return {modulator * nll, -modulator * (acc_t(1) + focal)};
+  return {modulator * nll, -modulator * (acc_t(1) + focal), acc_t(0)};
 }
 
 // Binary cross-entropy / sigmoid focal loss of one logit z with target t
@@ -290,7 +306,8 @@ FD_HOST_DEVICE PixelTerm<acc_t> softmax_pixel_term(acc_t lp, acc_t p, acc_t gamm
 //   bce = max(z, 0) - z t + log(1 + exp(-|z|))
 //   l = exp(gamma * logsigmoid(-z (2t - 1))) * bce
 // and grad = dl/dz = m * ((sigmoid(z) - t) - gamma * s * sigmoid(z s) * bce)
-// with s = 2t - 1 and m the modulator.
+// with s = 2t - 1 and m the modulator; in the target,
+//   dl/dt = -z * m * (1 + 2 gamma sigmoid(z s) bce)   (gamma = 0: -z).
 // kHardTarget: t is 0 or 1 (label maps), so |z s| = |z| and the modulator
 // reuses exp(-|z|) and its log1p instead of computing them again.
 template <bool kFocal, bool kHardTarget, typename M, typename acc_t>
@@ -299,7 +316,7 @@ FD_HOST_DEVICE PixelTerm<acc_t> sigmoid_pixel_term(acc_t z, acc_t t, acc_t gamma
   const acc_t log1p_e = M::log1p_unit(e);
   const acc_t bce = (z > acc_t(0) ? z : acc_t(0)) - z * t + log1p_e;
   const acc_t d_bce = sigmoid_from_exp_neg_abs(z, e) - t;
-  if constexpr (!kFocal) return {bce, d_bce};
+  if constexpr (!kFocal) return {bce, d_bce, -z};
   const acc_t s = acc_t(2) * t - acc_t(1);
   const acc_t zs = z * s;  // the modulator's argument is logsigmoid(-zs)
   const acc_t e_s = kHardTarget ? e : M::exp_nonpositive(-abs_of(zs));
@@ -307,7 +324,14 @@ FD_HOST_DEVICE PixelTerm<acc_t> sigmoid_pixel_term(acc_t z, acc_t t, acc_t gamma
   const acc_t log_sigmoid = (zs < acc_t(0) ? acc_t(0) : -zs) - log1p_e_s;
   const acc_t modulator = M::exp_nonpositive(gamma * log_sigmoid);
   const acc_t sigmoid_zs = sigmoid_from_exp_neg_abs(zs, e_s);
-  return {modulator * bce, modulator * (d_bce - gamma * s * sigmoid_zs * bce)};
+  return {modulator * bce, modulator * (d_bce - gamma * s * sigmoid_zs * bce),
+          -z * modulator * (acc_t(1) + acc_t(2) * gamma * sigmoid_zs * bce)};
+}
+
+// The pixel loss's part of d(loss)/dt, given its term at the element.
+template <typename acc_t>
+FD_HOST_DEVICE acc_t pixel_grad_wrt_target(const acc_t* gs, const PixelTerm<acc_t>& term, acc_t t) {
+  return gs[kPixelLoss] * term.grad_target + gs[kPixelLossTarget] * (term.loss + t * term.grad_target);
 }
 
 }  // namespace fastdice

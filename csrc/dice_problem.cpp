@@ -168,6 +168,22 @@ at::Tensor allocate_grad_input(const at::Tensor& input) {
   return grad;
 }
 
+at::Tensor allocate_grad_target(const PreparedProblem& prepared, const at::Tensor& target) {
+  TORCH_CHECK_VALUE(!prepared.problem.target.is_label && at::isFloatingType(target.scalar_type()),
+                    "fastdice: a gradient with respect to the target needs a dense floating-point target of the "
+                    "input's shape; got a target of shape ",
+                    target.sizes(), " and dtype ", target.scalar_type());
+  return at::empty(target.sizes(), target.options().dtype(stats_dtype_for(prepared.input.scalar_type())));
+}
+
+at::Tensor grad_target_in_target_dtype(const at::Tensor& grad_target, const at::Tensor& target) {
+  return grad_target.scalar_type() == target.scalar_type() ? grad_target : grad_target.to(target.scalar_type());
+}
+
+at::Tensor no_grad_target(const at::Tensor& input) { return at::empty({0}, input.options()); }
+
+at::Tensor view_bcs(const at::Tensor& t) { return t.dim() == 2 ? t.unsqueeze(-1) : t.flatten(2); }
+
 CountsMode parse_counts_mode(const std::string& name) {
   return parse_choice<CountsMode>(name, "mode",
                                   {{"multiclass", CountsMode::kMulticlass},

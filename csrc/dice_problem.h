@@ -92,6 +92,20 @@ bool spatial_dims_collapsible(const at::Tensor& t);
 // dense layouts) whose dims from 2 on collapse into one without a copy.
 at::Tensor allocate_grad_input(const at::Tensor& input);
 
+// The gradient with respect to a dense floating-point target, as a
+// contiguous tensor of the target's shape in the statistics' dtype (the
+// kernels accumulate it there); checks that the target can have one.
+at::Tensor allocate_grad_target(const PreparedProblem& prepared, const at::Tensor& target);
+
+// grad_target from allocate_grad_target in the target's own dtype.
+at::Tensor grad_target_in_target_dtype(const at::Tensor& grad_target, const at::Tensor& target);
+
+// What dice_stats_backward returns as grad_target when none was asked for.
+at::Tensor no_grad_target(const at::Tensor& input);
+
+// [B, C, S] view of a tensor shaped like the input (grad_input, grad_target).
+at::Tensor view_bcs(const at::Tensor& t);
+
 // The views of a confusion-counts problem; the views must outlive its pointers.
 struct PreparedCounts {
   PreparedProblem prepared;

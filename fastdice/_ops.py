@@ -92,11 +92,22 @@ def _spatial_dims_collapsible(t: torch.Tensor) -> bool:
 
 @torch.library.register_fake("fastdice::dice_stats_backward")
 def _dice_stats_backward_fake(
-    grad_stats, input, target, activation, full_stats, ignore_index, pixel_loss="none", focal_gamma=0.0
+    grad_stats,
+    input,
+    target,
+    activation,
+    full_stats,
+    ignore_index,
+    pixel_loss="none",
+    focal_gamma=0.0,
+    target_grad=False,
 ):
-    # The layout rule of allocate_grad_input (csrc/dice_problem.cpp).
+    # The layout rules of allocate_grad_input / allocate_grad_target / no_grad_target
+    # (csrc/dice_problem.cpp).
     grad = torch.empty_like(input)
-    return grad if _spatial_dims_collapsible(grad) else input.new_empty(input.shape)
+    grad_input = grad if _spatial_dims_collapsible(grad) else input.new_empty(input.shape)
+    grad_target = target.new_empty(target.shape) if target_grad else input.new_empty((0,))
+    return grad_input, grad_target
 
 
 # Autograd of dice_stats is registered in C++ (csrc/ops/dice_stats_autograd.cpp):

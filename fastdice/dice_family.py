@@ -119,18 +119,24 @@ class GeneralizedDiceLoss(NativeLoss):
         input, _, stats = self._stats(input, target)
         s, _ = pool_stats(stats, self.opts, None, self.process_group)  # [B, C, K] or [C, K]
         tp, p_sum, g_sum = s[..., _ops.TP], s[..., _ops.SUM_P], s[..., _ops.SUM_T]
-        with torch.no_grad():
-            g = g_sum.detach()
+        # The weights are functions of the target volume: a target that requires
+        # grad is differentiated through them too. A class whose weight is
+        # infinite (absent, or a volume so small that it overflows) takes the
+        # largest finite weight; its division is redone on 1 so that the
+        # unselected infinite branch cannot make the gradient 0 * inf = NaN.
+        def weights(g: torch.Tensor) -> torch.Tensor:
             if self.w_type == "square":
-                w = 1.0 / (g * g)
-            elif self.w_type == "simple":
-                w = 1.0 / g
-            else:
-                w = torch.ones_like(g)
-            infinite = torch.isinf(w)
-            w = torch.where(infinite, torch.zeros_like(w), w)
-            largest = w.max(dim=-1, keepdim=True).values if w.numel() else w
-            w = torch.where(infinite, largest.expand_as(w), w)
+                return 1.0 / (g * g)
+            if self.w_type == "simple":
+                return 1.0 / g
+            return torch.ones_like(g)
+
+        with torch.no_grad():
+            infinite = torch.isinf(weights(g_sum.detach()))
+        w = weights(torch.where(infinite, torch.ones_like(g_sum), g_sum))
+        w = torch.where(infinite, torch.zeros_like(w), w)
+        largest = w.max(dim=-1, keepdim=True).values if w.numel() else w
+        w = torch.where(infinite, largest.expand_as(w), w)
         numerator = 2 * (w * tp).sum(-1) + self.opts.smooth_nr
         denominator = (w * (p_sum + g_sum)).sum(-1) + self.opts.smooth_dr
         return _api.zero_if_empty(reduce_losses(1 - numerator / denominator, self.opts.reduction), input, self.opts.distributed)

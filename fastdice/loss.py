@@ -228,11 +228,6 @@ def check_tensors(input: torch.Tensor, target: torch.Tensor, opts: DiceOptions) 
         raise TypeError(f"fastdice: input must be float16, bfloat16, float32 or float64, got {input.dtype}")
     if target.is_complex():
         raise TypeError(f"fastdice: target must be real (float, bool or integer), got {target.dtype}")
-    if target.requires_grad:
-        raise ValueError(
-            "fastdice: target requires grad, but the loss is differentiated with respect to input only; "
-            "pass target.detach()"
-        )
     if input.device != target.device:
         raise ValueError(f"fastdice: input is on {input.device} but target is on {target.device}")
     if opts.activation == "softmax" and input.dim() >= 2 and input.shape[1] == 1:

@@ -289,20 +289,29 @@ def test_dice_stats_forward_and_backward(emu, stats_case, monkeypatch):
             emu.dice_stats(emu.guarded_copy(x), emu.guarded_copy(t), *args)
         return
     grad_stats = torch.randn(b, x.shape[1] if x.dim() > 1 else 1, 11, generator=gen, dtype=ref.dtype)
+    # A dense float target also gets its gradient, from the same pass.
+    target_grad = t.dtype.is_floating_point and t.shape == x.shape
 
     def run():
         xg, tg = emu.guarded_copy(x), emu.guarded_copy(t)
         stats = emu.dice_stats(xg, tg, *args)
-        grad = emu.dice_stats_backward(emu.guarded_copy(grad_stats), xg, tg, *args)
-        return stats, grad
+        grad, grad_target = emu.dice_stats_backward(emu.guarded_copy(grad_stats), xg, tg, *args, target_grad)
+        return stats, grad, grad_target
 
-    stats, grad = run_both_schedules(emu, run, grid_y=c.get("grid_y", 65535))
+    stats, grad, grad_target = run_both_schedules(emu, run, grid_y=c.get("grid_y", 65535))
     rtol, atol = RTOL[ref.dtype]
     compare(stats[clean], ref, "stats", rtol, atol)
-    ref_grad = torch.ops.fastdice.dice_stats_backward(grad_stats[clean], x[clean], t[clean], *args)
+    ref_grad, ref_grad_target = torch.ops.fastdice.dice_stats_backward(
+        grad_stats[clean], x[clean], t[clean], *args, target_grad)
     grtol, gatol = RTOL[x.dtype]
     assert grad.stride() == ref_grad.stride() or grad.numel() == 0 or grad[clean].stride() == ref_grad.stride()
     compare(grad[clean], ref_grad, "grad_input", grtol, gatol)
+    if target_grad:
+        assert grad_target.dtype == t.dtype and grad_target.shape == t.shape
+        trtol, tatol = RTOL[t.dtype] if t.dtype in RTOL else RTOL[torch.float32]
+        compare(grad_target[clean], ref_grad_target, "grad_target", max(trtol, grtol), max(tatol, gatol))
+    else:
+        assert grad_target.numel() == 0
     if bad is not None:
         assert torch.isnan(stats[bad]).all(), "a sample with an invalid target must be NaN"
 

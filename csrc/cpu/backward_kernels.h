@@ -5,7 +5,9 @@
 //                  unit strides: one branch-free pass per row, no tile;
 //   softmax_label: softmax logits (float, or 16-bit through float copies)
 //                  against a label map: the SIMD path of softmax_label_kernels.h;
-//   tiles:         everything else: the general tile code.
+//   tiles:         everything else: the general tile code, and the only
+//                  one that also writes a gradient with respect to a dense
+//                  target (rare: mutual learning, distillation).
 // Compiled once per instruction set by dice_cpu_backward_<isa>.cpp (see
 // isa_prologue.h); entry point dice_stats_backward (dice_cpu_isa.h).
 #pragma once
@@ -27,6 +29,53 @@ struct GradLayout {
   int64_t stride_c;
   int64_t stride_s;
 };
+
+// Where d(loss)/d(target) goes, as acc_t (the host wrapper casts it to the
+// target's dtype); data == nullptr: not wanted.
+template <typename acc_t>
+struct TargetGradOut {
+  acc_t* data = nullptr;  // [B, C, S]
+  int64_t stride_b = 0;
+  int64_t stride_c = 0;
+  int64_t stride_s = 0;
+  const acc_t* grad_stats = nullptr;  // [B, C, kNumStats], contiguous
+};
+
+// d(loss)/d(target) of class c over a tile (dense targets): the statistics'
+// derivatives in t (grad_wrt_target) plus the pixel loss's, from its term at
+// each element. Scalar code: this path is rare and never the hot one.
+template <Activation kAct, bool kFull, bool kPixel, typename scalar_t, typename acc_t>
+void target_grad_row(const scalar_t* input, const DiceProblem& pr, int64_t b, int64_t s0, int64_t n,
+                     Tile<acc_t>& tile, int64_t c, const acc_t* gs, acc_t* dst, int64_t dst_stride) {
+  using M = CpuMath<acc_t>;
+  const acc_t* xr = tile.row(c);
+  const acc_t* inv = tile.inv.data();
+  const acc_t* t = tile.target_row(c);
+  const acc_t* z = nullptr;
+  if constexpr (kPixel) {
+    load_input_row(input, pr, b, c, s0, n, tile.logits.data());
+    z = tile.logits.data();
+  }
+  const acc_t gamma = static_cast<acc_t>(pr.focal_gamma);
+  const bool focal = pr.focal_gamma != 0.0;
+  const bool cross_entropy = pr.pixel_loss == PixelLoss::kCrossEntropy;
+  for (int64_t i = 0; i < n; ++i) {
+    const acc_t p = prob<kAct>(xr, inv, i);
+    acc_t g = grad_wrt_target<kFull>(gs, p, t[i]);
+    if constexpr (kPixel) {
+      PixelTerm<acc_t> term;
+      if (cross_entropy) {
+        const acc_t lp = z[i] - tile.shift[i];
+        term = focal ? softmax_pixel_term<true, M>(lp, p, gamma) : softmax_pixel_term<false, M>(lp, p, gamma);
+      } else {
+        term = focal ? sigmoid_pixel_term<true, false, M>(z[i], t[i], gamma)
+                     : sigmoid_pixel_term<false, false, M>(z[i], t[i], gamma);
+      }
+      g += pixel_grad_wrt_target(gs, term, t[i]);
+    }
+    dst[i * dst_stride] = g;
+  }
+}
 
 // The TargetDtype tag of a dense target stored in scalar_t.
 template <typename scalar_t>
@@ -124,7 +173,7 @@ void backward_softmax_label(const scalar_t* x, const DiceProblem& pr, const floa
 // statistics set and pixel loss).
 template <typename scalar_t, typename acc_t, Activation kAct, bool kFull, bool kPixel>
 void backward_tiles(const scalar_t* x, const DiceProblem& pr, const acc_t* coefs, scalar_t* g,
-                    const GradLayout& gl) {
+                    const GradLayout& gl, const TargetGradOut<acc_t>& tg) {
   const int64_t C = pr.classes;
   const int64_t per_sample = chunks_per_sample(pr.spatial);
   const bool is_label = pr.target.is_label;
@@ -196,6 +245,11 @@ void backward_tiles(const scalar_t* x, const DiceProblem& pr, const acc_t* coefs
           } else {
             for (int64_t i = 0; i < n; ++i) dst[i * gss] = grad_x(i);
           }
+          if (tg.data != nullptr) {
+            target_grad_row<kAct, kFull, kPixel>(x, pr, b, s0, n, tile, c, tg.grad_stats + (b * C + c) * kNumStats,
+                                                 tg.data + b * tg.stride_b + c * tg.stride_c + s0 * tg.stride_s,
+                                                 tg.stride_s);
+          }
         }
       }
     }
@@ -204,7 +258,8 @@ void backward_tiles(const scalar_t* x, const DiceProblem& pr, const acc_t* coefs
 
 // Picks the strategy for this problem.
 template <typename scalar_t, typename acc_t, Activation kAct, bool kFull, bool kPixel>
-void backward_impl(const at::Tensor& grad_stats, const at::Tensor& input, const DiceProblem& pr, at::Tensor& grad3) {
+void backward_impl(const at::Tensor& grad_stats, const at::Tensor& input, const DiceProblem& pr, at::Tensor& grad3,
+                   at::Tensor* grad_target3) {
   const int64_t C = pr.classes;
   // coefs[(b * C + c) * kNumGradCoefs + j] = grad_stats[b, c, grad_coef_source(j)].
   std::vector<acc_t> coefs(pr.batch * C * kNumGradCoefs);
@@ -215,6 +270,12 @@ void backward_impl(const at::Tensor& grad_stats, const at::Tensor& input, const 
   const scalar_t* x = input.data_ptr<scalar_t>();
   scalar_t* g = grad3.data_ptr<scalar_t>();
   const GradLayout gl{grad3.stride(0), grad3.stride(1), grad3.stride(2)};
+  TargetGradOut<acc_t> tg;
+  if (grad_target3 != nullptr) {
+    tg = {grad_target3->data_ptr<acc_t>(), grad_target3->stride(0), grad_target3->stride(1), grad_target3->stride(2),
+          gs};
+    return backward_tiles<scalar_t, acc_t, kAct, kFull, kPixel>(x, pr, coefs.data(), g, gl, tg);
+  }
   if constexpr (kAct != Activation::kSoftmax && !kPixel) {
     if (elementwise_backward_applies<scalar_t>(pr, gl.stride_s)) {
       return backward_elementwise<scalar_t, acc_t, kAct, kFull>(x, pr, coefs.data(), g, gl);
@@ -225,17 +286,18 @@ void backward_impl(const at::Tensor& grad_stats, const at::Tensor& input, const 
       return backward_softmax_label<scalar_t, kPixel>(x, pr, coefs.data(), g, gl);
     }
   }
-  backward_tiles<scalar_t, acc_t, kAct, kFull, kPixel>(x, pr, coefs.data(), g, gl);
+  backward_tiles<scalar_t, acc_t, kAct, kFull, kPixel>(x, pr, coefs.data(), g, gl, tg);
 }
 
 void dice_stats_backward(const at::Tensor& grad_stats, const at::Tensor& input, const DiceProblem& pr,
-                         at::Tensor& grad3) {
+                         at::Tensor& grad3, at::Tensor* grad_target3) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "dice_stats_backward_cpu", [&] {
     using acc_t = std::conditional_t<std::is_same<scalar_t, double>::value, double, float>;
     FD_ACTIVATION_SWITCH(pr.activation, kAct, [&] {
       FD_BOOL_SWITCH(pr.full_stats, kFull, [&] {
-        FD_PIXEL_SWITCH(kAct, pr.pixel_loss, kPixel,
-                        [&] { backward_impl<scalar_t, acc_t, kAct, kFull, kPixel>(grad_stats, input, pr, grad3); });
+        FD_PIXEL_SWITCH(kAct, pr.pixel_loss, kPixel, [&] {
+          backward_impl<scalar_t, acc_t, kAct, kFull, kPixel>(grad_stats, input, pr, grad3, grad_target3);
+        });
       });
     });
   });

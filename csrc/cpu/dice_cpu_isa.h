@@ -15,7 +15,7 @@ namespace cpu {
   namespace ns {                                                                                      \
   void dice_stats_forward(const at::Tensor& input, const DiceProblem& pr, at::Tensor& stats);         \
   void dice_stats_backward(const at::Tensor& grad_stats, const at::Tensor& input, const DiceProblem& pr, \
-                           at::Tensor& grad3);                                                        \
+                           at::Tensor& grad3, at::Tensor* grad_target3);                              \
   }
 
 FD_DECLARE_CPU_KERNELS(baseline)

@@ -4,6 +4,7 @@
 #include <torch/library.h>
 
 #include <string>
+#include <tuple>
 
 #include "dice_cpu_isa.h"
 
@@ -11,24 +12,33 @@ namespace fastdice {
 namespace cpu {
 namespace {
 
-at::Tensor dice_stats_backward_cpu(const at::Tensor& grad_stats, const at::Tensor& input, const at::Tensor& target,
-                                   c10::string_view activation, bool full_stats, c10::optional<int64_t> ignore_index,
-                                   c10::string_view pixel_loss, double focal_gamma) {
+std::tuple<at::Tensor, at::Tensor> dice_stats_backward_cpu(const at::Tensor& grad_stats, const at::Tensor& input,
+                                                            const at::Tensor& target, c10::string_view activation,
+                                                            bool full_stats, c10::optional<int64_t> ignore_index,
+                                                            c10::string_view pixel_loss, double focal_gamma,
+                                                            bool target_grad) {
   TORCH_CHECK_VALUE(input.device().is_cpu(), "fastdice: expected a CPU input, got ", input.device());
   const PreparedProblem prepared = prepare_problem(input, target, std::string(activation), full_stats, ignore_index,
                                                    std::string(pixel_loss), focal_gamma);
   const at::Tensor grad_stats_c = check_grad_stats(grad_stats, prepared);
   at::Tensor grad_input = allocate_grad_input(input);
-  if (grad_input.numel() == 0) return grad_input;
-  at::Tensor grad3 = grad_input.dim() == 2 ? grad_input.unsqueeze(-1) : grad_input.flatten(2);
+  at::Tensor grad_target = target_grad ? allocate_grad_target(prepared, target) : no_grad_target(input);
+  if (grad_input.numel() > 0) {
+    at::Tensor grad3 = view_bcs(grad_input);
+    at::Tensor grad_target3 = target_grad ? view_bcs(grad_target) : at::Tensor();
+    at::Tensor* grad_target_out = target_grad ? &grad_target3 : nullptr;
 #ifdef FD_HAVE_AVX2_KERNELS
-  if (use_avx2()) {
-    avx2::dice_stats_backward(grad_stats_c, prepared.input, prepared.problem, grad3);
-    return grad_input;
-  }
+    if (use_avx2()) {
+      avx2::dice_stats_backward(grad_stats_c, prepared.input, prepared.problem, grad3, grad_target_out);
+    } else {
+      baseline::dice_stats_backward(grad_stats_c, prepared.input, prepared.problem, grad3, grad_target_out);
+    }
+#else
+    baseline::dice_stats_backward(grad_stats_c, prepared.input, prepared.problem, grad3, grad_target_out);
 #endif
-  baseline::dice_stats_backward(grad_stats_c, prepared.input, prepared.problem, grad3);
-  return grad_input;
+  }
+  if (target_grad) grad_target = grad_target_in_target_dtype(grad_target, target);
+  return {grad_input, grad_target};
 }
 
 }  // namespace

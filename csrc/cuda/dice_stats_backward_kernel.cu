@@ -6,8 +6,12 @@
 // shared memory. For softmax each thread makes three sweeps over the classes
 // of its positions (normalizer; sum_k p_k * dL/dp_k; gradient), which re-read
 // the same cache lines rather than keeping C values per position in registers.
+// A dense float target that requires grad gets its gradient from the same
+// pass (grad_target != nullptr; a uniform branch, off in the common case).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
+
+#include <tuple>
 
 #include "../static_switch.h"
 #include "cuda_utils.cuh"
@@ -40,11 +44,29 @@ __device__ __forceinline__ void store_grad_items(scalar_t* __restrict__ grad, co
   }
 }
 
+// d(loss)/d(target) of class c at kItems positions (dense targets; see
+// grad_wrt_target in dice_math.h), gs = grad_stats[b, c, :].
+template <int kItems, Activation kAct, bool kFull, bool kPixel, typename acc_t>
+__device__ __forceinline__ void target_grad_items(const DiceProblem& pr, const acc_t* __restrict__ gs,
+                                                  const acc_t (&x)[kItems], const acc_t (&row_max)[kItems],
+                                                  const acc_t (&row_inv)[kItems], const acc_t (&shift)[kItems],
+                                                  int64_t b, int64_t c, int64_t s0, acc_t (&out)[kItems]) {
+#pragma unroll
+  for (int i = 0; i < kItems; ++i) {
+    const acc_t p = activate<kAct>(x[i], row_max[i], row_inv[i]);
+    const acc_t t = s0 + i < pr.spatial ? item_target<acc_t>(pr, -1, b, c, s0 + i) : acc_t(0);
+    acc_t g = grad_wrt_target<kFull>(gs, p, t);
+    if constexpr (kPixel) g += pixel_grad_wrt_target(gs, pixel_term(pr, x[i], p, shift[i], t), t);
+    out[i] = g;
+  }
+}
+
 template <typename scalar_t, typename acc_t, Activation kAct, bool kFull, bool kPixel>
 __global__ void __launch_bounds__(kThreads)
     dice_stats_backward_kernel(const acc_t* __restrict__ grad_stats, const scalar_t* __restrict__ input,
                                const DiceProblem pr, const bool vec_in, scalar_t* __restrict__ grad,
-                               const GradLayout layout, const bool vec_out) {
+                               const GradLayout layout, const bool vec_out, acc_t* __restrict__ grad_target,
+                               const GradLayout target_layout) {
   constexpr int kItems = ItemsPerThread<scalar_t>::value;
   FD_DYNAMIC_SHARED(unsigned char, shared_raw);
   acc_t* coefs = reinterpret_cast<acc_t*>(shared_raw);  // [C][kNumGradCoefs]
@@ -112,6 +134,12 @@ __global__ void __launch_bounds__(kThreads)
           out[i] = labels.out_of_range[i] ? nan : (labels.valid[i] ? gx : acc_t(0));
         }
         store_grad_items<kItems>(grad, layout, pr, b, c, s0, vec_out, out);
+        if (grad_target != nullptr) {
+          acc_t gt[kItems];
+          target_grad_items<kItems, kAct, kFull, kPixel>(pr, grad_stats + (b * C + c) * kNumStats, x, row_max,
+                                                         row_inv, shift, b, c, s0, gt);
+          store_grad_items<kItems>(grad_target, target_layout, pr, b, c, s0, false, gt);
+        }
       }
     }
     __syncthreads();  // coefs are reloaded for the next sample
@@ -120,7 +148,7 @@ __global__ void __launch_bounds__(kThreads)
 
 template <typename scalar_t, typename acc_t, Activation kAct, bool kFull, bool kPixel>
 void launch_dice_stats_backward(const at::Tensor& grad_stats, const at::Tensor& input, const DiceProblem& pr,
-                                at::Tensor& grad3) {
+                                at::Tensor& grad3, at::Tensor* grad_target3) {
   constexpr int kItems = ItemsPerThread<scalar_t>::value;
   const int device = input.get_device();
   const cudaStream_t stream = current_stream(device);
@@ -134,14 +162,19 @@ void launch_dice_stats_backward(const at::Tensor& grad_stats, const at::Tensor& 
   const GradLayout layout{grad3.stride(0), grad3.stride(1), grad3.stride(2)};
   const bool vec_in = pr.in_stride_s == 1 && is_aligned(x, 16);
   const bool vec_out = layout.stride_s == 1 && is_aligned(g, 16);
+  acc_t* gt = grad_target3 != nullptr ? grad_target3->data_ptr<acc_t>() : nullptr;
+  const GradLayout target_layout =
+      grad_target3 != nullptr ? GradLayout{grad_target3->stride(0), grad_target3->stride(1), grad_target3->stride(2)}
+                              : GradLayout{0, 0, 0};
   FD_LAUNCH_KERNEL(kernel, dim3(unsigned(blocks), unsigned(rows)), kThreads, shared_bytes, stream,
-                   grad_stats.data_ptr<acc_t>(), x, pr, vec_in, g, layout, vec_out);
+                   grad_stats.data_ptr<acc_t>(), x, pr, vec_in, g, layout, vec_out, gt, target_layout);
 }
 
-at::Tensor dice_stats_backward_cuda(const at::Tensor& grad_stats, const at::Tensor& input, const at::Tensor& target,
-                                    c10::string_view activation, bool full_stats,
-                                    c10::optional<int64_t> ignore_index, c10::string_view pixel_loss,
-                                    double focal_gamma) {
+std::tuple<at::Tensor, at::Tensor> dice_stats_backward_cuda(const at::Tensor& grad_stats, const at::Tensor& input,
+                                                             const at::Tensor& target, c10::string_view activation,
+                                                             bool full_stats, c10::optional<int64_t> ignore_index,
+                                                             c10::string_view pixel_loss, double focal_gamma,
+                                                             bool target_grad) {
   TORCH_CHECK_VALUE(on_kernel_device(input), "fastdice: expected a CUDA input, got ", input.device());
   const DeviceGuard guard(input.device());
   const PreparedProblem prepared = prepare_problem(input, target, std::string(activation), full_stats, ignore_index,
@@ -149,20 +182,25 @@ at::Tensor dice_stats_backward_cuda(const at::Tensor& grad_stats, const at::Tens
   const DiceProblem& pr = prepared.problem;
   const at::Tensor grad_stats_c = check_grad_stats(grad_stats, prepared);
   at::Tensor grad_input = allocate_grad_input(input);
-  if (grad_input.numel() == 0) return grad_input;
-  at::Tensor grad3 = grad_input.dim() == 2 ? grad_input.unsqueeze(-1) : grad_input.flatten(2);
+  at::Tensor grad_target = target_grad ? allocate_grad_target(prepared, target) : no_grad_target(input);
+  if (grad_input.numel() == 0) return {grad_input, grad_target};
+  at::Tensor grad3 = view_bcs(grad_input);
+  at::Tensor grad_target3 = target_grad ? view_bcs(grad_target) : at::Tensor();
+  at::Tensor* grad_target_out = target_grad ? &grad_target3 : nullptr;
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "dice_stats_backward_cuda", [&] {
     using acc_t = std::conditional_t<std::is_same<scalar_t, double>::value, double, float>;
     FD_ACTIVATION_SWITCH(pr.activation, kAct, [&] {
       FD_BOOL_SWITCH(pr.full_stats, kFull, [&] {
         FD_PIXEL_SWITCH(kAct, pr.pixel_loss, kPixel, [&] {
-          launch_dice_stats_backward<scalar_t, acc_t, kAct, kFull, kPixel>(grad_stats_c, prepared.input, pr, grad3);
+          launch_dice_stats_backward<scalar_t, acc_t, kAct, kFull, kPixel>(grad_stats_c, prepared.input, pr, grad3,
+                                                                           grad_target_out);
         });
       });
     });
   });
-  return grad_input;
+  if (target_grad) grad_target = grad_target_in_target_dtype(grad_target, target);
+  return {grad_input, grad_target};
 }
 
 }  // namespace

@@ -27,8 +27,12 @@ TORCH_LIBRARY(fastdice, m) {
   m.def(
       "dice_stats(Tensor input, Tensor target, str activation, bool full_stats, "
       "int? ignore_index, str pixel_loss=\"none\", float focal_gamma=0.0) -> Tensor");
-  // grad_input for grad_stats[B, C, 11], recomputing the activation from input.
+  // (grad_input, grad_target) for grad_stats[B, C, 11], recomputing the
+  // activation from input. grad_target (a dense floating-point target's
+  // gradient, in the target's dtype) only when target_grad is true, else an
+  // empty tensor: the same pass writes both.
   m.def(
       "dice_stats_backward(Tensor grad_stats, Tensor input, Tensor target, str activation, "
-      "bool full_stats, int? ignore_index, str pixel_loss=\"none\", float focal_gamma=0.0) -> Tensor");
+      "bool full_stats, int? ignore_index, str pixel_loss=\"none\", float focal_gamma=0.0, "
+      "bool target_grad=False) -> (Tensor, Tensor)");
 }

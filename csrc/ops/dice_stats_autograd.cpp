@@ -5,13 +5,15 @@
 // 25 us forward, 100 us backward, measured on the CPU with a tiny input),
 // which is more than the CUDA kernels themselves take at common sizes. The
 // forward keeps references to input and target only, nothing input-sized;
-// the backward is the dice_stats_backward op (not itself differentiable).
+// the backward is the dice_stats_backward op (not itself differentiable),
+// which also writes the gradient of a dense float target when it requires one.
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/autograd.h>
 #include <torch/csrc/autograd/autograd_not_implemented_fallback.h>
 #include <torch/library.h>
 
 #include <string>
+#include <tuple>
 
 namespace fastdice {
 namespace {
@@ -29,15 +31,19 @@ at::Tensor call_dice_stats(const at::Tensor& input, const at::Tensor& target, c1
   return op.call(input, target, activation, full_stats, ignore_index, pixel_loss, focal_gamma);
 }
 
-at::Tensor call_dice_stats_backward(const at::Tensor& grad_stats, const at::Tensor& input, const at::Tensor& target,
-                                    c10::string_view activation, bool full_stats,
-                                    c10::optional<int64_t> ignore_index, c10::string_view pixel_loss,
-                                    double focal_gamma) {
-  static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow("fastdice::dice_stats_backward", "")
-                       .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, c10::string_view,
-                                         bool, c10::optional<int64_t>, c10::string_view, double)>();
-  return op.call(grad_stats, input, target, activation, full_stats, ignore_index, pixel_loss, focal_gamma);
+std::tuple<at::Tensor, at::Tensor> call_dice_stats_backward(const at::Tensor& grad_stats, const at::Tensor& input,
+                                                             const at::Tensor& target, c10::string_view activation,
+                                                             bool full_stats, c10::optional<int64_t> ignore_index,
+                                                             c10::string_view pixel_loss, double focal_gamma,
+                                                             bool target_grad) {
+  static auto op =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("fastdice::dice_stats_backward", "")
+          .typed<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                                    c10::string_view, bool, c10::optional<int64_t>,
+                                                    c10::string_view, double, bool)>();
+  return op.call(grad_stats, input, target, activation, full_stats, ignore_index, pixel_loss, focal_gamma,
+                 target_grad);
 }
 
 class DiceStatsFunction : public torch::autograd::Function<DiceStatsFunction> {
@@ -57,17 +63,21 @@ class DiceStatsFunction : public torch::autograd::Function<DiceStatsFunction> {
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
     const variable_list saved = ctx->get_saved_variables();
-    at::Tensor grad_input;
-    if (ctx->needs_input_grad(0) && grad_outputs[0].defined()) {
+    at::Tensor grad_input, grad_target;
+    const bool want_input = ctx->needs_input_grad(0);
+    const bool want_target = ctx->needs_input_grad(1);
+    if ((want_input || want_target) && grad_outputs[0].defined()) {
       const c10::IValue& ignore = ctx->saved_data["ignore_index"];
-      grad_input = call_dice_stats_backward(
+      std::tie(grad_input, grad_target) = call_dice_stats_backward(
           grad_outputs[0], saved[0], saved[1], ctx->saved_data["activation"].toStringRef(),
           ctx->saved_data["full_stats"].toBool(),
           ignore.isNone() ? c10::optional<int64_t>() : c10::optional<int64_t>(ignore.toInt()),
-          ctx->saved_data["pixel_loss"].toStringRef(), ctx->saved_data["focal_gamma"].toDouble());
+          ctx->saved_data["pixel_loss"].toStringRef(), ctx->saved_data["focal_gamma"].toDouble(), want_target);
+      if (!want_input) grad_input = at::Tensor();
+      if (!want_target) grad_target = at::Tensor();
     }
-    // One entry per forward argument: only input is differentiable.
-    return {grad_input, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    // One entry per forward argument: input and a dense float target are differentiable.
+    return {grad_input, grad_target, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 

@@ -48,8 +48,6 @@ Differences from MONAI (all raise, none silently changes a number):
 * A floating-point label map with ``ignore_index`` must be integer-valued
   (``ValueError``); MONAI compares the raw float against ``ignore_index`` but
   one-hot-encodes the truncated value, which the op cannot express.
-* Gradients with respect to ``target`` are not computed: a target that
-  requires grad raises ``NotImplementedError``.
 * The result is float32 (float64 for float64 input) whatever the input
   precision: float16/bfloat16 inputs are accumulated in float32 (MONAI
   computes and returns them in the input's precision). A float32 input with a
@@ -169,11 +167,6 @@ def _check_tensors(input, target) -> None:
     if not isinstance(input, torch.Tensor) or not isinstance(target, torch.Tensor):
         raise TypeError(
             f"input and target must be tensors, got {type(input).__name__} and {type(target).__name__}"
-        )
-    if target.requires_grad:
-        raise NotImplementedError(
-            "fastdice.compat.monai: gradients with respect to `target` are not supported "
-            "(target requires grad); pass target.detach()"
         )
 
 
@@ -381,20 +374,27 @@ def _generalized_dice_epilogue(
     fn = fn * 0.5
     denominator = 2 * (tp + fp + fn)
 
-    # Weights from the target volume, in float32 as MONAI (ground_o.float()); not differentiated.
-    ground_o = stats[..., _ops.SUM_T].detach().float()
-    if w_type == "simple":
-        w = torch.reciprocal(ground_o)
-    elif w_type == "square":
-        w = torch.reciprocal(ground_o * ground_o)
-    else:
-        w = torch.ones_like(ground_o)
-    infs = torch.isinf(w)
+    # Weights from the target volume, in float32 as MONAI (ground_o.float()), with
+    # MONAI's values. Differentiable when the target requires grad: MONAI's own
+    # in-place `w[infs] = 0` makes autograd fail there; here the replacement is
+    # out of place and the infinite weights are recomputed from 1, so their
+    # (unselected) gradient is 0 rather than 0 * inf = NaN.
+    ground_o = stats[..., _ops.SUM_T].float()
+
+    def weights(g: torch.Tensor) -> torch.Tensor:
+        if w_type == "simple":
+            return torch.reciprocal(g)
+        if w_type == "square":
+            return torch.reciprocal(g * g)
+        return torch.ones_like(g)
+
+    with torch.no_grad():
+        infs = torch.isinf(weights(ground_o.detach()))
+    w = weights(torch.where(infs, torch.ones_like(ground_o), ground_o))
+    w = torch.where(infs, torch.zeros_like(w), w)
     if batch:
-        w[infs] = 0.0
         w = w + infs * torch.max(w)
     else:
-        w[infs] = 0.0
         max_values = torch.max(w, dim=1)[0].unsqueeze(dim=1)
         w = w + infs * max_values
 

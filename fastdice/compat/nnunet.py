@@ -195,11 +195,21 @@ def _dice_stats(x, y, activation, ignore_index=None, pixel_loss="none"):
 # ---------------------------------------------------------------------------
 
 
+def _detach_stat(stats: torch.Tensor, index: int) -> torch.Tensor:
+    """stats with statistic `index` cut from the graph (nnU-Net computes it under no_grad)."""
+    column = torch.zeros(stats.shape[-1], dtype=torch.bool, device=stats.device)
+    column[index] = True
+    return torch.where(column, stats.detach(), stats)
+
+
 class _NnUNetDice(nn.Module):
     """Shared implementation of SoftDiceLoss and MemoryEfficientSoftDiceLoss."""
 
     #: SoftDiceLoss honours clip_tp; MemoryEfficientSoftDiceLoss has none.
     clip_tp: Optional[float] = None
+    #: A target that requires grad: SoftDiceLoss differentiates sum(y) too,
+    #: MemoryEfficientSoftDiceLoss computes it under no_grad (as nnU-Net's do).
+    differentiates_sum_gt: bool = True
 
     def __init__(self, apply_nonlin: Callable = None, batch_dice: bool = False, do_bg: bool = True,
                  smooth: float = 1., ddp: bool = True):
@@ -270,6 +280,12 @@ class _NnUNetDice(nn.Module):
             return loss - 1
         return self.loss_from_sums(stats[..., _ops.TP], stats[..., _ops.SUM_P], stats[..., _ops.SUM_T])
 
+    def _keeps_target_grad(self, x: torch.Tensor, y: torch.Tensor) -> bool:
+        """Whether nnU-Net's loss has a gradient in y: it builds its one-hot under
+        no_grad, so only a float32 y of x's shape used as it is keeps one (for
+        MemoryEfficientSoftDiceLoss only with do_bg, whose slicing is under no_grad)."""
+        return y.dtype == torch.float32 and y.shape == x.shape and (self.differentiates_sum_gt or bool(self.do_bg))
+
     # -- eager (exact) path --------------------------------------------------
     def eager_sums(self, x, y, loss_mask):
         """tp, sum p, sum g per (sample, class) in float32, computed in torch
@@ -277,15 +293,19 @@ class _NnUNetDice(nn.Module):
         if self.apply_nonlin is not None:
             x = self.apply_nonlin(x)
         axes = tuple(range(2, x.ndim))
-        with torch.no_grad():
-            y = _as_channel_target(x, y)
-            if x.shape == y.shape:
-                onehot = y.to(torch.float32)
-            else:
+        y = _as_channel_target(x, y)
+        if x.shape == y.shape:
+            onehot = y.to(torch.float32)  # keeps a target's gradient, as nnU-Net's y_onehot = y
+        else:
+            with torch.no_grad():
                 onehot = torch.zeros(x.shape, device=x.device, dtype=torch.float32)
                 onehot.scatter_(1, y.long(), 1)
-            target = onehot if loss_mask is None else onehot * loss_mask
+        target = onehot if loss_mask is None else onehot * loss_mask
+        if self.differentiates_sum_gt:
             sum_gt = target.sum(axes, dtype=torch.float32)
+        else:
+            with torch.no_grad():
+                sum_gt = target.sum(axes, dtype=torch.float32)
         pred = x if loss_mask is None else x * loss_mask
         tp = (pred * onehot).sum(axes, dtype=torch.float32)
         sum_pred = pred.sum(axes, dtype=torch.float32)
@@ -293,9 +313,13 @@ class _NnUNetDice(nn.Module):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, loss_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         _check_input(x, y)
+        if y.requires_grad and not self._keeps_target_grad(x, y):
+            y = y.detach()
         activation = self.activation
         if loss_mask is None and activation is not None:
             stats = _dice_stats(x, _op_target(x, y), activation)
+            if y.requires_grad and not self.differentiates_sum_gt:
+                stats = _detach_stat(stats, _ops.SUM_T)
             return self.loss_from_stats(stats, activation)
         self._check_classes(x.shape[1])
         return self.loss_from_sums(*self.eager_sums(x, y, loss_mask))
@@ -327,6 +351,8 @@ class SoftDiceLoss(_NnUNetDice):
 class MemoryEfficientSoftDiceLoss(_NnUNetDice):
     """nnunetv2 2.8 ``MemoryEfficientSoftDiceLoss``, fused: the same loss as
     :class:`SoftDiceLoss` without clip_tp (the one nnU-Net's trainer uses)."""
+
+    differentiates_sum_gt = False
 
 
 def _our_dice(module) -> Optional[_NnUNetDice]:

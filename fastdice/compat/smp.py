@@ -185,11 +185,6 @@ class _SmpSoftTverskyLoss(_Loss):
                 f"fastdice.compat.smp: y_true and y_pred must have the same batch size, "
                 f"got {y_true.size(0)} and {y_pred.size(0)}"
             )
-        if y_true.requires_grad:
-            raise ValueError(
-                "fastdice.compat.smp: y_true requires grad, but the fused loss is differentiable with "
-                "respect to y_pred only; pass y_true.detach()"
-            )
         bs = y_true.size(0)
         num_classes = y_pred.size(1)  # smp reads it unconditionally (IndexError for 1-D y_pred)
         if self.mode == MULTICLASS_MODE:
