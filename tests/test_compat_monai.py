@@ -525,13 +525,6 @@ def test_fractional_float_labels_with_ignore_index_raise():
     fm.DiceLoss(to_onehot_y=True, softmax=True, ignore_index=1)(x, t.round())
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_target_requiring_grad_raises(name):
-    x, t = torch.randn(2, 3, 4, 5), torch.rand(2, 3, 4, 5, requires_grad=True)
-    with pytest.raises(NotImplementedError, match="target"):
-        getattr(fm, name)(sigmoid=True)(x, t)
-
-
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
 def test_result_dtype(dtype):
     x, t = torch.randn(2, 3, 4, 5, dtype=dtype), torch.rand(2, 3, 4, 5)

@@ -83,12 +83,6 @@ def test_weight_length():
         fastdice.DiceLoss(weight=[1.0, 2.0], pooling="sample")(_x(2, 3, 4), torch.randint(0, 3, (2, 4)))
 
 
-def test_target_requiring_grad_is_refused():
-    t = torch.rand(2, 3, 4, requires_grad=True)
-    with pytest.raises(ValueError, match="target requires grad"):
-        fastdice.dice_loss(_x(2, 3, 4), t)
-
-
 def test_one_dimensional_input_needs_class_free_options():
     p, t = torch.rand(10), torch.rand(10)
     fastdice.dice_loss(p, t)  # the classic flat formula
