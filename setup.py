@@ -53,8 +53,10 @@ def _extension():
     sanitize = os.environ.get("FASTDICE_SANITIZE", "0") == "1"
     sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/ops/*.cpp") + glob.glob("csrc/cpu/*.cpp"))
     # -fno-trapping-math lets GCC if-convert (and so vectorize) the CPU loops;
-    # the kernels never rely on floating-point exception flags.
-    cxx_flags = ["-O3", "-fopenmp", "-fno-trapping-math", "-Wno-psabi"]
+    # the kernels never rely on floating-point exception flags. -g0 undoes the
+    # -g that Python's own CFLAGS add: debug info for torch's templates doubled
+    # the compile time (dice_loss_from_stats_kernel.cpp: 44.6 -> 21.4 s CPU).
+    cxx_flags = ["-O3", "-g0", "-fopenmp", "-fno-trapping-math", "-Wno-psabi"]
     link_flags = ["-fopenmp"]
     if sanitize:
         cxx_flags += ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-O1", "-g"]

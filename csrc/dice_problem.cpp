@@ -14,9 +14,11 @@
 namespace fastdice {
 
 Activation parse_activation(const std::string& name) {
-  return parse_choice<Activation>(
-      name, "activation",
-      {{"none", Activation::kNone}, {"sigmoid", Activation::kSigmoid}, {"softmax", Activation::kSoftmax}});
+  return parse_choice<Activation>(name, "activation",
+                                  {{"none", Activation::kNone},
+                                   {"identity", Activation::kNone},
+                                   {"sigmoid", Activation::kSigmoid},
+                                   {"softmax", Activation::kSoftmax}});
 }
 
 at::ScalarType stats_dtype_for(at::ScalarType input_dtype) {
@@ -109,6 +111,7 @@ PreparedProblem prepare_problem(const at::Tensor& input, const at::Tensor& targe
   pr.in_stride_c = out.input.stride(1);
   pr.in_stride_s = out.input.stride(2);
   pr.activation = parse_activation(activation);
+  pr.check_probabilities = activation == "none";
   pr.full_stats = full_stats;
   pr.pixel_loss = parse_pixel_loss(pixel_loss, pr.activation, focal_gamma);
   pr.focal_gamma = focal_gamma;
@@ -216,7 +219,7 @@ PreparedCounts prepare_counts_problem(const at::Tensor& input, const at::Tensor&
     t = target.squeeze(1);  // (B, 1, *spatial) 0/1 labels: a label map, not a dense mask
   }
   PreparedCounts out;
-  out.prepared = prepare_problem(input, t, "none", false, ignore_index);
+  out.prepared = prepare_problem(input, t, "identity", false, ignore_index);  // scores, not probabilities
   CountsProblem& cp = out.problem;
   cp.base = out.prepared.problem;
   cp.mode = m;

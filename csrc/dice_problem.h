@@ -32,6 +32,11 @@ struct DiceProblem {
   double focal_gamma;  // 0: plain (binary) cross-entropy
   bool has_ignore;
   int64_t ignore_index;
+  // activation 'none' (probabilities): values outside [0, 1] at the positions
+  // the statistics use are an error (CPU) or poison the sample (CUDA).
+  // 'identity' reads the input as it is (the compat layers: MONAI, smp and
+  // nnU-Net take any values without an activation).
+  bool check_probabilities;
 
   FD_HOST_DEVICE int64_t input_offset(int64_t b, int64_t c, int64_t s) const {
     return b * in_stride_b + c * in_stride_c + s * in_stride_s;

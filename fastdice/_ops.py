@@ -114,6 +114,13 @@ def _dice_stats_backward_fake(
 # the Python wrapper of torch.library.register_autograd cost ~120 us per step.
 
 
+def as_peer_activation(activation: str) -> str:
+    """The op's activation for a peer's semantics (the compat layers): without an
+    activation MONAI, smp and nnU-Net take any values, so 'none' (probabilities,
+    checked to lie in [0, 1]) becomes 'identity' (the input as it is)."""
+    return "identity" if activation == "none" else activation
+
+
 def dice_stats(
     input: torch.Tensor,
     target: torch.Tensor,
@@ -125,7 +132,10 @@ def dice_stats(
 ) -> torch.Tensor:
     """Per-(sample, class) statistics ``[B, C, NUM_STATS]`` of ``activation(input)`` and ``target``.
 
-    One fused pass; differentiable with respect to ``input``. See ``STAT_NAMES``.
+    One fused pass; differentiable with respect to ``input`` and a dense float
+    ``target``. See ``STAT_NAMES``. ``activation``: ``'none'`` (probabilities:
+    a value outside [0, 1] raises on CPU and makes its sample NaN on CUDA),
+    ``'identity'`` (the input as it is, unchecked), ``'sigmoid'``, ``'softmax'``.
     ``pixel_loss`` adds the sums of a per-element loss ``l`` of the logits
     (``PIXEL_LOSS``: sum l, ``PIXEL_LOSS_TARGET``: sum t*l):
     ``'cross_entropy'``: ``l = -log softmax(input)[c]`` (activation must be
@@ -147,6 +157,10 @@ def dice_stats(
 
 
 _LABEL_ERROR = re.compile(r"fastdice: target label (-?\d+) \(sample (\d+), flat position (\d+)\) is outside \[0, (\d+)\)(.*)")
+_INPUT_ERROR = re.compile(
+    r"fastdice: with activation='none' the input must hold probabilities in \[0, 1\]; got (\S+) at sample (\d+), "
+    r"class (\d+), flat position (\d+)"
+)
 _DENSE_ERROR = re.compile(
     r"fastdice: dense target values must lie in \[0, 1\]; got (\S+) at sample (\d+), class (\d+), flat position (\d+)"
 )
@@ -193,6 +207,15 @@ def explain_target_error(message: str, input, target):
                 "0/1 mask of the input's shape with activation='sigmoid'"
             )
         return text
+    m = _INPUT_ERROR.search(message)
+    if m is not None:
+        value, b, c, flat = m[1], int(m[2]), int(m[3]), int(m[4])
+        coords = _unravel(flat, spatial)
+        return (
+            f"fastdice: with activation='none' the input must hold probabilities in [0, 1]; got {value} at "
+            f"input[{_index(b, c, *coords)}] (sample {b}, class {c}, spatial position {coords} of {spatial}). "
+            "Logits? pass activation='sigmoid' (binary / multilabel) or 'softmax' (multiclass)"
+        )
     m = _DENSE_ERROR.search(message)
     if m is not None:
         value, b, c, flat = m[1], int(m[2]), int(m[3]), int(m[4])

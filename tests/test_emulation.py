@@ -114,7 +114,7 @@ DTYPES = {"f32": torch.float32, "f64": torch.float64, "f16": torch.float16, "bf1
 SHAPES = [(2, 3, 37), (1, 1, 5), (3, 4, 7, 9), (2, 5, 9001), (2, 2, 3, 4, 5), (1, 37, 50), (2, 3, 0), (0, 3, 8)]
 TARGETS = ["label64", "label32", "label_u8", "label1", "dense_f32", "dense_bool", "dense_u8", "onehot_same"]
 LAYOUTS = ["contiguous", "channels_last", "offset", "expanded_target"]
-SPECIALS = ["clean", "bad_label", "nonfinite"]
+SPECIALS = ["clean", "bad_label", "nonfinite", "bad_prob"]
 
 
 def valid_stats_case(c: dict) -> bool:
@@ -126,7 +126,9 @@ def valid_stats_case(c: dict) -> bool:
         return False
     if c["layout"] == "channels_last" and len(c["shape"]) not in (4, 5):
         return False
-    if c["special"] == "bad_label" and (c["shape"][0] == 0 or math.prod(c["shape"][2:]) == 0):
+    if c["special"] in ("bad_label", "bad_prob") and (c["shape"][0] == 0 or math.prod(c["shape"][2:]) == 0):
+        return False
+    if c["special"] == "bad_prob" and c["activation"] != "none":
         return False
     if c["ignore_index"] is not None and not c["target"].startswith("label"):
         return False
@@ -214,6 +216,13 @@ def make_stats_inputs(c: dict, gen: torch.Generator):
             if t.dtype == torch.bool:  # a bool cannot be out of range: no bad value
                 bad = None
         bad = 0 if t.dtype != torch.bool else None
+    if c["special"] == "bad_prob":
+        # activation 'none' with a logit among the probabilities, at a position that is not ignored.
+        pos = int(torch.randint(0, math.prod(spatial), (1,), generator=gen))
+        x.view(b, ncls, -1)[0, ncls - 1, pos] = 1.25
+        if kind.startswith("label"):
+            t.view(b, -1)[0, pos] = 0
+        bad = 0
     if c["special"] == "nonfinite" and x.numel() and act != "none":
         flat = x.view(b, ncls, -1)
         flat[0, 0, 0] = float("nan")

@@ -103,6 +103,44 @@ void accumulate_class(Tile<float>& tile, int64_t c, bool is_label, double* chunk
   }
 }
 
+// Activation 'none': whether a probability the statistics use (not ignored)
+// lies outside [0, 1] or is NaN, in the tile just loaded (its first n positions).
+template <typename acc_t>
+bool probabilities_outside_unit_interval(Tile<acc_t>& tile, const DiceProblem& pr, int64_t n) {
+  int32_t outside = 0;
+  const int32_t* labels = pr.target.is_label ? tile.labels.data() : nullptr;
+  for (int64_t c = 0; c < pr.classes; ++c) {
+    const acc_t* p = tile.row(c);
+    if (labels != nullptr) {
+      for (int64_t i = 0; i < n; ++i) outside |= (labels[i] >= 0) & !(p[i] >= acc_t(0) && p[i] <= acc_t(1));
+    } else {
+      for (int64_t i = 0; i < n; ++i) outside |= !(p[i] >= acc_t(0) && p[i] <= acc_t(1));
+    }
+  }
+  return outside != 0;
+}
+
+// After a chunk reported such a probability: finds the first one and raises
+// (logits passed with activation 'none' give a plausible-looking loss otherwise).
+template <typename scalar_t>
+[[noreturn]] void throw_input_outside_unit_interval(const scalar_t* x, const DiceProblem& pr, int64_t b,
+                                                    int64_t s_begin, int64_t s_end) {
+  for (int64_t c = 0; c < pr.classes; ++c) {
+    for (int64_t s = s_begin; s < s_end; ++s) {
+      if (pr.target.is_label) {
+        const int64_t label = load_label(pr.target.data, pr.target.dtype, pr.label_offset(b, s));
+        if (classify_label(label, pr.classes, pr.has_ignore, pr.ignore_index) != LabelState::kValid) continue;
+      }
+      const double v = static_cast<double>(x[pr.input_offset(b, c, s)]);
+      TORCH_CHECK_VALUE(v >= 0.0 && v <= 1.0,
+                        "fastdice: with activation='none' the input must hold probabilities in [0, 1]; got ", v,
+                        " at sample ", b, ", class ", c, ", flat position ", s,
+                        " (logits? pass activation='sigmoid' or 'softmax')");
+    }
+  }
+  TORCH_CHECK(false, "fastdice: internal error locating an input value outside [0, 1]");
+}
+
 template <typename scalar_t, typename acc_t, Activation kAct, bool kFull, bool kPixel>
 void forward_impl(const at::Tensor& input, const DiceProblem& pr, at::Tensor& stats) {
   const int64_t C = pr.classes;
@@ -113,6 +151,8 @@ void forward_impl(const at::Tensor& input, const DiceProblem& pr, at::Tensor& st
   const scalar_t* x = input.data_ptr<scalar_t>();
   const bool is_label = pr.target.is_label;
   std::vector<uint8_t> target_outside(is_label ? 0 : items, 0);
+  const bool check_probabilities = kAct == Activation::kNone && pr.check_probabilities;
+  std::vector<uint8_t> input_outside(check_probabilities ? items : 0, 0);
 
   const bool want_shift = kPixel && pr.pixel_loss == PixelLoss::kCrossEntropy;
   constexpr bool kSoftmaxLabel = kSoftmaxLabelCase<scalar_t, kAct, kFull>;
@@ -153,6 +193,7 @@ void forward_impl(const at::Tensor& input, const DiceProblem& pr, at::Tensor& st
           if (load_dense(pr, b, s0, n, tile)) target_outside[item] = 1;
         }
         load_activated<kAct>(x, pr, b, s0, n, tile, want_shift);
+        if (check_probabilities && probabilities_outside_unit_interval(tile, pr, n)) input_outside[item] = 1;
         for (int64_t c = 0; c < C; ++c) accumulate_class<kAct, kFull>(tile, c, is_label, acc + c * kNumStats);
         if constexpr (kPixel) {
           for (int64_t c = 0; c < C; ++c) {
@@ -172,6 +213,12 @@ void forward_impl(const at::Tensor& input, const DiceProblem& pr, at::Tensor& st
     if (target_outside[item]) {
       const int64_t s_begin = (item % per_sample) * kChunk;
       throw_target_outside_unit_interval(pr, item / per_sample, s_begin, std::min(s_begin + kChunk, pr.spatial));
+    }
+  }
+  for (int64_t item = 0; item < static_cast<int64_t>(input_outside.size()); ++item) {
+    if (input_outside[item]) {
+      const int64_t s_begin = (item % per_sample) * kChunk;
+      throw_input_outside_unit_interval(x, pr, item / per_sample, s_begin, std::min(s_begin + kChunk, pr.spatial));
     }
   }
 

@@ -71,8 +71,10 @@ __global__ void __launch_bounds__(kThreads)
           if (labels.valid[i]) {
             const acc_t p = activate<kAct>(x[i], row_max[i], row_inv[i]);
             const acc_t t = item_target<acc_t>(pr, labels.label[i], b, c, s0 + i);
-            // A dense target outside [0, 1] (a 0/255 mask, say) poisons like a bad label.
+            // A dense target outside [0, 1] (a 0/255 mask, say) poisons like a bad label,
+            // and so does a probability outside [0, 1] (logits with activation 'none').
             out_of_range |= !(t >= acc_t(0) && t <= acc_t(1));
+            if (kAct == Activation::kNone) out_of_range |= pr.check_probabilities && !(p >= acc_t(0) && p <= acc_t(1));
             accumulate_element<kFull>(local, p, t);
             if constexpr (kPixel) {
               const acc_t l = pixel_term(pr, x[i], p, shift[i], t).loss;

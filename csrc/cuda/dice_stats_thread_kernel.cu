@@ -34,14 +34,16 @@ template <int kItems, bool kFull, typename acc_t>
 __device__ __forceinline__ void add_class_items(acc_t* acc, const DiceProblem& pr, const ItemLabels<kItems>& labels,
                                                 int64_t b, int64_t c, int64_t s0, const acc_t (&p)[kItems],
                                                 const acc_t (&z)[kItems], const acc_t (&shift)[kItems], bool pixel,
-                                                bool& out_of_range) {
+                                                bool check_p, bool& out_of_range) {
   constexpr int kStats = SlotSet<kFull>::kStats;
 #pragma unroll
   for (int i = 0; i < kItems; ++i) {
     if (labels.valid[i]) {
       const acc_t t = item_target<acc_t>(pr, labels.label[i], b, c, s0 + i);
-      // A dense target outside [0, 1] (a 0/255 mask, say) poisons like a bad label.
+      // A dense target outside [0, 1] (a 0/255 mask, say) poisons like a bad label,
+      // and so does a probability outside [0, 1] (check_p: logits with activation 'none').
       out_of_range |= !(t >= acc_t(0) && t <= acc_t(1));
+      out_of_range |= check_p && !(p[i] >= acc_t(0) && p[i] <= acc_t(1));
       accumulate_element<kFull>(acc, p[i], t);
       if (pixel) {
         const acc_t l = pixel_term(pr, z[i], p[i], shift[i], t).loss;
@@ -73,6 +75,7 @@ __global__ void __launch_bounds__(kThreads)
   constexpr bool in_registers = kInRegisters;
   const bool pixel = kAct != Activation::kNone && pr.pixel_loss != PixelLoss::kNone;
   const bool wants_shift = pixel && pr.pixel_loss == PixelLoss::kCrossEntropy;
+  const bool check_p = kAct == Activation::kNone && pr.check_probabilities;
   const int64_t step = int64_t(gridDim.x) * kThreads * kItems;
 
   for (int64_t b = blockIdx.y; b < pr.batch; b += gridDim.y) {
@@ -135,7 +138,7 @@ __global__ void __launch_bounds__(kThreads)
               z[i] = v[c][i];
             }
             if (kAct == Activation::kSoftmax && wants_shift) load_input_items<kItems>(input, pr, b, c, s0, vectorized, z);
-            add_class_items<kItems, kFull>(reg[c], pr, labels, b, c, s0, p, z, shift, pixel, out_of_range);
+            add_class_items<kItems, kFull>(reg[c], pr, labels, b, c, s0, p, z, shift, pixel, check_p, out_of_range);
           }
         }
       } else {
@@ -153,7 +156,7 @@ __global__ void __launch_bounds__(kThreads)
           acc_t local[kSlots];
 #pragma unroll
           for (int k = 0; k < kSlots; ++k) local[k] = column[(c * kSlots + k) * kThreads];
-          add_class_items<kItems, kFull>(local, pr, labels, b, c, s0, p, z, shift, pixel, out_of_range);
+          add_class_items<kItems, kFull>(local, pr, labels, b, c, s0, p, z, shift, pixel, check_p, out_of_range);
 #pragma unroll
           for (int k = 0; k < kSlots; ++k) column[(c * kSlots + k) * kThreads] = local[k];
         }

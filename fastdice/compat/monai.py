@@ -270,7 +270,9 @@ def _monai_stats(module, input, target, to_onehot_y: bool, pixel_loss: str = "no
     )
     if not fused_pixel:
         pixel_loss, focal_gamma = "none", 0.0
-    stats = _ops.dice_stats(input, target, activation, module._full_stats(), op_ignore, pixel_loss, focal_gamma)
+    stats = _ops.dice_stats(
+        input, target, _ops.as_peer_activation(activation), module._full_stats(), op_ignore, pixel_loss, focal_gamma
+    )
     return stats, (stats if fused_pixel else None)
 
 

@@ -183,7 +183,7 @@ def _check_input(x, y) -> None:
 
 def _dice_stats(x, y, activation, ignore_index=None, pixel_loss="none"):
     try:
-        return _ops.dice_stats(x, y, activation, False, ignore_index, pixel_loss)
+        return _ops.dice_stats(x, y, _ops.as_peer_activation(activation), False, ignore_index, pixel_loss)
     except ValueError as e:
         if "target label" in str(e):
             raise LabelOutOfRangeError(str(e)) from None

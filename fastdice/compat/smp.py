@@ -212,11 +212,11 @@ class _SmpSoftTverskyLoss(_Loss):
         target = y_true if y_true.shape == inp.shape else y_true.reshape(inp.shape)
         if self.ignore_index is None:
             activation = "sigmoid" if self.from_logits else "none"
-            return _ops.dice_stats(inp, target, activation, True, None)
+            return _ops.dice_stats(inp, target, _ops.as_peer_activation(activation), True, None)
         # Not fused: smp masks the dense target elementwise.
         p = F.logsigmoid(inp).exp() if self.from_logits else inp
         mask = target != self.ignore_index
-        return _ops.dice_stats(p * mask, target * mask, "none", True, None)
+        return _ops.dice_stats(p * mask, target * mask, "identity", True, None)
 
     def _multiclass_stats(self, y_pred, y_true, bs, num_classes):
         # smp: y_pred viewed as (B, C, N), y_true as (B, N) labels.
@@ -248,7 +248,7 @@ class _SmpSoftTverskyLoss(_Loss):
             op_ignore = -1
         activation = "softmax" if self.from_logits else "none"
         try:
-            return _ops.dice_stats(inp, labels, activation, True, op_ignore)
+            return _ops.dice_stats(inp, labels, _ops.as_peer_activation(activation), True, op_ignore)
         except ValueError as e:
             if "target label" in str(e):
                 raise LabelOutOfRangeError(str(e)) from None
