@@ -857,16 +857,23 @@ def _focal_term(module, input: torch.Tensor, target: torch.Tensor, raw, label_ta
         raw = _ops.dice_stats(input, focal_target, "sigmoid", False, None, "binary_cross_entropy", gamma)
     if drop_background:
         raw = raw[:, 1:]
+    # The (B, C') epilogue in float64, rounded once at the end: the alpha
+    # recombination of the two sums cancels, and in the statistics' float32 it
+    # cost up to ~3 ulps (more than MONAI's own float32 rounding of the term).
+    result_dtype = raw.dtype
+    raw = raw.double()
     per_class = raw[..., _ops.PIXEL_LOSS]
     if alpha is not None:
         per_class = (1 - alpha) * per_class + (2 * alpha - 1) * raw[..., _ops.PIXEL_LOSS_TARGET]
     per_class = _focal_class_weight(module, per_class)  # (B, C')
     spatial = math.prod(input.shape[2:])
     if reduction == "sum" and input.dim() > 2:
-        return per_class.sum() / spatial  # MONAI: mean over space, then sum
-    if reduction == "sum":
-        return per_class.mean()  # no spatial axes: MONAI's mean(dim=[]) averages everything
-    return per_class.sum() / (per_class.numel() * spatial)
+        focal = per_class.sum() / spatial  # MONAI: mean over space, then sum
+    elif reduction == "sum":
+        focal = per_class.mean()  # no spatial axes: MONAI's mean(dim=[]) averages everything
+    else:
+        focal = per_class.sum() / (per_class.numel() * spatial)
+    return focal.to(result_dtype)
 
 
 def _focal_class_weight(module, loss: torch.Tensor) -> torch.Tensor:
