@@ -60,6 +60,7 @@ Differences from MONAI (all raise, none silently changes a number):
 from __future__ import annotations
 
 import enum
+import inspect
 import math
 from collections.abc import Callable, Sequence
 
@@ -635,6 +636,16 @@ def _as_label_map(target: torch.Tensor) -> torch.Tensor:
     return target if target.dtype in LABEL_DTYPES else target.long()
 
 
+def _submodule(cls, arguments: dict, **overrides):
+    """``cls`` as a MONAI combined loss builds its inner loss: every parameter of
+    ``cls`` that the combined loss's constructor also has, with the value it
+    holds there (``arguments``: the constructor's ``locals()``, taken where
+    MONAI makes the call), then ``overrides``."""
+    kwargs = {name: arguments[name] for name in inspect.signature(cls).parameters if name in arguments}
+    kwargs.update(overrides)
+    return cls(**kwargs)
+
+
 class DiceCELoss(_Loss):
     """``monai.losses.DiceCELoss`` (MONAI 1.6) with the cross-entropy fused.
 
@@ -674,20 +685,7 @@ class DiceCELoss(_Loss):
             raise ValueError(f"Unsupported option '{reduction}', Available options are {{'mean', 'sum'}}.")
         reduction = value
         dice_weight = weight[1:] if (weight is not None and not include_background) else weight
-        self.dice = DiceLoss(
-            include_background=include_background,
-            to_onehot_y=to_onehot_y,
-            sigmoid=sigmoid,
-            softmax=softmax,
-            other_act=other_act,
-            squared_pred=squared_pred,
-            jaccard=jaccard,
-            reduction=reduction,
-            smooth_nr=smooth_nr,
-            smooth_dr=smooth_dr,
-            batch=batch,
-            weight=dice_weight,
-        )
+        self.dice = _submodule(DiceLoss, locals(), weight=dice_weight)
         # MONAI's submodules, kept for their attributes, state_dict keys and
         # argument checks; their forward is never called (the CE is fused).
         self.cross_entropy = torch.nn.CrossEntropyLoss(weight=weight, reduction=reduction, label_smoothing=label_smoothing)
@@ -794,20 +792,9 @@ class DiceFocalLoss(_Loss):
         alpha: float | None = None,
     ) -> None:
         super().__init__()
-        self.dice = DiceLoss(
-            include_background=include_background,
-            to_onehot_y=False,
-            sigmoid=sigmoid,
-            softmax=softmax,
-            other_act=other_act,
-            squared_pred=squared_pred,
-            jaccard=jaccard,
-            reduction=reduction,
-            smooth_nr=smooth_nr,
-            smooth_dr=smooth_dr,
-            batch=batch,
-            weight=weight,
-        )
+        # to_onehot_y=False as in MONAI (whose forward one-hot encodes once for both terms);
+        # ours hands the label map to the Dice statistics in forward.
+        self.dice = _submodule(DiceLoss, locals(), to_onehot_y=False)
         self.focal = _FocalTerm(include_background, gamma, weight, alpha, reduction)
         self.lambda_dice = _lambda_not_negative("lambda_dice", lambda_dice)
         self.lambda_focal = _lambda_not_negative("lambda_focal", lambda_focal)
@@ -859,16 +846,23 @@ def _focal_term(module, input: torch.Tensor, target: torch.Tensor, raw, label_ta
         raw = _ops.dice_stats(input, focal_target, "sigmoid", False, None, "binary_cross_entropy", gamma)
     if drop_background:
         raw = raw[:, 1:]
+    # The (B, C') epilogue in float64, rounded once at the end: the alpha
+    # recombination of the two sums cancels, and in the statistics' float32 it
+    # cost up to ~3 ulps (more than MONAI's own float32 rounding of the term).
+    result_dtype = raw.dtype
+    raw = raw.double()
     per_class = raw[..., _ops.PIXEL_LOSS]
     if alpha is not None:
         per_class = (1 - alpha) * per_class + (2 * alpha - 1) * raw[..., _ops.PIXEL_LOSS_TARGET]
     per_class = _focal_class_weight(module, per_class)  # (B, C')
     spatial = math.prod(input.shape[2:])
     if reduction == "sum" and input.dim() > 2:
-        return per_class.sum() / spatial  # MONAI: mean over space, then sum
-    if reduction == "sum":
-        return per_class.mean()  # no spatial axes: MONAI's mean(dim=[]) averages everything
-    return per_class.sum() / (per_class.numel() * spatial)
+        focal = per_class.sum() / spatial  # MONAI: mean over space, then sum
+    elif reduction == "sum":
+        focal = per_class.mean()  # no spatial axes: MONAI's mean(dim=[]) averages everything
+    else:
+        focal = per_class.sum() / (per_class.numel() * spatial)
+    return focal.to(result_dtype)
 
 
 def _focal_class_weight(module, loss: torch.Tensor) -> torch.Tensor:
@@ -923,18 +917,7 @@ class GeneralizedDiceFocalLoss(_Loss):
         lambda_focal: float = 1.0,
     ) -> None:
         super().__init__()
-        self.generalized_dice = GeneralizedDiceLoss(
-            include_background=include_background,
-            to_onehot_y=to_onehot_y,
-            sigmoid=sigmoid,
-            softmax=softmax,
-            other_act=other_act,
-            w_type=w_type,
-            reduction=reduction,
-            smooth_nr=smooth_nr,
-            smooth_dr=smooth_dr,
-            batch=batch,
-        )
+        self.generalized_dice = _submodule(GeneralizedDiceLoss, locals())
         self.focal = _FocalTerm(include_background, gamma, weight, None, reduction)
         self.focal.to_onehot_y = to_onehot_y
         self.lambda_gdl = _lambda_not_negative("lambda_gdl", lambda_gdl)
