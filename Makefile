@@ -12,7 +12,7 @@ export MAX_JOBS ?= 2
 export TORCHINDUCTOR_CACHE_DIR ?= $(CURDIR)/build/inductor-cache
 PYTEST_ARGS ?=
 
-.PHONY: all deps build test test-asan test-emulation emulation-mutants demo bench bench-metrics gpu-check clean
+.PHONY: all deps build test test-nnunet-e2e test-asan test-emulation emulation-mutants demo bench bench-metrics gpu-check clean
 
 all: test
 
@@ -32,6 +32,12 @@ build: deps
 
 test: build
 	$(PY) -m pytest tests -q $(PYTEST_ARGS)
+
+# nnU-Net end to end on the CPU (tests/test_nnunet_e2e.py, not part of `make test`: about 2 minutes
+# on 2 cores): a tiny generated 2-D dataset planned and preprocessed by nnU-Net, a few iterations of
+# nnUNetTrainer and nnUNetTrainerFastDice from one seed, first losses equal, a final checkpoint.
+test-nnunet-e2e: build
+	OMP_NUM_THREADS=1 $(PY) -m pytest tests/test_nnunet_e2e.py -q --nnunet-e2e $(PYTEST_ARGS)
 
 # The CUDA kernels executed on the emulated GPU (csrc/emulation, tests/test_emulation.py):
 # part of `make test`; this target runs it alone. EMULATION_ARGS=--full for the whole matrix.

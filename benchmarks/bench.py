@@ -7,6 +7,7 @@ of every provider on the same inputs, interleaved, with a Markdown table last.
 import argparse
 import dataclasses
 import json
+import math
 import os
 import subprocess
 import sys
@@ -27,14 +28,41 @@ class Workload:
     dtype: str = "float32"
     device: str = "cpu"
     loss: str = "dice"  # "dice_ce": Dice + cross-entropy (softmax, label maps); "seed": DiceLoss() on probabilities
+    # Deep supervision as nnU-Net's trainer: the output of `shape` and ds_levels more, each halved
+    # in every spatial dimension; inputs and targets are lists, targets int16 (B, 1, ...) label maps
+    # downsampled nearest-exact (nnU-Net 2.8.1's data pipeline); only nnU-Net's providers take them.
+    ds_levels: int = 0
 
     def __post_init__(self):
         if self.loss == "seed":
             assert self.activation == "none" and self.dense_target
+        if self.ds_levels:
+            assert self.loss == "dice_ce" and self.activation == "softmax" and not self.dense_target
+
+    def level_shapes(self):
+        """The shape of every output, full resolution first (one entry without deep supervision)."""
+        b, c, *spatial = self.shape
+        return [(b, c, *(s >> i for s in spatial)) for i in range(self.ds_levels + 1)]
+
+    def ds_weights(self):
+        """nnUNetTrainer._build_loss's weights (no DDP): 1, 1/2, 1/4, ..., the lowest output 0, sum 1."""
+        w = [1 / 2 ** i for i in range(self.ds_levels + 1)]
+        w[-1] = 0
+        return [v / sum(w) for v in w]
 
     def make_inputs(self, seed=0):
         g = torch.Generator(device="cpu").manual_seed(seed)
         dtype = getattr(torch, self.dtype)
+        if self.ds_levels:
+            xs = [torch.randn(s, generator=g).to(dtype=dtype, device=self.device).requires_grad_(True)
+                  for s in self.level_shapes()]
+            b, c, *spatial = self.shape
+            full = torch.randint(0, c, (b, 1, *spatial), generator=g, dtype=torch.int16)
+            ts = [full] + [  # batchgeneratorsv2's DownsampleSegForDSTransform
+                torch.nn.functional.interpolate(full.float(), s[2:], mode="nearest-exact").to(torch.int16)
+                for s in self.level_shapes()[1:]
+            ]
+            return xs, [t.to(self.device) for t in ts]
         if self.activation == "none":  # probabilities
             x = torch.rand(self.shape, generator=g).to(dtype=dtype, device=self.device).requires_grad_(True)
         else:
@@ -46,24 +74,32 @@ class Workload:
             t = torch.randint(0, c, (b, *spatial), generator=g).to(self.device)
         return x, t
 
+    def _used_levels(self):
+        """The outputs the loss reads (deep supervision skips the weight-0 one)."""
+        shapes = self.level_shapes()
+        return shapes[:-1] if self.ds_levels else shapes
+
     def forward_bytes(self):
         """Bytes the forward must move: read input and target once."""
         return (self.minimal_bytes() - self.input_bytes()) // 2
 
     def input_bytes(self):
-        n = 1
-        for s in self.shape:
-            n *= s
-        return n * torch.empty((), dtype=getattr(torch, self.dtype)).element_size()
+        elem = torch.empty((), dtype=getattr(torch, self.dtype)).element_size()
+        return sum(math.prod(s) * elem for s in self._used_levels())
 
     def minimal_bytes(self):
         """Bytes a fused fwd+bwd must move: read input and target twice, write the gradient."""
-        n = 1
-        for s in self.shape:
-            n *= s
-        x_bytes = n * torch.empty((), dtype=getattr(torch, self.dtype)).element_size()
-        t_bytes = n * 4 if self.dense_target else (n // self.shape[1]) * 8
-        return 2 * (x_bytes + t_bytes) + x_bytes
+        elem = torch.empty((), dtype=getattr(torch, self.dtype)).element_size()
+        total = 0
+        for shape in self._used_levels():
+            n = math.prod(shape)
+            x_bytes = n * elem
+            if self.dense_target:
+                t_bytes = n * 4
+            else:
+                t_bytes = (n // shape[1]) * (2 if self.ds_levels else 8)
+            total += 2 * (x_bytes + t_bytes) + x_bytes
+        return total
 
 
 # The workloads that decide between the CUDA forward strategies (warp / thread):
@@ -82,6 +118,7 @@ def workloads(device, quick):
             W("3d_b2_c4_96^3", (2, 4, 96, 96, 96)),
             W("2d_b8_c2_256^2_sigmoid_dense", (8, 2, 256, 256), activation="sigmoid", dense_target=True),
             W("3d_b2_c4_96^3_dice_ce", (2, 4, 96, 96, 96), loss="dice_ce"),
+            W("3d_b2_c4_96^3_dice_ce_ds", (2, 4, 96, 96, 96), loss="dice_ce", ds_levels=4),
         ]
     seed = dict(activation="none", dense_target=True, loss="seed")
     ws = [
@@ -97,6 +134,8 @@ def workloads(device, quick):
         W("3d_b2_c14_128^3", (2, 14, 128, 128, 128)),
         W("3d_b2_c4_96^3_dice_ce", (2, 4, 96, 96, 96), loss="dice_ce"),
         W("3d_b2_c14_128^3_dice_ce", (2, 14, 128, 128, 128), loss="dice_ce"),
+        # nnU-Net's training loss: Dice + CE over the full-resolution output and 4 downsampled ones.
+        W("3d_b2_c4_128^3_dice_ce_ds", (2, 4, 128, 128, 128), loss="dice_ce", ds_levels=4),
         W("3d_b2_c4_128^3_sigmoid_dense", (2, 4, 128, 128, 128), activation="sigmoid", dense_target=True),
         W("3d_b2_c14_128^3_bf16", (2, 14, 128, 128, 128), dtype="bfloat16"),
         W("2d_b16_c21_512^2_bf16", (16, 21, 512, 512), dtype="bfloat16"),
@@ -205,7 +244,7 @@ def run_workload(w, args, copy_gbs):
             floor = max((rows[f][part]["median_ms"] for f in FLOORS if f in rows), default=None)
             if floor:
                 row[f"{part}_x_floor"] = row[part]["median_ms"] / floor
-    x_bytes = inputs[0][0].numel() * inputs[0][0].element_size()
+    x_bytes = sum(x.numel() * x.element_size() for x in utils.as_list(inputs[0][0]))
     return {"workload": dataclasses.asdict(w), "input_bytes": x_bytes, "providers": rows, "skipped": skipped}
 
 
@@ -216,10 +255,11 @@ def markdown(results):
     ]
     for r in results["workloads"]:
         rows = r["providers"]
-        ours = rows.get("fastdice", {}).get("total", {}).get("median_ms")
+        base = "fastdice" if "fastdice" in rows else "fastdice_nnunet"  # deep supervision: nnU-Net's providers only
+        ours = rows.get(base, {}).get("total", {}).get("median_ms")
         for name, row in rows.items():
             total = row["total"]["median_ms"]
-            speed = f"{total / ours:.2f}x" if ours and name != "fastdice" else ""
+            speed = f"{total / ours:.2f}x" if ours and name != base else ""
             mem = row.get("peak_extra_bytes")
             mem = f"{mem / 2**20:.1f}" if mem is not None else "n/a"
             bw = f"{row['minimal_bytes_gbs']:.0f} ({100 * row['fraction_of_copy_bw']:.0f}%)" if "minimal_bytes_gbs" in row else ""

@@ -3,6 +3,11 @@
 Every provider computes the same quantity (per-sample, per-class soft Dice of
 activated logits against the target, averaged) in its own way. A provider
 that is not installed raises Skip, and the table reports it as skipped.
+
+Deep-supervision workloads (Workload.ds_levels > 0: lists of outputs and int16
+(B, 1, ...) targets) are nnU-Net's training loss, DC_and_CE_loss in the
+DeepSupervisionWrapper with the trainer's weights: only the nnunet,
+nnunet_compiled and fastdice_nnunet providers (and the floors) take them.
 """
 
 import os
@@ -64,6 +69,15 @@ def _textbook(w):
     return fn
 
 
+def _read(t):
+    """Reads every element of t. torch's CPU sum of narrow integers (the int16 targets of the
+    deep-supervision workload) widens element by element, ~18x slower than an int64 sum of the
+    same count; amax reads them vectorised."""
+    if t.dtype.is_floating_point or t.dtype == torch.int64:
+        return t.sum()
+    return t.amax()
+
+
 class _Floor(torch.autograd.Function):
     """What any loss of this workload must do, timed like a loss.
 
@@ -82,7 +96,7 @@ class _Floor(torch.autograd.Function):
         if kind == "exp":
             torch.exp(x, out=buf)
             return buf.reshape(-1)[:1].sum()
-        return x.sum() + t.sum()
+        return x.sum() + _read(t)
 
     @staticmethod
     def backward(ctx, g):
@@ -91,7 +105,7 @@ class _Floor(torch.autograd.Function):
             torch.exp(x, out=ctx.buf)
         else:
             torch.mul(x, 1.0, out=ctx.buf)
-            t.sum()
+            _read(t)
         return None, None, None, None
 
 
@@ -101,15 +115,30 @@ def _floor(kind):
             raise NotApplicable("no exponential in this path")
         buffers = {}
 
-        def fn(x, t):
+        def one(x, t):
             key = (x.shape, x.dtype, x.device)
             if key not in buffers:
                 buffers[key] = torch.zeros_like(x, requires_grad=False)  # mapped once, reused
             return _Floor.apply(x, t, buffers[key], kind)
 
-        return fn
+        if not w.ds_levels:
+            return one
+        used = [i for i, v in enumerate(w.ds_weights()) if v != 0]
+        return lambda xs, ts: sum(one(xs[i], ts[i]) for i in used)  # the outputs the loss reads
 
     return make
+
+
+def _single_output(make):
+    """A provider of one output's loss: deep-supervision workloads are nnU-Net's providers' only."""
+
+    def wrapped(w):
+        if w.ds_levels:
+            raise NotApplicable("deep supervision: nnU-Net's loss and fastdice.compat.nnunet only")
+        return make(w)
+
+    wrapped.__doc__ = make.__doc__
+    return wrapped
 
 
 def _reference(w):
@@ -200,7 +229,7 @@ def _nnunet_loss(w, module, helper):
 
 def _nnunet_modules():
     try:
-        from nnunetv2.training.loss import compound_losses, dice
+        from nnunetv2.training.loss import compound_losses, deep_supervision, dice
         from nnunetv2.utilities.helpers import softmax_helper_dim1
     except ImportError as e:
         raise Skip(f"nnunetv2 not installed ({e})")
@@ -208,12 +237,17 @@ def _nnunet_modules():
     class Module:  # nnU-Net's classes under one namespace, like fastdice.compat.nnunet
         MemoryEfficientSoftDiceLoss = dice.MemoryEfficientSoftDiceLoss
         DC_and_CE_loss = compound_losses.DC_and_CE_loss
+        DeepSupervisionWrapper = deep_supervision.DeepSupervisionWrapper
 
     return Module, softmax_helper_dim1
 
 
-def _label_channel(loss, w):
-    """nnU-Net's targets carry a channel axis: (B, 1, *spatial) label maps."""
+def _label_channel(loss, w, module):
+    """nnU-Net's targets carry a channel axis: (B, 1, *spatial) label maps. Deep supervision:
+    the loss in the module's DeepSupervisionWrapper with the trainer's weights, on the workload's
+    lists of outputs and (B, 1, ...) targets."""
+    if w.ds_levels:
+        return module.DeepSupervisionWrapper(loss, w.ds_weights())
     if w.dense_target:
         return loss
     return lambda x, t: loss(x, t.unsqueeze(1))
@@ -222,7 +256,7 @@ def _label_channel(loss, w):
 def _nnunet(w):
     """nnU-Net's own loss as its trainer builds it, eager."""
     module, helper = _nnunet_modules()
-    return _label_channel(_nnunet_loss(w, module, helper), w)
+    return _label_channel(_nnunet_loss(w, module, helper), w, module)
 
 
 def _nnunet_compiled(w):
@@ -230,28 +264,28 @@ def _nnunet_compiled(w):
     module, helper = _nnunet_modules()
     loss = _nnunet_loss(w, module, helper)
     if w.loss == "dice_ce":
-        loss.dc = torch.compile(loss.dc)
+        loss.dc = torch.compile(loss.dc)  # nnUNetTrainer._build_loss, before the deep-supervision wrapper
     else:
         loss = torch.compile(loss)
-    return _label_channel(loss, w)
+    return _label_channel(loss, w, module)
 
 
 def _fastdice_nnunet(w):
     """fastdice.compat.nnunet with nnU-Net's arguments (fused: Dice and CE in one pass)."""
     from fastdice.compat import nnunet as module
 
-    return _label_channel(_nnunet_loss(w, module, module.softmax_helper_dim1), w)
+    return _label_channel(_nnunet_loss(w, module, module.softmax_helper_dim1), w, module)
 
 
 PROVIDERS = {
-    "fastdice": _fastdice,
-    "fastdice_thread": _fastdice_thread,
-    "textbook": _textbook,
-    "reference": _reference,
-    "reference_compiled": _reference_compiled,
-    "monai": _monai,
-    "smp": _smp,
-    "exacta": _exacta,
+    "fastdice": _single_output(_fastdice),
+    "fastdice_thread": _single_output(_fastdice_thread),
+    "textbook": _single_output(_textbook),
+    "reference": _single_output(_reference),
+    "reference_compiled": _single_output(_reference_compiled),
+    "monai": _single_output(_monai),
+    "smp": _single_output(_smp),
+    "exacta": _single_output(_exacta),
     "nnunet": _nnunet,
     "nnunet_compiled": _nnunet_compiled,
     "fastdice_nnunet": _fastdice_nnunet,

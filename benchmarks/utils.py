@@ -55,6 +55,16 @@ def environment(device: str) -> dict:
     }
 
 
+def as_list(x) -> list:
+    """The input tensors of a workload: one, or one per output under deep supervision."""
+    return list(x) if isinstance(x, (list, tuple)) else [x]
+
+
+def clear_grad(x) -> None:
+    for tensor in as_list(x):
+        tensor.grad = None
+
+
 class Timer:
     """Times fwd and bwd of one iteration: events on CUDA, perf_counter on CPU."""
 
@@ -63,7 +73,7 @@ class Timer:
 
     def run(self, fn, x, t):
         """Returns (fwd_ms, bwd_ms) of loss = fn(x, t); loss.backward()."""
-        x.grad = None
+        clear_grad(x)
         if self.cuda:
             e0, e1, e2 = (torch.cuda.Event(enable_timing=True) for _ in range(3))
             e0.record()
@@ -96,7 +106,7 @@ def queued_cuda_times(fn, pairs):
     """
     events = []
     for x, t in pairs:
-        x.grad = None
+        clear_grad(x)
         e = tuple(torch.cuda.Event(enable_timing=True) for _ in range(3))
         e[0].record()
         loss = fn(x, t)
@@ -169,7 +179,7 @@ def interleaved_call_times(providers: dict, inputs: list, device: str, warmup: i
 
 def cuda_peak_extra_bytes(fn, x, t, backward: bool = True) -> int:
     """Peak CUDA memory of one fwd (+bwd) above what was allocated before it."""
-    x.grad = None
+    clear_grad(x)
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
     base = torch.cuda.memory_allocated()
@@ -178,7 +188,7 @@ def cuda_peak_extra_bytes(fn, x, t, backward: bool = True) -> int:
         out.backward()
     torch.cuda.synchronize()
     peak = torch.cuda.max_memory_allocated() - base
-    x.grad = None
+    clear_grad(x)
     return int(peak)
 
 
@@ -193,7 +203,7 @@ def _vm_kb(field: str) -> int:
 def cpu_peak_extra_bytes_here(fn, x, t) -> int:
     """Peak RSS growth of one fwd+bwd in this (fresh) process: resets the
     high-water mark through /proc/self/clear_refs, then reads VmHWM."""
-    x.grad = None
+    clear_grad(x)
     before = _vm_kb("VmRSS")
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")

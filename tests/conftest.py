@@ -1,3 +1,5 @@
+import os
+
 import pytest
 import torch
 
@@ -67,3 +69,20 @@ def _seed():
 def pytest_addoption(parser):
     parser.addoption("--full", action="store_true", default=False,
                      help="run the whole CUDA emulation matrix (tests/test_emulation.py), not the default sample")
+    parser.addoption("--nnunet-e2e", action="store_true", default=False,
+                     help="run the nnU-Net end-to-end tests (tests/test_nnunet_e2e.py; also FASTDICE_NNUNET_E2E=1)")
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "nnunet_e2e: nnU-Net planning, preprocessing and training (slow); skipped unless --nnunet-e2e "
+        "or FASTDICE_NNUNET_E2E=1 (make test-nnunet-e2e)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--nnunet-e2e") or os.environ.get("FASTDICE_NNUNET_E2E", "") not in ("", "0"):
+        return
+    skip = pytest.mark.skip(reason="nnU-Net end-to-end: make test-nnunet-e2e (or --nnunet-e2e)")
+    for item in items:
+        if "nnunet_e2e" in item.keywords:
+            item.add_marker(skip)
