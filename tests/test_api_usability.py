@@ -333,7 +333,7 @@ WARNING_CASES = [
 @pytest.mark.parametrize("make, match", WARNING_CASES)
 def test_warnings_point_at_the_caller(make, match):
     loss_fn = make()
-    x = torch.randn(2, 1, 6, 6)
+    x = torch.rand(2, 1, 6, 6)  # probabilities: valid input for every activation
     t = (torch.rand(2, 1, 6, 6) > 0.5).float()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -382,7 +382,8 @@ def test_known_nonlins_are_fused(op_calls, nonlin):
     x = _logits((2, 3, 5, 6), torch.float32, nonlin, None)
     y = torch.randint(0, 3, (2, 1, 5, 6))
     fnn.MemoryEfficientSoftDiceLoss(NONLINS[nonlin], ddp=False)(x, y)
-    expected = {"nnsoftmax": "softmax", "oursoftmax": "softmax", "sigmoid": "sigmoid", "none": "none"}[nonlin]
+    # Without a nonlinearity nnU-Net takes any values: the op's unchecked 'identity'.
+    expected = {"nnsoftmax": "softmax", "oursoftmax": "softmax", "sigmoid": "sigmoid", "none": "identity"}[nonlin]
     assert [c["activation"] for c in op_calls] == [expected]
 
 

@@ -542,10 +542,10 @@ def test_fused_calls(monkeypatch):
     calls.clear()
     fsmp.JaccardLoss("multilabel", from_logits=False)(x, (labels.clamp(max=1)[:, None] > 0).expand_as(x))
     (inp, tgt, act, full, ign), = calls
-    assert inp is x and act == "none" and ign is None
+    assert inp is x and act == "identity" and ign is None  # smp takes any values: unchecked
     calls.clear()
     fsmp.TverskyLoss("binary")(x[:, :1], labels[:, None].clamp(max=1))
     assert calls[0][0].data_ptr() == x.data_ptr() and calls[0][2] == "sigmoid"
     calls.clear()
     fsmp.DiceLoss("binary", ignore_index=255)(x[:, :1], labels[:, None].clamp(max=1))  # not fused
-    assert calls[0][2] == "none" and calls[0][4] is None
+    assert calls[0][2] == "identity" and calls[0][4] is None

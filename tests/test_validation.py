@@ -80,7 +80,7 @@ def test_ignore_index_needs_label_map():
 
 def test_weight_length():
     with pytest.raises(ValueError, match="weight"):
-        fastdice.DiceLoss(weight=[1.0, 2.0], pooling="sample")(_x(2, 3, 4), torch.randint(0, 3, (2, 4)))
+        fastdice.DiceLoss(weight=[1.0, 2.0], pooling="sample")(torch.rand(2, 3, 4), torch.randint(0, 3, (2, 4)))
 
 
 def test_one_dimensional_input_needs_class_free_options():
