@@ -85,7 +85,7 @@ PixelLoss parse_pixel_loss(const std::string& name, Activation activation, doubl
 PreparedProblem prepare_problem(const at::Tensor& input, const at::Tensor& target,
                                 const std::string& activation, bool full_stats,
                                 c10::optional<int64_t> ignore_index, const std::string& pixel_loss,
-                                double focal_gamma) {
+                                double focal_gamma, const c10::optional<at::Tensor>& mask) {
   TORCH_CHECK_TYPE(at::isFloatingType(input.scalar_type()) &&
                        (input.scalar_type() == at::kHalf || input.scalar_type() == at::kBFloat16 ||
                         input.scalar_type() == at::kFloat || input.scalar_type() == at::kDouble),
@@ -150,6 +150,23 @@ PreparedProblem prepare_problem(const at::Tensor& input, const at::Tensor& targe
                       target.scalar_type());
   }
   tv.data = out.target.data_ptr();
+
+  pr.mask = MaskView{nullptr, TargetDtype::kBool, 0, 0};
+  if (mask.has_value() && mask->defined()) {
+    const at::Tensor& m = *mask;
+    const at::ScalarType md = m.scalar_type();
+    TORCH_CHECK_TYPE(md == at::kBool || md == at::kByte || at::isFloatingType(md),
+                     "fastdice: mask must be bool, uint8 or floating-point (0 / 1), got ", md);
+    TORCH_CHECK_VALUE(m.device() == input.device(), "fastdice: input is on ", input.device(), " but mask is on ",
+                      m.device());
+    const bool plain = m.dim() == input.dim() - 1 && m.size(0) == batch && m.sizes().slice(1) == spatial_shape;
+    const bool channel = m.dim() == input.dim() && m.size(0) == batch && m.size(1) == 1 &&
+                         m.sizes().slice(2) == spatial_shape;
+    TORCH_CHECK_VALUE(plain || channel, "fastdice: mask must have shape (B, *spatial) or (B, 1, *spatial) = ",
+                      "(", batch, ", 1, ", spatial_shape, "), got ", m.sizes());
+    out.mask = collapse_from(channel ? m.squeeze(1) : m, 1);
+    pr.mask = MaskView{out.mask.data_ptr(), target_dtype_tag(md), out.mask.stride(0), out.mask.stride(1)};
+  }
   return out;
 }
 

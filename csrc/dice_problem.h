@@ -18,6 +18,16 @@ struct TargetView {
   int64_t stride_s;
 };
 
+// An optional per-position loss mask [B, S] (bool, uint8 or floating 0 / 1):
+// where it is 0 the position leaves every statistic and gets zero gradient,
+// as an ignored label does.
+struct MaskView {
+  const void* data;  // nullptr: no mask
+  TargetDtype dtype;
+  int64_t stride_b;
+  int64_t stride_s;
+};
+
 struct DiceProblem {
   int64_t batch;
   int64_t classes;
@@ -37,6 +47,7 @@ struct DiceProblem {
   // 'identity' reads the input as it is (the compat layers: MONAI, smp and
   // nnU-Net take any values without an activation).
   bool check_probabilities;
+  MaskView mask;
 
   FD_HOST_DEVICE int64_t input_offset(int64_t b, int64_t c, int64_t s) const {
     return b * in_stride_b + c * in_stride_c + s * in_stride_s;
@@ -46,6 +57,11 @@ struct DiceProblem {
   }
   FD_HOST_DEVICE int64_t label_offset(int64_t b, int64_t s) const {
     return b * target.stride_b + s * target.stride_s;
+  }
+  FD_HOST_DEVICE bool has_mask() const { return mask.data != nullptr; }
+  // The mask's value at (b, s) (1 without a mask).
+  FD_HOST_DEVICE float mask_value(int64_t b, int64_t s) const {
+    return has_mask() ? load_target_value<float>(mask.data, mask.dtype, b * mask.stride_b + s * mask.stride_s) : 1.f;
   }
 };
 
@@ -75,6 +91,7 @@ namespace fastdice {
 struct PreparedProblem {
   at::Tensor input;
   at::Tensor target;
+  at::Tensor mask;  // [B, S] view, undefined without a mask
   DiceProblem problem;
 };
 
@@ -85,7 +102,7 @@ Activation parse_activation(const std::string& name);
 PreparedProblem prepare_problem(const at::Tensor& input, const at::Tensor& target,
                                 const std::string& activation, bool full_stats,
                                 c10::optional<int64_t> ignore_index, const std::string& pixel_loss = "none",
-                                double focal_gamma = 0.0);
+                                double focal_gamma = 0.0, const c10::optional<at::Tensor>& mask = c10::nullopt);
 
 // dtype of the statistics: float64 for float64 input, float32 otherwise.
 at::ScalarType stats_dtype_for(at::ScalarType input_dtype);

@@ -73,7 +73,9 @@ def stats_dtype(input_dtype: torch.dtype) -> torch.dtype:
 
 
 @torch.library.register_fake("fastdice::dice_stats")
-def _dice_stats_fake(input, target, activation, full_stats, ignore_index, pixel_loss="none", focal_gamma=0.0):
+def _dice_stats_fake(
+    input, target, activation, full_stats, ignore_index, pixel_loss="none", focal_gamma=0.0, mask=None
+):
     torch._check(input.dim() >= 2, lambda: f"fastdice: input must have shape (B, C, *spatial), got {tuple(input.shape)}")
     return input.new_empty((input.shape[0], input.shape[1], NUM_STATS), dtype=stats_dtype(input.dtype))
 
@@ -101,6 +103,7 @@ def _dice_stats_backward_fake(
     pixel_loss="none",
     focal_gamma=0.0,
     target_grad=False,
+    mask=None,
 ):
     # The layout rules of allocate_grad_input / allocate_grad_target / no_grad_target
     # (csrc/dice_problem.cpp).
@@ -129,6 +132,7 @@ def dice_stats(
     ignore_index: Optional[int] = None,
     pixel_loss: str = "none",
     focal_gamma: float = 0.0,
+    mask: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """Per-(sample, class) statistics ``[B, C, NUM_STATS]`` of ``activation(input)`` and ``target``.
 
@@ -141,9 +145,15 @@ def dice_stats(
     ``'cross_entropy'``: ``l = -log softmax(input)[c]`` (activation must be
     softmax); ``'binary_cross_entropy'``: ``l = BCE-with-logits(input, t)``
     (activation sigmoid or softmax). ``focal_gamma > 0`` multiplies ``l`` by
-    the focal modulator (MONAI's softmax / sigmoid focal loss).
+    the focal modulator (MONAI's softmax / sigmoid focal loss). ``mask``
+    (``(B, *spatial)`` or ``(B, 1, *spatial)``, bool / uint8 / floating 0-1):
+    where it is 0 a position adds to no statistic and gets zero gradient.
     """
     try:
+        if mask is not None:
+            return torch.ops.fastdice.dice_stats(
+                input, target, activation, full_stats, ignore_index, pixel_loss, float(focal_gamma), mask
+            )
         if pixel_loss == "none" and focal_gamma == 0.0:
             return torch.ops.fastdice.dice_stats(input, target, activation, full_stats, ignore_index)
         return torch.ops.fastdice.dice_stats(
@@ -161,6 +171,7 @@ _INPUT_ERROR = re.compile(
     r"fastdice: with activation='none' the input must hold probabilities in \[0, 1\]; got (\S+) at sample (\d+), "
     r"class (\d+), flat position (\d+)"
 )
+_MASK_ERROR = re.compile(r"fastdice: mask values must be 0 or 1; got (\S+) at sample (\d+), flat position (\d+)")
 _DENSE_ERROR = re.compile(
     r"fastdice: dense target values must lie in \[0, 1\]; got (\S+) at sample (\d+), class (\d+), flat position (\d+)"
 )
@@ -207,6 +218,14 @@ def explain_target_error(message: str, input, target):
                 "0/1 mask of the input's shape with activation='sigmoid'"
             )
         return text
+    m = _MASK_ERROR.search(message)
+    if m is not None:
+        value, b, flat = m[1], int(m[2]), int(m[3])
+        coords = _unravel(flat, spatial)
+        return (
+            f"fastdice: mask values must be 0 or 1; got {value} at sample {b}, spatial position {coords} of "
+            f"{spatial} (a 0/255 mask? compare with > 0; soft weights are not a mask)"
+        )
     m = _INPUT_ERROR.search(message)
     if m is not None:
         value, b, c, flat = m[1], int(m[2]), int(m[3]), int(m[4])

@@ -203,15 +203,21 @@ class DiceCELoss(NativeLoss):
     def pixel_loss(self) -> str:
         return "cross_entropy" if self.opts.activation == "softmax" else "binary_cross_entropy"
 
-    def forward(self, input: torch.Tensor, target: torch.Tensor):
-        """The loss (a scalar); ``(loss, dice, ce)`` with ``return_terms=True``."""
-        input, target, stats = self._stats(input, target, self.pixel_loss, self.focal_gamma)
+    def forward(self, input: torch.Tensor, target: torch.Tensor, mask: Optional[torch.Tensor] = None):
+        """The loss (a scalar); ``(loss, dice, ce)`` with ``return_terms=True``. ``mask``: see
+        :meth:`fastdice.DiceLoss.forward`; the second term's mean is then over the positions it keeps."""
+        input, target, stats = self._stats(input, target, self.pixel_loss, self.focal_gamma, mask)
         num_classes = input.shape[1]
         weight = self._class_weight("weight", num_classes, stats)
         ce_weight = self._class_weight("ce_weight", num_classes, stats)
         positions = math.prod(input.shape[2:]) * input.shape[0]
         label_map = is_label_map(input, target)
         fused = fused_epilogue_applies(self.opts, weight, ce_weight)
+        if mask is not None and not label_map:
+            # A dense target's mean is over the kept positions: a tensor (no host sync), which the
+            # fused epilogue (a number) cannot take.
+            positions = (mask != 0).sum()
+            fused = False
         if fused and not self.return_terms:
             loss = fused_loss_from_stats(
                 stats, self.opts, weight, ce_weight, ce_label_map=label_map, ce_positions=positions,

@@ -55,8 +55,9 @@ class TverskyLoss(NativeLoss):
     def _constructor_values(self) -> dict:
         return dict(super()._constructor_values(), alpha=self.alpha, beta=self.beta, gamma=self.gamma)
 
-    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        input, _, stats = self._stats(input, target)
+    def forward(self, input: torch.Tensor, target: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``mask``: see :meth:`fastdice.DiceLoss.forward`."""
+        input, _, stats = self._stats(input, target, mask=mask)
         weight = self._class_weight("weight", input.shape[1], stats)
         s, weight = pool_stats(stats, self.opts, weight, self.process_group)
         tp = s[..., _ops.TP]
@@ -115,8 +116,9 @@ class GeneralizedDiceLoss(NativeLoss):
     def _constructor_values(self) -> dict:
         return dict(super()._constructor_values(), w_type=self.w_type)
 
-    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        input, _, stats = self._stats(input, target)
+    def forward(self, input: torch.Tensor, target: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``mask``: see :meth:`fastdice.DiceLoss.forward`."""
+        input, _, stats = self._stats(input, target, mask=mask)
         s, _ = pool_stats(stats, self.opts, None, self.process_group)  # [B, C, K] or [C, K]
         tp, p_sum, g_sum = s[..., _ops.TP], s[..., _ops.SUM_P], s[..., _ops.SUM_T]
         # The weights are functions of the target volume: a target that requires

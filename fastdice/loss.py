@@ -254,35 +254,44 @@ def dice_loss(
     log_eps: float = 1e-7,
     distributed: bool = False,
     process_group=None,
+    mask: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """Functional form of :class:`DiceLoss`, with the same keyword options:
     activation, pooling, include_background, weight, ignore_index, smooth_nr,
     smooth_dr, squared, jaccard, log_loss, soft_label, reduction, log_eps,
-    distributed, process_group (see :class:`DiceLoss`)."""
+    distributed, process_group (see :class:`DiceLoss`), and the loss mask
+    ``mask`` of :meth:`DiceLoss.forward`."""
     opts = DiceOptions(
         activation=activation, pooling=pooling, include_background=include_background, weight=weight,
         ignore_index=ignore_index, smooth_nr=smooth_nr, smooth_dr=smooth_dr, squared=squared, jaccard=jaccard,
         log_loss=log_loss, soft_label=soft_label, reduction=reduction, log_eps=log_eps, distributed=distributed,
     )
     check_weight_values(opts.weight)
-    return _dice_loss(input, target, opts, None, process_group)
+    return _dice_loss(input, target, opts, None, process_group, mask)
 
 
 def native_stats(
     input: torch.Tensor, target: torch.Tensor, opts: DiceOptions, has_weight: bool, pixel_loss: str = "none",
-    focal_gamma: float = 0.0, needs_class_axis: Optional[str] = None,
+    focal_gamma: float = 0.0, needs_class_axis: Optional[str] = None, mask: Optional[torch.Tensor] = None,
 ):
     """The fused statistics of a native loss, after its checks: returns
     ``(input, target, stats)``, input and target in the op's layout.
     ``needs_class_axis``: the loss's name, when its input must be
-    (B, C, *spatial) whatever the options."""
+    (B, C, *spatial) whatever the options. ``mask``: the loss mask
+    (B, *spatial) / (B, 1, *spatial) of the forward, or None."""
     check_tensors(input, target, opts)
+    if mask is not None and not isinstance(mask, torch.Tensor):
+        raise TypeError(f"fastdice: mask must be a tensor (bool, uint8 or floating 0 / 1), got {type(mask).__name__}")
+    if mask is not None and input.dim() < 2:
+        raise ValueError(f"fastdice: a mask needs input of shape (B, C, *spatial), got {tuple(input.shape)}")
     if needs_class_axis is not None and input.dim() < 2:
         raise ValueError(f"fastdice: {needs_class_axis} needs input of shape (B, C, *spatial), got {tuple(input.shape)}")
     input, target = align_shapes(input, target, opts, has_weight or needs_class_axis is not None)
     if not opts.include_background and input.shape[1] == 1:
         _api.warn("fastdice: include_background=False ignored with a single channel")
-    stats = _ops.dice_stats(input, target, opts.activation, opts.full_stats, opts.ignore_index, pixel_loss, focal_gamma)
+    stats = _ops.dice_stats(
+        input, target, opts.activation, opts.full_stats, opts.ignore_index, pixel_loss, focal_gamma, mask
+    )
     return input, target, stats
 
 
@@ -299,9 +308,11 @@ def class_weight(
     return buffer.to(device=like.device, dtype=like.dtype)
 
 
-def _dice_loss(input, target, opts: DiceOptions, weight: Optional[torch.Tensor], process_group=None) -> torch.Tensor:
+def _dice_loss(
+    input, target, opts: DiceOptions, weight: Optional[torch.Tensor], process_group=None, mask=None
+) -> torch.Tensor:
     """The Dice loss; ``weight``: a module's weight buffer, or None for ``opts.weight``."""
-    input, _, stats = native_stats(input, target, opts, weight is not None or opts.weight is not None)
+    input, _, stats = native_stats(input, target, opts, weight is not None or opts.weight is not None, mask=mask)
     weight = class_weight(weight, opts.weight, input.shape[1], stats)
     loss = loss_from_stats(stats, opts, weight, process_group)
     return _api.zero_if_empty(loss, input, opts.distributed)
@@ -341,11 +352,14 @@ class NativeLoss(nn.Module):
     def _has_weight(self) -> bool:
         return any(getattr(self, n) is not None or v is not None for n, v in self._weight_numbers.items())
 
-    def _stats(self, input: torch.Tensor, target: torch.Tensor, pixel_loss: str = "none", focal_gamma: float = 0.0):
+    def _stats(
+        self, input: torch.Tensor, target: torch.Tensor, pixel_loss: str = "none", focal_gamma: float = 0.0,
+        mask: Optional[torch.Tensor] = None,
+    ):
         """``(input, target, stats)``: see native_stats."""
         return native_stats(
             input, target, self.opts, self._has_weight(), pixel_loss, focal_gamma,
-            type(self).__name__ if self.needs_class_axis else None,
+            type(self).__name__ if self.needs_class_axis else None, mask,
         )
 
     def _class_weight(self, name: str, num_classes: int, like: torch.Tensor) -> Optional[torch.Tensor]:
@@ -427,7 +441,10 @@ class DiceLoss(NativeLoss):
         )
         super().__init__(opts, process_group, weight=weight)
 
-    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        input, _, stats = self._stats(input, target)
+    def forward(self, input: torch.Tensor, target: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The loss of ``input`` against ``target``; ``mask`` (optional, ``(B, *spatial)`` or
+        ``(B, 1, *spatial)``, bool / uint8 / floating 0-1): where it is 0 a position adds to no
+        statistic and gets exactly zero gradient (read in place, in the same pass)."""
+        input, _, stats = self._stats(input, target, mask=mask)
         loss = loss_from_stats(stats, self.opts, self._class_weight("weight", input.shape[1], stats), self.process_group)
         return _api.zero_if_empty(loss, input, self.opts.distributed)

@@ -115,6 +115,8 @@ SHAPES = [(2, 3, 37), (1, 1, 5), (3, 4, 7, 9), (2, 5, 9001), (2, 2, 3, 4, 5), (1
 TARGETS = ["label64", "label32", "label_u8", "label1", "dense_f32", "dense_bool", "dense_u8", "onehot_same"]
 LAYOUTS = ["contiguous", "channels_last", "offset", "expanded_target"]
 SPECIALS = ["clean", "bad_label", "nonfinite", "bad_prob"]
+# The loss mask: none, bool (B, *spatial), float (B, 1, *spatial) as a strided view.
+MASKS = [None, "bool", "float_view"]
 
 
 def valid_stats_case(c: dict) -> bool:
@@ -139,7 +141,8 @@ def stats_cases(full: bool) -> list[dict]:
     axes = dict(strategy=["warp", "thread"], dtype=list(DTYPES), activation=["none", "sigmoid", "softmax"],
                 target=TARGETS,
                 pixel_loss=["none", "cross_entropy", "binary_cross_entropy"], focal_gamma=[0.0, 2.0],
-                full_stats=[False, True], ignore_index=[None, 2], shape=SHAPES, layout=LAYOUTS, special=SPECIALS)
+                full_stats=[False, True], ignore_index=[None, 2], shape=SHAPES, layout=LAYOUTS, special=SPECIALS,
+                mask=MASKS)
     every = [dict(zip(axes, v)) for v in itertools.product(*axes.values())]
     every = [c for c in every if valid_stats_case(c)]
     rng = random.Random(16)
@@ -244,7 +247,18 @@ def make_stats_inputs(c: dict, gen: torch.Generator):
         t = tb[1:].view_as(t).copy_(t) if t.numel() else t
     elif layout == "expanded_target" and not kind.startswith("label") and b > 0:
         t = t[:1].expand_as(t) if bad is None else t
-    return x, t, bad
+    mask = None
+    if c.get("mask") is not None:
+        keep = torch.rand((b, *spatial), generator=gen) < 0.7
+        if c["special"] in ("bad_label", "bad_prob") and keep.numel():
+            keep.view(b, -1)[0, pos] = True  # the planted value stays where it is read
+        if c["mask"] == "bool":
+            mask = keep
+        else:
+            buf = torch.zeros((b, 1, *spatial, 2))
+            buf[..., 1] = keep.unsqueeze(1).float()
+            mask = buf[..., 1]  # every other float: a view with a spatial stride of 2
+    return x, t, bad, mask
 
 
 def compare(actual: torch.Tensor, expected: torch.Tensor, what: str, rtol: float, atol_scale: float):
@@ -285,17 +299,19 @@ def test_dice_stats_forward_and_backward(emu, stats_case, monkeypatch):
     c = stats_case
     monkeypatch.setenv("FASTDICE_CUDA_FORWARD", c["strategy"])
     gen = torch.Generator().manual_seed(hash(case_id(c)) % (2**31))
-    x, t, bad = make_stats_inputs(c, gen)
+    x, t, bad, mask = make_stats_inputs(c, gen)
     args = (c["activation"], c["full_stats"], c["ignore_index"], c["pixel_loss"], c["focal_gamma"])
     b = x.shape[0]
     # The CPU op raises on invalid targets; the GPU poisons the sample with NaN instead.
     clean = [i for i in range(b) if i != bad]
+    mask_clean = mask[clean] if mask is not None else None
     try:
-        ref = torch.ops.fastdice.dice_stats(x[clean], t[clean], *args)
+        ref = torch.ops.fastdice.dice_stats(x[clean], t[clean], *args, mask_clean)
     except (RuntimeError, ValueError) as err:
         with pytest.raises(type(err)):
             ce.configure(emu, 0)
-            emu.dice_stats(emu.guarded_copy(x), emu.guarded_copy(t), *args)
+            emu.dice_stats(emu.guarded_copy(x), emu.guarded_copy(t), *args,
+                           emu.guarded_copy(mask) if mask is not None else None)
         return
     grad_stats = torch.randn(b, x.shape[1] if x.dim() > 1 else 1, 11, generator=gen, dtype=ref.dtype)
     # A dense float target also gets its gradient, from the same pass.
@@ -303,15 +319,16 @@ def test_dice_stats_forward_and_backward(emu, stats_case, monkeypatch):
 
     def run():
         xg, tg = emu.guarded_copy(x), emu.guarded_copy(t)
-        stats = emu.dice_stats(xg, tg, *args)
-        grad, grad_target = emu.dice_stats_backward(emu.guarded_copy(grad_stats), xg, tg, *args, target_grad)
+        mg = emu.guarded_copy(mask) if mask is not None else None
+        stats = emu.dice_stats(xg, tg, *args, mg)
+        grad, grad_target = emu.dice_stats_backward(emu.guarded_copy(grad_stats), xg, tg, *args, target_grad, mg)
         return stats, grad, grad_target
 
     stats, grad, grad_target = run_both_schedules(emu, run, grid_y=c.get("grid_y", 65535))
     rtol, atol = RTOL[ref.dtype]
     compare(stats[clean], ref, "stats", rtol, atol)
     ref_grad, ref_grad_target = torch.ops.fastdice.dice_stats_backward(
-        grad_stats[clean], x[clean], t[clean], *args, target_grad)
+        grad_stats[clean], x[clean], t[clean], *args, target_grad, mask_clean)
     grtol, gatol = RTOL[x.dtype]
     assert grad.stride() == ref_grad.stride() or grad.numel() == 0 or grad[clean].stride() == ref_grad.stride()
     compare(grad[clean], ref_grad, "grad_input", grtol, gatol)
@@ -401,7 +418,7 @@ def test_confusion_counts(emu, counts_case):
               special=c["special"] if c["special"] != "too_many_classes" else "clean")
     if c["mode"] == "binary" and c["target"].startswith("label"):
         sc["shape"] = (c["shape"][0], 2, *c["shape"][2:])  # labels in {0, 1}
-    x, t, bad = make_stats_inputs(sc, gen)
+    x, t, bad, _ = make_stats_inputs(sc, gen)
     if c["mode"] == "binary":
         x = x[:, :1]
         if not c["target"].startswith("label"):
@@ -435,4 +452,4 @@ def test_shared_memory_limit_is_a_clear_error(emu):
     x = torch.randn(1, 300, 4)
     t = torch.randint(0, 300, (1, 4))
     with pytest.raises(ValueError, match=r"shared memory.*64|65536"):
-        emu.dice_stats(emu.guarded_copy(x), emu.guarded_copy(t), "softmax", True, None, "cross_entropy", 0.0)
+        emu.dice_stats(emu.guarded_copy(x), emu.guarded_copy(t), "softmax", True, None, "cross_entropy", 0.0, None)

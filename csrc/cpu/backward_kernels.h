@@ -51,6 +51,7 @@ void target_grad_row(const scalar_t* input, const DiceProblem& pr, int64_t b, in
   const acc_t* xr = tile.row(c);
   const acc_t* inv = tile.inv.data();
   const acc_t* t = tile.target_row(c);
+  const int32_t* valid = tile.labels.data();  // -1: masked out
   const acc_t* z = nullptr;
   if constexpr (kPixel) {
     load_input_row(input, pr, b, c, s0, n, tile.logits.data());
@@ -73,7 +74,7 @@ void target_grad_row(const scalar_t* input, const DiceProblem& pr, int64_t b, in
       }
       g += pixel_grad_wrt_target(gs, term, t[i]);
     }
-    dst[i * dst_stride] = g;
+    dst[i * dst_stride] = valid[i] >= 0 ? g : acc_t(0);
   }
 }
 
@@ -110,6 +111,7 @@ void backward_row_elementwise(const scalar_t* __restrict x, const scalar_t* __re
 template <typename scalar_t>
 bool elementwise_backward_applies(const DiceProblem& pr, int64_t grad_stride_s) {
   return pr.activation != Activation::kSoftmax && pr.pixel_loss == PixelLoss::kNone && !pr.target.is_label &&
+         !pr.has_mask() &&
          pr.target.dtype == target_dtype_of<scalar_t>() && pr.in_stride_s == 1 && pr.target.stride_s == 1 &&
          grad_stride_s == 1;
 }
@@ -177,6 +179,7 @@ void backward_tiles(const scalar_t* x, const DiceProblem& pr, const acc_t* coefs
   const int64_t C = pr.classes;
   const int64_t per_sample = chunks_per_sample(pr.spatial);
   const bool is_label = pr.target.is_label;
+  const bool positions_dropped = is_label || pr.has_mask();
   const int64_t gsb = gl.stride_b, gsc = gl.stride_c, gss = gl.stride_s;
   // The cross-entropy's gradient couples the classes through the softmax (it
   // joins `dot`) and needs log p; the binary cross-entropy's is per element.
@@ -194,7 +197,8 @@ void backward_tiles(const scalar_t* x, const DiceProblem& pr, const acc_t* coefs
         if (is_label) {
           load_labels(pr, b, s0, n, tile);
         } else {
-          load_dense(pr, b, s0, n, tile);
+          int64_t unused_count = 0;
+          load_dense(pr, b, s0, n, tile, unused_count);
         }
         load_activated<kAct>(x, pr, b, s0, n, tile, cross_entropy);
         const acc_t* inv = tile.inv.data();
@@ -235,8 +239,8 @@ void backward_tiles(const scalar_t* x, const DiceProblem& pr, const acc_t* coefs
             if (kAct == Activation::kSigmoid) gx = sigmoid_backward(gx, p);
             if (kAct == Activation::kSoftmax) gx = softmax_backward(gx, p, dot[i]);
             if (kPixel) gx += direct[i];
-            // Ignored positions get exactly zero gradient, whatever their logits.
-            if (is_label) gx = labels[i] >= 0 ? gx : acc_t(0);
+            // Ignored and masked-out positions get exactly zero gradient, whatever their logits.
+            if (positions_dropped) gx = labels[i] >= 0 ? gx : acc_t(0);
             return static_cast<scalar_t>(gx);
           };
           scalar_t* dst = g + b * gsb + c * gsc + s0 * gss;

@@ -103,19 +103,15 @@ void accumulate_class(Tile<float>& tile, int64_t c, bool is_label, double* chunk
   }
 }
 
-// Activation 'none': whether a probability the statistics use (not ignored)
+// Activation 'none': whether a probability the statistics use (not ignored or masked out)
 // lies outside [0, 1] or is NaN, in the tile just loaded (its first n positions).
 template <typename acc_t>
 bool probabilities_outside_unit_interval(Tile<acc_t>& tile, const DiceProblem& pr, int64_t n) {
   int32_t outside = 0;
-  const int32_t* labels = pr.target.is_label ? tile.labels.data() : nullptr;
+  const int32_t* valid = tile.labels.data();  // -1: ignored or masked out
   for (int64_t c = 0; c < pr.classes; ++c) {
     const acc_t* p = tile.row(c);
-    if (labels != nullptr) {
-      for (int64_t i = 0; i < n; ++i) outside |= (labels[i] >= 0) & !(p[i] >= acc_t(0) && p[i] <= acc_t(1));
-    } else {
-      for (int64_t i = 0; i < n; ++i) outside |= !(p[i] >= acc_t(0) && p[i] <= acc_t(1));
-    }
+    for (int64_t i = 0; i < n; ++i) outside |= (valid[i] >= 0) & !(p[i] >= acc_t(0) && p[i] <= acc_t(1));
   }
   return outside != 0;
 }
@@ -127,6 +123,7 @@ template <typename scalar_t>
                                                     int64_t s_begin, int64_t s_end) {
   for (int64_t c = 0; c < pr.classes; ++c) {
     for (int64_t s = s_begin; s < s_end; ++s) {
+      if (pr.mask_value(b, s) == 0.f) continue;
       if (pr.target.is_label) {
         const int64_t label = load_label(pr.target.data, pr.target.dtype, pr.label_offset(b, s));
         if (classify_label(label, pr.classes, pr.has_ignore, pr.ignore_index) != LabelState::kValid) continue;
@@ -189,11 +186,16 @@ void forward_impl(const at::Tensor& input, const DiceProblem& pr, at::Tensor& st
         if (is_label) {
           valid_count += load_labels(pr, b, s0, n, tile);
         } else {
-          valid_count += n;
-          if (load_dense(pr, b, s0, n, tile)) target_outside[item] = 1;
+          if (load_dense(pr, b, s0, n, tile, valid_count)) target_outside[item] = 1;
         }
         load_activated<kAct>(x, pr, b, s0, n, tile, want_shift);
         if (check_probabilities && probabilities_outside_unit_interval(tile, pr, n)) input_outside[item] = 1;
+        if (!is_label && pr.has_mask()) {
+          // Masked-out positions: probability 0 (selected, so a NaN logit there stays out).
+          const int32_t* valid = tile.labels.data();
+          zero_masked_rows(tile.x.data(), C, n, valid);
+          for (int64_t i = 0; i < n; ++i) tile.inv[i] = valid[i] >= 0 ? tile.inv[i] : acc_t(0);
+        }
         for (int64_t c = 0; c < C; ++c) accumulate_class<kAct, kFull>(tile, c, is_label, acc + c * kNumStats);
         if constexpr (kPixel) {
           for (int64_t c = 0; c < C; ++c) {

@@ -33,7 +33,7 @@ void pixel_loop(const acc_t* __restrict z, const acc_t* __restrict x, const acc_
       is_one = labels[i] == cls;
       t = is_one ? acc_t(1) : acc_t(0);
     } else {
-      ok = i < n;
+      ok = labels[i] >= 0;  // 0 where valid, -1 for padding and masked-out positions
       t = target[i];
       is_one = false;
     }
@@ -69,7 +69,7 @@ void pixel_terms_class(const scalar_t* input, const DiceProblem& pr, int64_t b, 
   load_input_row(input, pr, b, c, s0, n, z);
   for (int64_t i = n; i < kTile; ++i) z[i] = acc_t(0);
   const bool is_label = pr.target.is_label;
-  const int32_t* labels = is_label ? tile.labels.data() : nullptr;
+  const int32_t* labels = tile.labels.data();
   const acc_t* target = is_label ? nullptr : tile.target_row(c);
   const acc_t gamma = static_cast<acc_t>(pr.focal_gamma);
   const acc_t coef_l = kBackward ? coef[0] : acc_t(0);

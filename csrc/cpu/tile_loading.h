@@ -131,7 +131,9 @@ struct Tile {
   std::vector<acc_t> x;       // [C][kTile]: logits, then activation values
   std::vector<acc_t> inv;     // [kTile]: softmax 1 / sum exp
   std::vector<acc_t> target;  // [C][kTile]: dense targets
-  std::vector<int32_t> labels;  // [kTile]: label, -1 where ignored or padding
+  // [kTile]: the label (label maps) or 0 (dense targets); -1 where ignored,
+  // masked out or padding.
+  std::vector<int32_t> labels;
   // Pixel losses only:
   std::vector<acc_t> shift;   // [kTile]: softmax max + log(sum exp), so log p = x - shift
   std::vector<acc_t> logits;  // [kTile]: one class's logits
@@ -142,7 +144,7 @@ struct Tile {
       : x(c * kTile),
         inv(kTile),
         target(is_label ? 0 : c * kTile),
-        labels(is_label ? kTile : 0),
+        labels(kTile),
         shift(has_pixel ? kTile : 0),
         logits(has_pixel ? kTile : 0),
         pixel(has_pixel ? 2 * kTile : 0),
@@ -215,9 +217,54 @@ inline acc_t prob(const acc_t* x, const acc_t* inv, int64_t i) {
   return kAct == Activation::kSoftmax ? x[i] * inv[i] : x[i];
 }
 
-// Fills tile.labels from target[b, s0:s0+n] (-1 where ignored and for the
-// padding up to kTile); returns the number of valid positions. Throws on a
-// label outside [0, C) that is not ignore_index.
+// f(typed pointer to the loss mask's data), for each mask dtype.
+template <typename F>
+decltype(auto) visit_mask_dtype(const MaskView& mv, F&& f) {
+  switch (mv.dtype) {
+    case TargetDtype::kUInt8:
+      return f(static_cast<const uint8_t*>(mv.data));
+    case TargetDtype::kFloat16:
+      return f(static_cast<const c10::Half*>(mv.data));
+    case TargetDtype::kBFloat16:
+      return f(static_cast<const c10::BFloat16*>(mv.data));
+    case TargetDtype::kFloat32:
+      return f(static_cast<const float*>(mv.data));
+    case TargetDtype::kFloat64:
+      return f(static_cast<const double*>(mv.data));
+    default:
+      return f(static_cast<const bool*>(mv.data));
+  }
+}
+
+// With a loss mask: codes[i] = -1 where mask[b, s0 + i] is 0 (i < n); returns
+// how many valid codes that removed. Throws on a mask value other than 0 / 1.
+inline int64_t apply_mask(const DiceProblem& pr, int64_t b, int64_t s0, int64_t n, int32_t* codes) {
+  const MaskView& mv = pr.mask;
+  int64_t removed = 0;
+  int32_t bad = 0;
+  visit_mask_dtype(mv, [&](const auto* data) {
+    const auto* src = data + b * mv.stride_b + s0 * mv.stride_s;
+    for (int64_t i = 0; i < n; ++i) {
+      const float m = static_cast<float>(src[i * mv.stride_s]);
+      const bool keep = m != 0.f;
+      removed += (!keep) & (codes[i] >= 0);
+      codes[i] = keep ? codes[i] : -1;
+      bad |= !(m == 0.f || m == 1.f);
+    }
+  });
+  if (bad) {
+    for (int64_t i = 0; i < n; ++i) {
+      const float m = pr.mask_value(b, s0 + i);
+      TORCH_CHECK_VALUE(m == 0.f || m == 1.f, "fastdice: mask values must be 0 or 1; got ", m, " at sample ", b,
+                        ", flat position ", s0 + i);
+    }
+  }
+  return removed;
+}
+
+// Fills tile.labels from target[b, s0:s0+n] (-1 where ignored or masked out
+// and for the padding up to kTile); returns the number of valid positions.
+// Throws on a label outside [0, C) that is not ignore_index.
 template <typename acc_t>
 int64_t load_labels(const DiceProblem& pr, int64_t b, int64_t s0, int64_t n, Tile<acc_t>& tile) {
   const TargetView& tv = pr.target;
@@ -236,7 +283,16 @@ int64_t load_labels(const DiceProblem& pr, int64_t b, int64_t s0, int64_t n, Til
     return count;
   });
   for (int64_t i = n; i < kTile; ++i) labels[i] = -1;
-  return valid;
+  return pr.has_mask() ? valid - apply_mask(pr, b, s0, n, labels) : valid;
+}
+
+// rows[c * kTile + i] = 0 where labels[i] < 0, for the C rows of a tile.
+template <typename acc_t>
+void zero_masked_rows(acc_t* rows, int64_t classes, int64_t n, const int32_t* labels) {
+  for (int64_t c = 0; c < classes; ++c) {
+    acc_t* r = rows + c * kTile;
+    for (int64_t i = 0; i < n; ++i) r[i] = labels[i] >= 0 ? r[i] : acc_t(0);
+  }
 }
 
 // Returns true when some loaded value lies outside [0, 1] (or is NaN).
@@ -259,11 +315,34 @@ bool load_dense_typed(const target_t* base, const DiceProblem& pr, int64_t b, in
   return outside != 0;
 }
 
-// Loads dense target[b, :, s0:s0+n] into tile.target, zero-padded; returns
-// true when a value lies outside [0, 1].
+// Loads dense target[b, :, s0:s0+n] into tile.target, zero-padded, and marks
+// the valid positions in tile.labels (0; -1 for padding and, with a loss
+// mask, where it is 0: there the target is zeroed too, and the caller zeroes
+// the probabilities, so that the position adds nothing to any sum). Adds the
+// number of valid positions to valid; returns true when a value lies outside
+// [0, 1].
 template <typename acc_t>
-bool load_dense(const DiceProblem& pr, int64_t b, int64_t s0, int64_t n, Tile<acc_t>& tile) {
-  return visit_dense_dtype(pr.target, [&](const auto* data) { return load_dense_typed(data, pr, b, s0, n, tile); });
+bool load_dense(const DiceProblem& pr, int64_t b, int64_t s0, int64_t n, Tile<acc_t>& tile, int64_t& valid) {
+  bool outside =
+      visit_dense_dtype(pr.target, [&](const auto* data) { return load_dense_typed(data, pr, b, s0, n, tile); });
+  int32_t* labels = tile.labels.data();
+  for (int64_t i = 0; i < kTile; ++i) labels[i] = i < n ? 0 : -1;
+  valid += n;
+  if (pr.has_mask()) {
+    valid -= apply_mask(pr, b, s0, n, labels);
+    // Masked-out positions are exempt from the [0, 1] rule (unannotated
+    // regions often hold a fill value such as 255).
+    zero_masked_rows(tile.target.data(), pr.classes, n, labels);
+    if (outside) {
+      int32_t bad = 0;
+      for (int64_t c = 0; c < pr.classes; ++c) {
+        const acc_t* t = tile.target_row(c);
+        for (int64_t i = 0; i < n; ++i) bad |= !(t[i] >= acc_t(0) && t[i] <= acc_t(1));
+      }
+      outside = bad != 0;
+    }
+  }
+  return outside;
 }
 
 // After a chunk reported a target value outside [0, 1]: finds the first one
@@ -272,6 +351,7 @@ bool load_dense(const DiceProblem& pr, int64_t b, int64_t s0, int64_t n, Tile<ac
                                                            int64_t s_end) {
   for (int64_t c = 0; c < pr.classes; ++c) {
     for (int64_t s = s_begin; s < s_end; ++s) {
+      if (pr.mask_value(b, s) == 0.f) continue;
       const double v = load_target_value<double>(pr.target.data, pr.target.dtype, pr.dense_target_offset(b, c, s));
       TORCH_CHECK_VALUE(v >= 0.0 && v <= 1.0, "fastdice: dense target values must lie in [0, 1]; got ", v,
                         " at sample ", b, ", class ", c, ", flat position ", s,

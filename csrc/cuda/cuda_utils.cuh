@@ -60,7 +60,7 @@ __device__ __forceinline__ void load_input_items(const scalar_t* __restrict__ in
 template <int kItems>
 struct ItemLabels {
   int64_t label[kItems];  // label maps only
-  bool valid[kItems];         // in range and not ignored
+  bool valid[kItems];         // in range, not ignored, not masked out
   bool out_of_range[kItems];  // a label outside [0, C) that is not ignore_index
   bool any_out_of_range;
   int valid_count;
@@ -84,6 +84,15 @@ __device__ __forceinline__ ItemLabels<kItems> load_item_labels(const DiceProblem
       r.out_of_range[i] = state == LabelState::kOutOfRange;
       r.any_out_of_range |= r.out_of_range[i];
       r.label[i] = v;
+    }
+    if (pr.has_mask() && s < pr.spatial) {
+      // A masked-out position leaves every sum, as an ignored label; a mask
+      // value other than 0 / 1 poisons like a bad label.
+      const float m = pr.mask_value(b, s);
+      r.valid[i] = r.valid[i] && m != 0.f;
+      const bool bad = !(m == 0.f || m == 1.f);
+      r.out_of_range[i] = r.out_of_range[i] || bad;
+      r.any_out_of_range |= bad;
     }
     r.valid_count += r.valid[i];
   }

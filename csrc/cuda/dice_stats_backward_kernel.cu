@@ -50,14 +50,15 @@ template <int kItems, Activation kAct, bool kFull, bool kPixel, typename acc_t>
 __device__ __forceinline__ void target_grad_items(const DiceProblem& pr, const acc_t* __restrict__ gs,
                                                   const acc_t (&x)[kItems], const acc_t (&row_max)[kItems],
                                                   const acc_t (&row_inv)[kItems], const acc_t (&shift)[kItems],
-                                                  int64_t b, int64_t c, int64_t s0, acc_t (&out)[kItems]) {
+                                                  const bool (&valid)[kItems], int64_t b, int64_t c, int64_t s0,
+                                                  acc_t (&out)[kItems]) {
 #pragma unroll
   for (int i = 0; i < kItems; ++i) {
     const acc_t p = activate<kAct>(x[i], row_max[i], row_inv[i]);
     const acc_t t = s0 + i < pr.spatial ? item_target<acc_t>(pr, -1, b, c, s0 + i) : acc_t(0);
     acc_t g = grad_wrt_target<kFull>(gs, p, t);
     if constexpr (kPixel) g += pixel_grad_wrt_target(gs, pixel_term(pr, x[i], p, shift[i], t), t);
-    out[i] = g;
+    out[i] = valid[i] ? g : acc_t(0);  // masked-out positions: zero
   }
 }
 
@@ -137,7 +138,7 @@ __global__ void __launch_bounds__(kThreads)
         if (grad_target != nullptr) {
           acc_t gt[kItems];
           target_grad_items<kItems, kAct, kFull, kPixel>(pr, grad_stats + (b * C + c) * kNumStats, x, row_max,
-                                                         row_inv, shift, b, c, s0, gt);
+                                                         row_inv, shift, labels.valid, b, c, s0, gt);
           store_grad_items<kItems>(grad_target, target_layout, pr, b, c, s0, false, gt);
         }
       }
@@ -174,11 +175,11 @@ std::tuple<at::Tensor, at::Tensor> dice_stats_backward_cuda(const at::Tensor& gr
                                                              const at::Tensor& target, c10::string_view activation,
                                                              bool full_stats, c10::optional<int64_t> ignore_index,
                                                              c10::string_view pixel_loss, double focal_gamma,
-                                                             bool target_grad) {
+                                                             bool target_grad, const c10::optional<at::Tensor>& mask) {
   TORCH_CHECK_VALUE(on_kernel_device(input), "fastdice: expected a CUDA input, got ", input.device());
   const DeviceGuard guard(input.device());
   const PreparedProblem prepared = prepare_problem(input, target, std::string(activation), full_stats, ignore_index,
-                                                   std::string(pixel_loss), focal_gamma);
+                                                   std::string(pixel_loss), focal_gamma, mask);
   const DiceProblem& pr = prepared.problem;
   const at::Tensor grad_stats_c = check_grad_stats(grad_stats, prepared);
   at::Tensor grad_input = allocate_grad_input(input);

@@ -24,9 +24,11 @@ TORCH_LIBRARY(fastdice, m) {
   // term when focal_gamma > 0; 'binary_cross_entropy': BCE with logits, or the
   // sigmoid focal term). p = activation(input) over dim 1. target is dense
   // (input's shape) or an integer label map (B, *spatial) / (B, 1, *spatial).
+  // mask (B, *spatial) / (B, 1, *spatial), bool / uint8 / floating 0-1: where
+  // it is 0 a position adds to no statistic and gets zero gradient.
   m.def(
       "dice_stats(Tensor input, Tensor target, str activation, bool full_stats, "
-      "int? ignore_index, str pixel_loss=\"none\", float focal_gamma=0.0) -> Tensor");
+      "int? ignore_index, str pixel_loss=\"none\", float focal_gamma=0.0, Tensor? mask=None) -> Tensor");
   // (grad_input, grad_target) for grad_stats[B, C, 11], recomputing the
   // activation from input. grad_target (a dense floating-point target's
   // gradient, in the target's dtype) only when target_grad is true, else an
@@ -34,5 +36,5 @@ TORCH_LIBRARY(fastdice, m) {
   m.def(
       "dice_stats_backward(Tensor grad_stats, Tensor input, Tensor target, str activation, "
       "bool full_stats, int? ignore_index, str pixel_loss=\"none\", float focal_gamma=0.0, "
-      "bool target_grad=False) -> (Tensor, Tensor)");
+      "bool target_grad=False, Tensor? mask=None) -> (Tensor, Tensor)");
 }

@@ -23,42 +23,46 @@ using torch::autograd::variable_list;
 
 at::Tensor call_dice_stats(const at::Tensor& input, const at::Tensor& target, c10::string_view activation,
                            bool full_stats, c10::optional<int64_t> ignore_index, c10::string_view pixel_loss,
-                           double focal_gamma) {
+                           double focal_gamma, const c10::optional<at::Tensor>& mask) {
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("fastdice::dice_stats", "")
                        .typed<at::Tensor(const at::Tensor&, const at::Tensor&, c10::string_view, bool,
-                                         c10::optional<int64_t>, c10::string_view, double)>();
-  return op.call(input, target, activation, full_stats, ignore_index, pixel_loss, focal_gamma);
+                                         c10::optional<int64_t>, c10::string_view, double,
+                                         const c10::optional<at::Tensor>&)>();
+  return op.call(input, target, activation, full_stats, ignore_index, pixel_loss, focal_gamma, mask);
 }
 
 std::tuple<at::Tensor, at::Tensor> call_dice_stats_backward(const at::Tensor& grad_stats, const at::Tensor& input,
                                                              const at::Tensor& target, c10::string_view activation,
                                                              bool full_stats, c10::optional<int64_t> ignore_index,
                                                              c10::string_view pixel_loss, double focal_gamma,
-                                                             bool target_grad) {
+                                                             bool target_grad, const c10::optional<at::Tensor>& mask) {
   static auto op =
       c10::Dispatcher::singleton()
           .findSchemaOrThrow("fastdice::dice_stats_backward", "")
           .typed<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&, const at::Tensor&,
                                                     c10::string_view, bool, c10::optional<int64_t>,
-                                                    c10::string_view, double, bool)>();
+                                                    c10::string_view, double, bool,
+                                                    const c10::optional<at::Tensor>&)>();
   return op.call(grad_stats, input, target, activation, full_stats, ignore_index, pixel_loss, focal_gamma,
-                 target_grad);
+                 target_grad, mask);
 }
 
 class DiceStatsFunction : public torch::autograd::Function<DiceStatsFunction> {
  public:
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& input, const at::Tensor& target,
                             c10::string_view activation, bool full_stats, c10::optional<int64_t> ignore_index,
-                            c10::string_view pixel_loss, double focal_gamma) {
+                            c10::string_view pixel_loss, double focal_gamma,
+                            const c10::optional<at::Tensor>& mask) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    ctx->save_for_backward({input, target});
+    // An absent mask is saved as an undefined tensor.
+    ctx->save_for_backward({input, target, mask.has_value() ? *mask : at::Tensor()});
     ctx->saved_data["activation"] = std::string(activation);
     ctx->saved_data["full_stats"] = full_stats;
     ctx->saved_data["ignore_index"] = ignore_index.has_value() ? c10::IValue(*ignore_index) : c10::IValue();
     ctx->saved_data["pixel_loss"] = std::string(pixel_loss);
     ctx->saved_data["focal_gamma"] = focal_gamma;
-    return call_dice_stats(input, target, activation, full_stats, ignore_index, pixel_loss, focal_gamma);
+    return call_dice_stats(input, target, activation, full_stats, ignore_index, pixel_loss, focal_gamma, mask);
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
@@ -72,19 +76,21 @@ class DiceStatsFunction : public torch::autograd::Function<DiceStatsFunction> {
           grad_outputs[0], saved[0], saved[1], ctx->saved_data["activation"].toStringRef(),
           ctx->saved_data["full_stats"].toBool(),
           ignore.isNone() ? c10::optional<int64_t>() : c10::optional<int64_t>(ignore.toInt()),
-          ctx->saved_data["pixel_loss"].toStringRef(), ctx->saved_data["focal_gamma"].toDouble(), want_target);
+          ctx->saved_data["pixel_loss"].toStringRef(), ctx->saved_data["focal_gamma"].toDouble(), want_target,
+          saved[2].defined() ? c10::optional<at::Tensor>(saved[2]) : c10::optional<at::Tensor>());
       if (!want_input) grad_input = at::Tensor();
       if (!want_target) grad_target = at::Tensor();
     }
     // One entry per forward argument: input and a dense float target are differentiable.
-    return {grad_input, grad_target, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    return {grad_input, grad_target, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(),
+            at::Tensor()};
   }
 };
 
 at::Tensor dice_stats_autograd(const at::Tensor& input, const at::Tensor& target, c10::string_view activation,
                                bool full_stats, c10::optional<int64_t> ignore_index, c10::string_view pixel_loss,
-                               double focal_gamma) {
-  return DiceStatsFunction::apply(input, target, activation, full_stats, ignore_index, pixel_loss, focal_gamma);
+                               double focal_gamma, const c10::optional<at::Tensor>& mask) {
+  return DiceStatsFunction::apply(input, target, activation, full_stats, ignore_index, pixel_loss, focal_gamma, mask);
 }
 
 }  // namespace

@@ -71,7 +71,10 @@ from .. import _api, _ops
 from ..combined import pixel_loss_from_stats
 from ..options import LABEL_DTYPES
 
-__all__ = ["DiceLoss", "GeneralizedDiceLoss", "TverskyLoss", "DiceCELoss", "DiceFocalLoss", "GeneralizedDiceFocalLoss"]
+__all__ = [
+    "DiceLoss", "MaskedDiceLoss", "GeneralizedDiceLoss", "TverskyLoss", "DiceCELoss", "DiceFocalLoss",
+    "GeneralizedDiceFocalLoss",
+]
 
 _REDUCTIONS = ("none", "mean", "sum")
 _W_TYPES = ("square", "simple", "uniform")
@@ -171,10 +174,12 @@ def _check_tensors(input, target) -> None:
         )
 
 
-def _activation(module, n_pred_ch: int) -> str:
-    """The op's activation of MONAI's sigmoid / softmax flags (softmax over one channel: warned, none)."""
-    activation = "sigmoid" if module.sigmoid else "none"
-    if module.softmax:
+def _activation(module, n_pred_ch: int, flags=None) -> str:
+    """The op's activation of MONAI's sigmoid / softmax flags (softmax over one channel: warned, none);
+    ``flags``: (sigmoid, softmax) instead of the module's (MaskedDiceLoss's pre-activation)."""
+    sigmoid, softmax = flags if flags is not None else (module.sigmoid, module.softmax)
+    activation = "sigmoid" if sigmoid else "none"
+    if softmax:
         if n_pred_ch == 1:
             _api.warn("single channel prediction, `softmax=True` ignored.")
         else:
@@ -215,7 +220,10 @@ def _check_shapes(module, input, target, use_label_map: bool, drop_background: b
         )
 
 
-def _monai_stats(module, input, target, to_onehot_y: bool, pixel_loss: str = "none", focal_gamma: float = 0.0):
+def _monai_stats(
+    module, input, target, to_onehot_y: bool, pixel_loss: str = "none", focal_gamma: float = 0.0,
+    activation_flags=None, mask=None,
+):
     """MONAI's validation and preprocessing of ``module``'s settings, then the fused statistics.
 
     Returns ``(stats, pixel)``: ``stats`` the op's unpooled statistics ``[B, C, 11]``
@@ -226,10 +234,12 @@ def _monai_stats(module, input, target, to_onehot_y: bool, pixel_loss: str = "no
     activation and no PyTorch fallback ran), else None (the caller then makes a second,
     separate fused pass for it). Issues MONAI's warnings (single channel with softmax /
     to_onehot_y / include_background=False) and raises its shape errors (``AssertionError``).
+    ``activation_flags`` overrides the module's (sigmoid, softmax); ``mask`` (B, 1, *spatial),
+    bool / uint8, is the op's loss mask (MaskedDiceLoss; never with other_act or ignore_index).
     """
     _check_tensors(input, target)
     n_pred_ch = input.shape[1]  # IndexError for an input without a channel axis, as in MONAI
-    activation = _activation(module, n_pred_ch)
+    activation = _activation(module, n_pred_ch, activation_flags)
     target, use_label_map = _label_map_target(target, to_onehot_y, n_pred_ch)
     drop_background = not module.include_background
     if drop_background and n_pred_ch == 1:
@@ -271,8 +281,11 @@ def _monai_stats(module, input, target, to_onehot_y: bool, pixel_loss: str = "no
     )
     if not fused_pixel:
         pixel_loss, focal_gamma = "none", 0.0
+    if mask is not None:
+        assert module.other_act is None and ignore_index is None, "the op's mask replaces no PyTorch fallback"
     stats = _ops.dice_stats(
-        input, target, _ops.as_peer_activation(activation), module._full_stats(), op_ignore, pixel_loss, focal_gamma
+        input, target, _ops.as_peer_activation(activation), module._full_stats(), op_ignore, pixel_loss, focal_gamma,
+        mask,
     )
     return stats, (stats if fused_pixel else None)
 
@@ -506,6 +519,103 @@ class DiceLoss(_MonaiLoss):
         if class_weight is not self.class_weight:
             self.class_weight = class_weight
         return _reduce_broadcast(f, self.reduction, input.dim())
+
+
+class MaskedDiceLoss(DiceLoss):
+    """``monai.losses.MaskedDiceLoss`` (MONAI 1.6): the activation, then input and
+    target multiplied by ``mask`` (B1H[WD] or 11H[WD]), then :class:`DiceLoss`.
+
+    Fused (the op reads ``mask`` in place, no masked copies): a bool / uint8
+    mask of the input's batch size, without ``other_act``, and without
+    ``to_onehot_y`` unless the background is dropped (MONAI's masked label
+    map turns masked positions into class 0, which only the background sees).
+    Otherwise MONAI's steps in PyTorch (a float mask may hold weights in [0, 1]),
+    the sums fused.
+    """
+
+    def __init__(
+        self,
+        include_background: bool = True,
+        to_onehot_y: bool = False,
+        sigmoid: bool = False,
+        softmax: bool = False,
+        other_act: Callable | None = None,
+        squared_pred: bool = False,
+        jaccard: bool = False,
+        reduction: str = "mean",
+        smooth_nr: float = 1e-5,
+        smooth_dr: float = 1e-5,
+        batch: bool = False,
+        weight: Sequence[float] | float | int | torch.Tensor | None = None,
+        soft_label: bool = False,
+    ) -> None:
+        if other_act is not None and not callable(other_act):
+            raise TypeError(f"other_act must be None or callable but is {type(other_act).__name__}.")
+        if sigmoid and softmax:
+            raise ValueError("Incompatible values: sigmoid=True and softmax=True.")
+        if other_act is not None and (sigmoid or softmax):
+            raise ValueError("Incompatible values: other_act is not None and sigmoid=True or softmax=True.")
+        super().__init__(
+            include_background=include_background, to_onehot_y=to_onehot_y, sigmoid=False, softmax=False,
+            other_act=None, squared_pred=squared_pred, jaccard=jaccard, reduction=reduction, smooth_nr=smooth_nr,
+            smooth_dr=smooth_dr, batch=batch, weight=weight, soft_label=soft_label,
+        )
+        self.pre_sigmoid = sigmoid
+        self.pre_softmax = softmax
+        self.pre_other_act = other_act
+
+    def _check_mask(self, input: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> None:
+        """MONAI's MaskedLoss checks: warnings for dims and spatial size, errors for batch and channels."""
+        if input.dim() != mask.dim():
+            _api.warn(f"Dim of input ({input.shape}) is different from mask ({mask.shape}).")
+        if input.shape[0] != mask.shape[0] and mask.shape[0] != 1:
+            raise ValueError(f"Batch size of mask ({mask.shape}) must be one or equal to input ({input.shape}).")
+        if target.dim() > 1:
+            if mask.shape[1] != 1:
+                raise ValueError(f"Mask ({mask.shape}) must have only one channel.")
+            if input.shape[2:] != mask.shape[2:]:
+                _api.warn(f"Spatial size of input ({input.shape}) is different from mask ({mask.shape}).")
+
+    def _fusable(self, input: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> bool:
+        n_pred_ch = input.shape[1] if input.dim() > 1 else 1
+        return (
+            self.pre_other_act is None
+            and mask.dtype in (torch.bool, torch.uint8)
+            and mask.dim() == input.dim()
+            and input.dim() > 2
+            and mask.shape[0] == input.shape[0]
+            and mask.shape[1] == 1
+            and mask.shape[2:] == input.shape[2:]
+            and (not self.to_onehot_y or n_pred_ch == 1 or not self.include_background)
+        )
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``mask``: B1H[WD] or 11H[WD] (None: MONAI's warning, then the unmasked loss)."""
+        _check_tensors(input, target)
+        if mask is not None:
+            self._check_mask(input, target, mask)
+            if self._fusable(input, target, mask):
+                stats, _ = self._stats_with(input, target, mask)
+                return self._loss(stats, input)
+        # MONAI's steps: the activation, the mask multiplied in, then DiceLoss (its own flags are off).
+        if self.pre_sigmoid:
+            input = torch.sigmoid(input)
+        if self.pre_softmax:
+            if input.shape[1] == 1:
+                _api.warn("single channel prediction, `softmax=True` ignored.")
+            else:
+                input = torch.softmax(input, 1)
+        if self.pre_other_act is not None:
+            input = self.pre_other_act(input)
+        if mask is None:
+            _api.warn("No mask value specified for the MaskedLoss.")
+            return super().forward(input, target)
+        return super().forward(input * mask, target * mask)
+
+    def _stats_with(self, input, target, mask):
+        return _monai_stats(
+            self, input, target, self.to_onehot_y, activation_flags=(self.pre_sigmoid, self.pre_softmax), mask=mask
+        )
 
 
 class GeneralizedDiceLoss(_MonaiLoss):

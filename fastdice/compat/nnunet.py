@@ -181,9 +181,9 @@ def _check_input(x, y) -> None:
         raise ValueError(f"fastdice.compat.nnunet: input must have shape (B, C, *spatial), got {tuple(x.shape)}")
 
 
-def _dice_stats(x, y, activation, ignore_index=None, pixel_loss="none"):
+def _dice_stats(x, y, activation, ignore_index=None, pixel_loss="none", mask=None):
     try:
-        return _ops.dice_stats(x, y, _ops.as_peer_activation(activation), False, ignore_index, pixel_loss)
+        return _ops.dice_stats(x, y, _ops.as_peer_activation(activation), False, ignore_index, pixel_loss, 0.0, mask)
     except ValueError as e:
         if "target label" in str(e):
             raise LabelOutOfRangeError(str(e)) from None
@@ -193,6 +193,10 @@ def _dice_stats(x, y, activation, ignore_index=None, pixel_loss="none"):
 # ---------------------------------------------------------------------------
 # The Dice losses
 # ---------------------------------------------------------------------------
+
+
+def _is_binary_mask(mask) -> bool:
+    return isinstance(mask, torch.Tensor) and mask.dtype in (torch.bool, torch.uint8)
 
 
 def _detach_stat(stats: torch.Tensor, index: int) -> torch.Tensor:
@@ -316,8 +320,10 @@ class _NnUNetDice(nn.Module):
         if y.requires_grad and not self._keeps_target_grad(x, y):
             y = y.detach()
         activation = self.activation
-        if loss_mask is None and activation is not None:
-            stats = _dice_stats(x, _op_target(x, y), activation)
+        if activation is not None and (loss_mask is None or _is_binary_mask(loss_mask)):
+            # A bool / uint8 loss_mask is read by the op in place (nnU-Net multiplies by it: the
+            # same sums for 0 / 1); a floating mask may hold weights, so it takes the eager path.
+            stats = _dice_stats(x, _op_target(x, y), activation, mask=loss_mask)
             if y.requires_grad and not self.differentiates_sum_gt:
                 stats = _detach_stat(stats, _ops.SUM_T)
             return self.loss_from_stats(stats, activation)
@@ -542,9 +548,43 @@ class DC_and_BCE_loss(nn.Module):
             and ce.pos_weight is None
         )
 
+    def _masked_bce_fusable(self) -> bool:
+        """use_ignore_label: nnU-Net sets the BCE's reduction to 'none' and averages it over the mask."""
+        ce = self.ce
+        return type(ce) is nn.BCEWithLogitsLoss and ce.reduction == "none" and ce.weight is None and ce.pos_weight is None
+
+    def _forward_ignore_channel(self, net_output, target, dice):
+        """use_ignore_label, fused: the last target channel marks ignored positions, read as the
+        op's loss mask; Dice and the masked BCE sum come from one pass."""
+        ignored = target[:, -1:]
+        mask = ~ignored if ignored.dtype == torch.bool else (1 - ignored).bool()  # nnU-Net's mask, (B, 1, ...)
+        target_regions = target[:, :-1]
+        fuse_ce = self._masked_bce_fusable()
+        stats = _dice_stats(
+            net_output, _op_target(net_output, target_regions), "sigmoid", None,
+            "binary_cross_entropy" if fuse_ce else "none", mask=mask,
+        )
+        dice._check_classes(net_output.shape[1])
+        dc_loss = dice.loss_from_stats(stats, "sigmoid")
+        if fuse_ce:
+            ce_sum = stats[..., _ops.PIXEL_LOSS].sum(dtype=torch.float32)
+            ce_loss = ce_sum / torch.clip(mask.sum(), min=1e-8)
+        else:
+            ce_loss = (self.ce(net_output, target_regions.float()) * mask).sum() / torch.clip(mask.sum(), min=1e-8)
+        return self.weight_ce * ce_loss + self.weight_dice * dc_loss
+
     def forward(self, net_output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         _check_input(net_output, target)
         dice = _our_dice(self.dc)
+        if (
+            self.use_ignore_label
+            and dice is not None
+            and dice.activation == "sigmoid"
+            and target.shape[0] == net_output.shape[0]
+            and target.shape[1] == net_output.shape[1] + 1
+            and target.shape[2:] == net_output.shape[2:]
+        ):
+            return self._forward_ignore_channel(net_output, target, dice)
         if self.use_ignore_label or dice is None or dice.activation != "sigmoid" or target.shape != net_output.shape:
             return self._forward_eager(net_output, target)
         fuse_ce = self._bce_fusable()
