@@ -397,8 +397,10 @@ def test_monai_masked_dice_loss(case):
         loss = module(**kw)(x, t, mask=mask)
         (0.7 * loss).backward()
         results.append((loss.detach(), x.grad))
-    assert_close(results[0][0], results[1][0], torch.float64, "loss")
-    assert_close(results[0][1], results[1][1], torch.float64, "grad")
+    # MONAI's one-hot target is float32, so its squared sums carry float32 rounding.
+    tol = torch.float32 if kw.get("to_onehot_y") else torch.float64
+    assert_close(results[0][0], results[1][0], tol, "loss")
+    assert_close(results[0][1], results[1][1], tol, "grad")
 
 
 def test_monai_masked_dice_loss_is_fused_for_a_bool_mask(monkeypatch):

@@ -222,7 +222,7 @@ def _check_shapes(module, input, target, use_label_map: bool, drop_background: b
 
 def _monai_stats(
     module, input, target, to_onehot_y: bool, pixel_loss: str = "none", focal_gamma: float = 0.0,
-    activation_flags=None, mask=None,
+    activation_flags=None, loss_mask=None,
 ):
     """MONAI's validation and preprocessing of ``module``'s settings, then the fused statistics.
 
@@ -234,7 +234,7 @@ def _monai_stats(
     activation and no PyTorch fallback ran), else None (the caller then makes a second,
     separate fused pass for it). Issues MONAI's warnings (single channel with softmax /
     to_onehot_y / include_background=False) and raises its shape errors (``AssertionError``).
-    ``activation_flags`` overrides the module's (sigmoid, softmax); ``mask`` (B, 1, *spatial),
+    ``activation_flags`` overrides the module's (sigmoid, softmax); ``loss_mask`` (B, 1, *spatial),
     bool / uint8, is the op's loss mask (MaskedDiceLoss; never with other_act or ignore_index).
     """
     _check_tensors(input, target)
@@ -281,11 +281,11 @@ def _monai_stats(
     )
     if not fused_pixel:
         pixel_loss, focal_gamma = "none", 0.0
-    if mask is not None:
+    if loss_mask is not None:
         assert module.other_act is None and ignore_index is None, "the op's mask replaces no PyTorch fallback"
     stats = _ops.dice_stats(
         input, target, _ops.as_peer_activation(activation), module._full_stats(), op_ignore, pixel_loss, focal_gamma,
-        mask,
+        loss_mask,
     )
     return stats, (stats if fused_pixel else None)
 
@@ -614,7 +614,8 @@ class MaskedDiceLoss(DiceLoss):
 
     def _stats_with(self, input, target, mask):
         return _monai_stats(
-            self, input, target, self.to_onehot_y, activation_flags=(self.pre_sigmoid, self.pre_softmax), mask=mask
+            self, input, target, self.to_onehot_y, activation_flags=(self.pre_sigmoid, self.pre_softmax),
+            loss_mask=mask,
         )
 
 
