@@ -150,6 +150,7 @@ void forward_impl(const at::Tensor& input, const DiceProblem& pr, at::Tensor& st
   std::vector<uint8_t> target_outside(is_label ? 0 : items, 0);
   const bool check_probabilities = kAct == Activation::kNone && pr.check_probabilities;
   std::vector<uint8_t> input_outside(check_probabilities ? items : 0, 0);
+  std::vector<uint8_t> mask_bad(pr.has_mask() ? items : 0, 0);
 
   const bool want_shift = kPixel && pr.pixel_loss == PixelLoss::kCrossEntropy;
   constexpr bool kSoftmaxLabel = kSoftmaxLabelCase<scalar_t, kAct, kFull>;
@@ -208,9 +209,19 @@ void forward_impl(const at::Tensor& input, const DiceProblem& pr, at::Tensor& st
       if (kFull) {
         for (int64_t c = 0; c < C; ++c) acc[c * kNumStats + kValidCount] = static_cast<double>(valid_count);
       }
+      if (tile.bad_mask) {
+        mask_bad[item] = 1;
+        tile.bad_mask = false;
+      }
     }
   });
 
+  for (int64_t item = 0; item < static_cast<int64_t>(mask_bad.size()); ++item) {
+    if (mask_bad[item]) {
+      const int64_t s_begin = (item % per_sample) * kChunk;
+      throw_bad_mask_value(pr, item / per_sample, s_begin, std::min(s_begin + kChunk, pr.spatial));
+    }
+  }
   for (int64_t item = 0; item < static_cast<int64_t>(target_outside.size()); ++item) {
     if (target_outside[item]) {
       const int64_t s_begin = (item % per_sample) * kChunk;

@@ -139,6 +139,7 @@ struct Tile {
   std::vector<acc_t> logits;  // [kTile]: one class's logits
   std::vector<acc_t> pixel;   // [2][kTile] (forward): l and t*l of one class
   std::vector<acc_t> direct;  // [C][kTile] (backward): the pixel loss's gradient per class
+  bool bad_mask = false;      // a loss-mask value other than 0 / 1 was read (see apply_mask)
 
   Tile(int64_t c, bool is_label, bool has_pixel = false)
       : x(c * kTile),
@@ -237,8 +238,9 @@ decltype(auto) visit_mask_dtype(const MaskView& mv, F&& f) {
 }
 
 // With a loss mask: codes[i] = -1 where mask[b, s0 + i] is 0 (i < n); returns
-// how many valid codes that removed. Throws on a mask value other than 0 / 1.
-inline int64_t apply_mask(const DiceProblem& pr, int64_t b, int64_t s0, int64_t n, int32_t* codes) {
+// how many valid codes that removed. Sets bad when a mask value is not 0 / 1
+// (the caller raises after its parallel loop, for the first offender in order).
+inline int64_t apply_mask(const DiceProblem& pr, int64_t b, int64_t s0, int64_t n, int32_t* codes, bool& bad_mask) {
   const MaskView& mv = pr.mask;
   int64_t removed = 0;
   int32_t bad = 0;
@@ -252,14 +254,18 @@ inline int64_t apply_mask(const DiceProblem& pr, int64_t b, int64_t s0, int64_t 
       bad |= !(m == 0.f || m == 1.f);
     }
   });
-  if (bad) {
-    for (int64_t i = 0; i < n; ++i) {
-      const float m = pr.mask_value(b, s0 + i);
-      TORCH_CHECK_VALUE(m == 0.f || m == 1.f, "fastdice: mask values must be 0 or 1; got ", m, " at sample ", b,
-                        ", flat position ", s0 + i);
-    }
-  }
+  bad_mask = bad_mask || bad != 0;
   return removed;
+}
+
+// After a chunk reported a mask value other than 0 / 1: finds the first one and raises.
+[[noreturn]] inline void throw_bad_mask_value(const DiceProblem& pr, int64_t b, int64_t s_begin, int64_t s_end) {
+  for (int64_t s = s_begin; s < s_end; ++s) {
+    const float m = pr.mask_value(b, s);
+    TORCH_CHECK_VALUE(m == 0.f || m == 1.f, "fastdice: mask values must be 0 or 1; got ", m, " at sample ", b,
+                      ", flat position ", s);
+  }
+  TORCH_CHECK(false, "fastdice: internal error locating a mask value other than 0 / 1");
 }
 
 // Fills tile.labels from target[b, s0:s0+n] (-1 where ignored or masked out
@@ -283,7 +289,7 @@ int64_t load_labels(const DiceProblem& pr, int64_t b, int64_t s0, int64_t n, Til
     return count;
   });
   for (int64_t i = n; i < kTile; ++i) labels[i] = -1;
-  return pr.has_mask() ? valid - apply_mask(pr, b, s0, n, labels) : valid;
+  return pr.has_mask() ? valid - apply_mask(pr, b, s0, n, labels, tile.bad_mask) : valid;
 }
 
 // rows[c * kTile + i] = 0 where labels[i] < 0, for the C rows of a tile.
@@ -329,7 +335,7 @@ bool load_dense(const DiceProblem& pr, int64_t b, int64_t s0, int64_t n, Tile<ac
   for (int64_t i = 0; i < kTile; ++i) labels[i] = i < n ? 0 : -1;
   valid += n;
   if (pr.has_mask()) {
-    valid -= apply_mask(pr, b, s0, n, labels);
+    valid -= apply_mask(pr, b, s0, n, labels, tile.bad_mask);
     // Masked-out positions are exempt from the [0, 1] rule (unannotated
     // regions often hold a fill value such as 255).
     zero_masked_rows(tile.target.data(), pr.classes, n, labels);
