@@ -387,11 +387,14 @@ def test_known_nonlins_are_fused(op_calls, nonlin):
     assert [c["activation"] for c in op_calls] == [expected]
 
 
-def test_unknown_nonlin_and_loss_mask_fall_back(op_calls):
+def test_unknown_nonlin_and_float_loss_mask_fall_back(op_calls):
+    """A floating loss_mask may hold weights (nnU-Net multiplies by it): eager; a bool one is the op's mask."""
     x, y = torch.randn(2, 3, 5, 6), torch.randint(0, 3, (2, 1, 5, 6))
     fnn.SoftDiceLoss(_custom_nonlin, ddp=False)(x, y)
-    fnn.SoftDiceLoss(nn_softmax, ddp=False)(x, y, loss_mask=torch.ones(2, 1, 5, 6, dtype=torch.bool))
+    fnn.SoftDiceLoss(nn_softmax, ddp=False)(x, y, loss_mask=torch.ones(2, 1, 5, 6))
     assert op_calls == []
+    fnn.SoftDiceLoss(nn_softmax, ddp=False)(x, y, loss_mask=torch.ones(2, 1, 5, 6, dtype=torch.bool))
+    assert len(op_calls) == 1
 
 
 # ---------------------------------------------------------------------------
