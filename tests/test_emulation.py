@@ -85,6 +85,14 @@ MUTANTS = [
      "  const size_t shared_bytes = size_t(kWarps) * pr.classes * kNumCounts * sizeof(unsigned int);\n  auto kernel = confusion_counts_kernel<scalar_t, acc_t, kMulticlass>;\n  set_dynamic_shared_memory(kernel, shared_bytes, device, pr.classes);",
      "  const size_t shared_bytes = size_t(kWarps) * pr.classes * kNumCounts * sizeof(unsigned int);\n  auto kernel = confusion_counts_kernel<scalar_t, acc_t, kMulticlass>;",
      "no shared-memory opt-in for a large launch"),
+    ("cuda_utils.cuh",
+     "      r.valid[i] = r.valid[i] && ((bits >> i) & 1u);",
+     "      r.valid[i] = r.valid[i];",
+     "the loss mask read but not applied"),
+    ("dice_stats_backward_kernel.cu",
+     "    out[i] = valid[i] ? g : acc_t(0);  // masked-out positions: zero",
+     "    out[i] = g;",
+     "a target gradient written at masked-out positions"),
 ]
 
 

@@ -66,6 +66,26 @@ struct ItemLabels {
   int valid_count;
 };
 
+// The loss mask at positions s0 .. s0 + kItems: bit i set where it keeps
+// position s0 + i, bit 16 + i where its value is neither 0 nor 1. Not
+// inlined: without a mask the kernels never call it, and its registers stay
+// out of their hot loop.
+template <int kItems>
+__device__ __noinline__ uint32_t item_mask_bits(const void* data, TargetDtype dtype, int64_t stride, int64_t base,
+                                                int64_t s0, int64_t spatial) {
+  static_assert(kItems <= 16, "two 16-bit fields");
+  uint32_t bits = 0;
+#pragma unroll
+  for (int i = 0; i < kItems; ++i) {
+    if (s0 + i < spatial) {
+      const float m = load_target_value<float>(data, dtype, base + (s0 + i) * stride);
+      bits |= uint32_t(m != 0.f) << i;
+      bits |= uint32_t(!(m == 0.f || m == 1.f)) << (16 + i);
+    }
+  }
+  return bits;
+}
+
 template <int kItems>
 __device__ __forceinline__ ItemLabels<kItems> load_item_labels(const DiceProblem& pr, int64_t b, int64_t s0) {
   ItemLabels<kItems> r;
@@ -85,17 +105,22 @@ __device__ __forceinline__ ItemLabels<kItems> load_item_labels(const DiceProblem
       r.any_out_of_range |= r.out_of_range[i];
       r.label[i] = v;
     }
-    if (pr.has_mask() && s < pr.spatial) {
-      // A masked-out position leaves every sum, as an ignored label; a mask
-      // value other than 0 / 1 poisons like a bad label.
-      const float m = pr.mask_value(b, s);
-      r.valid[i] = r.valid[i] && m != 0.f;
-      const bool bad = !(m == 0.f || m == 1.f);
+  }
+  if (pr.has_mask()) {
+    // A masked-out position leaves every sum, as an ignored label; a mask
+    // value other than 0 / 1 poisons like a bad label.
+    const uint32_t bits = item_mask_bits<kItems>(pr.mask.data, pr.mask.dtype, pr.mask.stride_s,
+                                                 b * pr.mask.stride_b, s0, pr.spatial);
+#pragma unroll
+    for (int i = 0; i < kItems; ++i) {
+      const bool bad = (bits >> (16 + i)) & 1u;
+      r.valid[i] = r.valid[i] && ((bits >> i) & 1u);
       r.out_of_range[i] = r.out_of_range[i] || bad;
       r.any_out_of_range |= bad;
     }
-    r.valid_count += r.valid[i];
   }
+#pragma unroll
+  for (int i = 0; i < kItems; ++i) r.valid_count += r.valid[i];
   return r;
 }
 
