@@ -155,8 +155,10 @@ PreparedProblem prepare_problem(const at::Tensor& input, const at::Tensor& targe
   if (mask.has_value() && mask->defined()) {
     const at::Tensor& m = *mask;
     const at::ScalarType md = m.scalar_type();
-    TORCH_CHECK_TYPE(md == at::kBool || md == at::kByte || at::isFloatingType(md),
-                     "fastdice: mask must be bool, uint8 or floating-point (0 / 1), got ", md);
+    TORCH_CHECK_TYPE(md == at::kBool || md == at::kByte || md == at::kHalf || md == at::kBFloat16 ||
+                         md == at::kFloat || md == at::kDouble,
+                     "fastdice: mask must be bool, uint8 or floating-point (float16, bfloat16, float32, float64) "
+                     "holding 0 / 1, got ", md);
     TORCH_CHECK_VALUE(m.device() == input.device(), "fastdice: input is on ", input.device(), " but mask is on ",
                       m.device());
     const bool plain = m.dim() == input.dim() - 1 && m.size(0) == batch && m.sizes().slice(1) == spatial_shape;

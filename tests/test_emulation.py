@@ -260,6 +260,11 @@ def make_stats_inputs(c: dict, gen: torch.Generator):
         keep = torch.rand((b, *spatial), generator=gen) < 0.7
         if c["special"] in ("bad_label", "bad_prob") and keep.numel():
             keep.view(b, -1)[0, pos] = True  # the planted value stays where it is read
+        dropped = (~keep).reshape(b, -1).nonzero() if keep.numel() else []
+        if kind.startswith("label") and len(dropped) and kind != "label_u8":
+            # A masked-out position may hold any label (an unannotated region): never poisons.
+            sb, sp = dropped[-1].tolist()
+            t.view(b, -1)[sb, sp] = ncls + 7
         if c["mask"] == "bool":
             mask = keep
         else:

@@ -324,7 +324,7 @@ def test_nnunet_loss_mask_is_fused_and_equal(name, batch_dice, monkeypatch):
             x, y, loss_mask=loss_mask)
         (0.7 * loss).backward()
         results.append((loss.detach(), x.grad))
-    assert len(calls) == 1 and calls[0] is loss_mask, "one fused pass reading the mask"
+    assert len(calls) == 1 and calls[0].data_ptr() == loss_mask.data_ptr(), "one fused pass reading the mask"
     assert_close(results[0][0], results[1][0], torch.float32, f"{name} loss")
     assert_close(results[0][1], results[1][1], torch.float32, f"{name} grad")
 
@@ -417,3 +417,56 @@ def test_monai_masked_dice_loss_is_fused_for_a_bool_mask(monkeypatch):
     assert len(calls) == 1 and calls[0] is mask
     with pytest.warns(UserWarning, match="No mask value specified"):
         fmonai.MaskedDiceLoss(softmax=True)(x, torch.rand(2, 3, 6, 7))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_labels_out_of_range_where_masked_out_are_not_read(device):
+    """Unannotated regions often hold a fill label (255, -100): where the mask drops them, the
+    label is never classified; where it keeps them, the usual error."""
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64, device=device)
+    t = torch.randint(0, 3, (2, 8, 8), device=device)
+    mask = torch.rand(2, 8, 8, device=device) < 0.7
+    t_fill = torch.where(mask, t, torch.full_like(t, 255))
+    t_fill[0][~mask[0]] = -100
+    loss_fn = fastdice.DiceLoss(activation="softmax", pooling="sample")
+    assert_close(loss_fn(x, t_fill, mask=mask), loss_fn(x, t, mask=mask), torch.float64, "fill labels")
+    if device == "cpu":
+        keep_bad = mask.clone()
+        keep_bad[~mask] = True
+        with pytest.raises(ValueError, match="target label"):
+            loss_fn(x, t_fill, mask=keep_bad)
+
+
+def test_monai_masked_dice_loss_with_fill_labels():
+    monai_losses = pytest.importorskip("monai.losses")
+    from fastdice.compat import monai as fmonai
+
+    x = torch.randn(2, 3, 6, 7, dtype=torch.float64)
+    y = torch.randint(0, 3, (2, 1, 6, 7))
+    m = torch.rand(2, 1, 6, 7) < 0.7
+    y[~m] = 255
+    kw = dict(to_onehot_y=True, include_background=False, softmax=True)
+    assert_close(fmonai.MaskedDiceLoss(**kw)(x, y, mask=m), monai_losses.MaskedDiceLoss(**kw)(x, y, mask=m),
+                 torch.float64, "fill labels under the mask")
+
+
+@pytest.mark.parametrize("kind", ["batch1", "per_class", "uint8_255", "float"])
+def test_nnunet_loss_masks_it_multiplies_by_go_eager_and_match(kind):
+    nn_dice = pytest.importorskip("nnunetv2.training.loss.dice")
+    from nnunetv2.utilities.helpers import softmax_helper_dim1
+    from fastdice.compat import nnunet as fnn
+
+    x0 = 2 * torch.randn(2, 3, 6, 7)
+    y = torch.randint(0, 3, (2, 1, 6, 7))
+    keep = torch.rand(2, 1, 6, 7) < 0.7
+    mask = {"batch1": keep[:1], "per_class": torch.rand(2, 3, 6, 7) < 0.7,
+            "uint8_255": keep.to(torch.uint8) * 255, "float": keep.float() * 0.5}[kind]
+    results = []
+    for module, nonlin in ((fnn.MemoryEfficientSoftDiceLoss, fnn.softmax_helper_dim1),
+                           (nn_dice.MemoryEfficientSoftDiceLoss, softmax_helper_dim1)):
+        x = x0.clone().requires_grad_(True)
+        loss = module(apply_nonlin=nonlin, batch_dice=True, do_bg=True, smooth=1e-5, ddp=False)(x, y, loss_mask=mask)
+        loss.backward()
+        results.append((loss.detach(), x.grad))
+    assert_close(results[0][0], results[1][0], torch.float32, f"{kind} loss")
+    assert_close(results[0][1], results[1][1], torch.float32, f"{kind} grad")

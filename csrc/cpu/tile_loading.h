@@ -270,7 +270,8 @@ inline int64_t apply_mask(const DiceProblem& pr, int64_t b, int64_t s0, int64_t 
 
 // Fills tile.labels from target[b, s0:s0+n] (-1 where ignored or masked out
 // and for the padding up to kTile); returns the number of valid positions.
-// Throws on a label outside [0, C) that is not ignore_index.
+// Throws on a label outside [0, C) that is not ignore_index, unless the loss
+// mask drops its position (unannotated regions may hold any value).
 template <typename acc_t>
 int64_t load_labels(const DiceProblem& pr, int64_t b, int64_t s0, int64_t n, Tile<acc_t>& tile) {
   const TargetView& tv = pr.target;
@@ -281,10 +282,13 @@ int64_t load_labels(const DiceProblem& pr, int64_t b, int64_t s0, int64_t n, Til
     const int64_t count = classify_labels(src, tv.stride_s, n, pr.classes, 0, pr.has_ignore, pr.ignore_index, -1,
                                           labels, out_of_range);
     if (out_of_range) {
-      int64_t v = 0;
-      const int64_t i = first_label_out_of_range(src, tv.stride_s, n, pr.classes, pr.has_ignore, pr.ignore_index, v);
-      TORCH_CHECK_VALUE(false, "fastdice: target label ", v, " (sample ", b, ", flat position ", s0 + i,
-                        ") is outside [0, ", pr.classes, ")", pr.has_ignore ? " and is not ignore_index" : "");
+      for (int64_t i = 0; i < n; ++i) {
+        const int64_t v = static_cast<int64_t>(src[i * tv.stride_s]);
+        if (classify_label(v, pr.classes, pr.has_ignore, pr.ignore_index) != LabelState::kOutOfRange) continue;
+        if (pr.has_mask() && pr.mask_value(b, s0 + i) == 0.f) continue;
+        TORCH_CHECK_VALUE(false, "fastdice: target label ", v, " (sample ", b, ", flat position ", s0 + i,
+                          ") is outside [0, ", pr.classes, ")", pr.has_ignore ? " and is not ignore_index" : "");
+      }
     }
     return count;
   });

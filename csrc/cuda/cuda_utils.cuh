@@ -111,12 +111,15 @@ __device__ __forceinline__ ItemLabels<kItems> load_item_labels(const DiceProblem
     // value other than 0 / 1 poisons like a bad label.
     const uint32_t bits = item_mask_bits<kItems>(pr.mask.data, pr.mask.dtype, pr.mask.stride_s,
                                                  b * pr.mask.stride_b, s0, pr.spatial);
+    // A masked-out position may hold any label (unannotated regions): not out of range.
+    r.any_out_of_range = false;
 #pragma unroll
     for (int i = 0; i < kItems; ++i) {
+      const bool keep = (bits >> i) & 1u;
       const bool bad = (bits >> (16 + i)) & 1u;
-      r.valid[i] = r.valid[i] && ((bits >> i) & 1u);
-      r.out_of_range[i] = r.out_of_range[i] || bad;
-      r.any_out_of_range |= bad;
+      r.valid[i] = r.valid[i] && keep;
+      r.out_of_range[i] = (r.out_of_range[i] && keep) || bad;
+      r.any_out_of_range |= r.out_of_range[i];
     }
   }
 #pragma unroll

@@ -525,12 +525,12 @@ class MaskedDiceLoss(DiceLoss):
     """``monai.losses.MaskedDiceLoss`` (MONAI 1.6): the activation, then input and
     target multiplied by ``mask`` (B1H[WD] or 11H[WD]), then :class:`DiceLoss`.
 
-    Fused (the op reads ``mask`` in place, no masked copies): a bool / uint8
-    mask of the input's batch size, without ``other_act``, and without
+    Fused (the op reads ``mask`` in place, no masked copies): a bool mask of
+    the input's batch size, without ``other_act``, and without
     ``to_onehot_y`` unless the background is dropped (MONAI's masked label
     map turns masked positions into class 0, which only the background sees).
-    Otherwise MONAI's steps in PyTorch (a float mask may hold weights in [0, 1]),
-    the sums fused.
+    Otherwise MONAI's steps in PyTorch (a float or uint8 mask scales input and
+    target by its values), the sums fused.
     """
 
     def __init__(
@@ -578,9 +578,10 @@ class MaskedDiceLoss(DiceLoss):
 
     def _fusable(self, input: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> bool:
         n_pred_ch = input.shape[1] if input.dim() > 1 else 1
+        # bool only: MONAI multiplies by the mask, so a uint8 0/255 mask scales input and target.
         return (
             self.pre_other_act is None
-            and mask.dtype in (torch.bool, torch.uint8)
+            and mask.dtype == torch.bool
             and mask.dim() == input.dim()
             and input.dim() > 2
             and mask.shape[0] == input.shape[0]

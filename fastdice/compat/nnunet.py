@@ -195,8 +195,15 @@ def _dice_stats(x, y, activation, ignore_index=None, pixel_loss="none", mask=Non
 # ---------------------------------------------------------------------------
 
 
-def _is_binary_mask(mask) -> bool:
-    return isinstance(mask, torch.Tensor) and mask.dtype in (torch.bool, torch.uint8)
+def _op_loss_mask(x: torch.Tensor, mask) -> Optional[torch.Tensor]:
+    """The op's loss mask for nnU-Net's loss_mask, or None where the op cannot be exact: a bool
+    (B, 1, *spatial) mask (or (1, 1, ...) broadcast over the batch, read with stride 0). nnU-Net
+    multiplies by the mask, so a uint8 0/255 or float mask weights positions: those go eager."""
+    if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool or mask.dim() != x.dim():
+        return None
+    if mask.shape[1] != 1 or mask.shape[2:] != x.shape[2:] or mask.shape[0] not in (1, x.shape[0]):
+        return None
+    return mask.expand(x.shape[0], *mask.shape[1:])
 
 
 def _detach_stat(stats: torch.Tensor, index: int) -> torch.Tensor:
@@ -320,10 +327,11 @@ class _NnUNetDice(nn.Module):
         if y.requires_grad and not self._keeps_target_grad(x, y):
             y = y.detach()
         activation = self.activation
-        if activation is not None and (loss_mask is None or _is_binary_mask(loss_mask)):
-            # A bool / uint8 loss_mask is read by the op in place (nnU-Net multiplies by it: the
-            # same sums for 0 / 1); a floating mask may hold weights, so it takes the eager path.
-            stats = _dice_stats(x, _op_target(x, y), activation, mask=loss_mask)
+        op_mask = _op_loss_mask(x, loss_mask) if loss_mask is not None else None
+        if activation is not None and (loss_mask is None or op_mask is not None):
+            # A bool loss_mask is read by the op in place (nnU-Net multiplies by it: the same
+            # sums); other masks may weight positions, so they take the eager path.
+            stats = _dice_stats(x, _op_target(x, y), activation, mask=op_mask)
             if y.requires_grad and not self.differentiates_sum_gt:
                 stats = _detach_stat(stats, _ops.SUM_T)
             return self.loss_from_stats(stats, activation)
