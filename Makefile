@@ -52,7 +52,8 @@ emulation-mutants: build
 # The C++ (CPU) code built with AddressSanitizer + UBSan in a copy of the
 # tree under build/asan, and the CPU test suite run against it.
 ASAN_TESTS ?= tests/test_dice_loss.py tests/test_epilogue.py tests/test_validation.py tests/test_properties.py tests/test_ops.py tests/test_metrics.py \
-  tests/test_combined.py tests/test_dice_family.py tests/test_compat_monai.py tests/test_compat_monai_combined.py tests/test_compat_smp.py
+  tests/test_combined.py tests/test_dice_family.py tests/test_compat_monai.py tests/test_compat_monai_combined.py tests/test_compat_smp.py \
+  tests/test_mask.py tests/test_target_grad.py tests/test_probability_range.py
 test-asan: deps
 	rm -rf build/asan && mkdir -p build/asan
 	cp -r setup.py pyproject.toml README.md csrc fastdice tests build/asan/
