@@ -178,6 +178,10 @@ def stats_cases(full: bool) -> list[dict]:
     chosen.append(dict(strategy="thread", dtype="bf16", activation="softmax", target="label64",
                        pixel_loss="cross_entropy", focal_gamma=0.0, full_stats=False, ignore_index=None,
                        shape=(2, 14, 9001), layout="contiguous", special="clean"))
+    # An empty batch whose target gradient (float32 target) differs from the statistics' dtype (float64).
+    chosen.append(dict(strategy="thread", dtype="f64", activation="none", target="dense_f32", pixel_loss="none",
+                       focal_gamma=0.0, full_stats=True, ignore_index=None, shape=(0, 3, 8), layout="contiguous",
+                       special="clean", mask="float_view"))
     for strategy in ("warp", "thread"):
         chosen.append(dict(strategy=strategy, dtype="f16", activation="sigmoid", target="dense_f32",
                            pixel_loss="binary_cross_entropy",

@@ -184,7 +184,10 @@ std::tuple<at::Tensor, at::Tensor> dice_stats_backward_cuda(const at::Tensor& gr
   const at::Tensor grad_stats_c = check_grad_stats(grad_stats, prepared);
   at::Tensor grad_input = allocate_grad_input(input);
   at::Tensor grad_target = target_grad ? allocate_grad_target(prepared, target) : no_grad_target(input);
-  if (grad_input.numel() == 0) return {grad_input, grad_target};
+  if (grad_input.numel() == 0) {  // nothing to launch; the gradient still has the target's dtype
+    if (target_grad) grad_target = grad_target_in_target_dtype(grad_target, target);
+    return {grad_input, grad_target};
+  }
   at::Tensor grad3 = view_bcs(grad_input);
   at::Tensor grad_target3 = target_grad ? view_bcs(grad_target) : at::Tensor();
   at::Tensor* grad_target_out = target_grad ? &grad_target3 : nullptr;
