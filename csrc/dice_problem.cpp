@@ -85,7 +85,8 @@ PixelLoss parse_pixel_loss(const std::string& name, Activation activation, doubl
 PreparedProblem prepare_problem(const at::Tensor& input, const at::Tensor& target,
                                 const std::string& activation, bool full_stats,
                                 c10::optional<int64_t> ignore_index, const std::string& pixel_loss,
-                                double focal_gamma, const c10::optional<at::Tensor>& mask) {
+                                double focal_gamma, const c10::optional<at::Tensor>& mask,
+                                c10::OptionalArrayRef<int64_t> regions) {
   TORCH_CHECK_TYPE(at::isFloatingType(input.scalar_type()) &&
                        (input.scalar_type() == at::kHalf || input.scalar_type() == at::kBFloat16 ||
                         input.scalar_type() == at::kFloat || input.scalar_type() == at::kDouble),
@@ -128,6 +129,23 @@ PreparedProblem prepare_problem(const at::Tensor& input, const at::Tensor& targe
   label_shape = label_shape || (target.dim() == input.dim() && target.size(0) == batch &&
                                 target.size(1) == 1 && target.sizes().slice(2) == spatial_shape);
   tv.is_label = is_label_dtype(target.scalar_type()) && label_shape && !(classes == 1 && dense_shape);
+
+  pr.regions.count = 0;
+  for (int i = 0; i < kMaxRegions; ++i) pr.regions.bits[i] = 0;
+  if (regions.has_value()) {
+    // Each entry is the bit set of one region's labels (bit l: label l).
+    const auto bits = *regions;
+    TORCH_CHECK_VALUE(bits.size() >= 1 && bits.size() <= static_cast<size_t>(kMaxRegions),
+                      "fastdice: regions must name between 1 and ", kMaxRegions, " regions, got ", bits.size());
+    TORCH_CHECK_VALUE(static_cast<int64_t>(bits.size()) == classes, "fastdice: regions names ", bits.size(),
+                      " regions but the input has ", classes, " channels (one per region)");
+    TORCH_CHECK_VALUE(is_label_dtype(target.scalar_type()) && label_shape,
+                      "fastdice: regions needs an integer label map of shape (B, *spatial) or (B, 1, *spatial); "
+                      "got a target of shape ", target.sizes(), " and dtype ", target.scalar_type());
+    pr.regions.count = static_cast<int32_t>(bits.size());
+    for (size_t c = 0; c < bits.size(); ++c) pr.regions.bits[c] = static_cast<uint64_t>(bits[c]);
+    tv.is_label = true;
+  }
 
   if (tv.is_label) {
     out.target = target.dim() == input.dim() ? target.squeeze(1) : target;

@@ -28,6 +28,18 @@ struct MaskView {
   int64_t stride_s;
 };
 
+// Region targets built from a label map (nnU-Net's region-based training):
+// target channel c is 1 where the position's label belongs to region c. The
+// regions travel by value as bit sets, so no region tensor is ever written
+// or copied to the device.
+constexpr int kMaxRegions = 32;
+constexpr int64_t kRegionLabels = 64;  // labels of a region target lie in [0, 64)
+
+struct RegionTable {
+  int32_t count;  // 0: the label map is a one-hot class target
+  uint64_t bits[kMaxRegions];  // bit l of bits[c]: label l belongs to region c
+};
+
 struct DiceProblem {
   int64_t batch;
   int64_t classes;
@@ -48,6 +60,7 @@ struct DiceProblem {
   // nnU-Net take any values without an activation).
   bool check_probabilities;
   MaskView mask;
+  RegionTable regions;
 
   FD_HOST_DEVICE int64_t input_offset(int64_t b, int64_t c, int64_t s) const {
     return b * in_stride_b + c * in_stride_c + s * in_stride_s;
@@ -59,6 +72,19 @@ struct DiceProblem {
     return b * target.stride_b + s * target.stride_s;
   }
   FD_HOST_DEVICE bool has_mask() const { return mask.data != nullptr; }
+  FD_HOST_DEVICE bool has_regions() const { return regions.count > 0; }
+  // A label map read as one class index per position (not regions).
+  FD_HOST_DEVICE bool one_hot_labels() const { return target.is_label && !has_regions(); }
+  // Valid labels are [0, label_limit()): the classes, or any label a region may name.
+  FD_HOST_DEVICE int64_t label_limit() const { return has_regions() ? kRegionLabels : classes; }
+  // The target of class c for a label (0 for a label outside the regions' range).
+  template <typename T>
+  FD_HOST_DEVICE T label_target(int64_t label, int64_t c) const {
+    if (has_regions()) {
+      return label >= 0 && label < kRegionLabels ? static_cast<T>((regions.bits[c] >> label) & 1u) : T(0);
+    }
+    return label == c ? T(1) : T(0);
+  }
   // The mask's value at (b, s) (1 without a mask).
   FD_HOST_DEVICE float mask_value(int64_t b, int64_t s) const {
     return has_mask() ? load_target_value<float>(mask.data, mask.dtype, b * mask.stride_b + s * mask.stride_s) : 1.f;
@@ -81,6 +107,7 @@ struct CountsProblem {
 
 #include <ATen/core/Tensor.h>
 #include <c10/util/Optional.h>
+#include <c10/util/OptionalArrayRef.h>
 #include <string>
 
 namespace fastdice {
@@ -102,7 +129,8 @@ Activation parse_activation(const std::string& name);
 PreparedProblem prepare_problem(const at::Tensor& input, const at::Tensor& target,
                                 const std::string& activation, bool full_stats,
                                 c10::optional<int64_t> ignore_index, const std::string& pixel_loss = "none",
-                                double focal_gamma = 0.0, const c10::optional<at::Tensor>& mask = c10::nullopt);
+                                double focal_gamma = 0.0, const c10::optional<at::Tensor>& mask = c10::nullopt,
+                                c10::OptionalArrayRef<int64_t> regions = c10::nullopt);
 
 // dtype of the statistics: float64 for float64 input, float32 otherwise.
 at::ScalarType stats_dtype_for(at::ScalarType input_dtype);

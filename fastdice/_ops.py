@@ -5,7 +5,7 @@ the autograd of dice_stats; this module makes the ops traceable by torch.compile
 """
 
 import re
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 
@@ -74,7 +74,7 @@ def stats_dtype(input_dtype: torch.dtype) -> torch.dtype:
 
 @torch.library.register_fake("fastdice::dice_stats")
 def _dice_stats_fake(
-    input, target, activation, full_stats, ignore_index, pixel_loss="none", focal_gamma=0.0, mask=None
+    input, target, activation, full_stats, ignore_index, pixel_loss="none", focal_gamma=0.0, mask=None, regions=None
 ):
     torch._check(input.dim() >= 2, lambda: f"fastdice: input must have shape (B, C, *spatial), got {tuple(input.shape)}")
     return input.new_empty((input.shape[0], input.shape[1], NUM_STATS), dtype=stats_dtype(input.dtype))
@@ -104,6 +104,7 @@ def _dice_stats_backward_fake(
     focal_gamma=0.0,
     target_grad=False,
     mask=None,
+    regions=None,
 ):
     # The layout rules of allocate_grad_input / allocate_grad_target / no_grad_target
     # (csrc/dice_problem.cpp).
@@ -133,6 +134,7 @@ def dice_stats(
     pixel_loss: str = "none",
     focal_gamma: float = 0.0,
     mask: Optional[torch.Tensor] = None,
+    regions: Optional[Sequence[int]] = None,
 ) -> torch.Tensor:
     """Per-(sample, class) statistics ``[B, C, NUM_STATS]`` of ``activation(input)`` and ``target``.
 
@@ -148,11 +150,15 @@ def dice_stats(
     the focal modulator (MONAI's softmax / sigmoid focal loss). ``mask``
     (``(B, *spatial)`` or ``(B, 1, *spatial)``, bool / uint8 / floating 0-1):
     where it is 0 a position adds to no statistic and gets zero gradient.
+    ``regions`` (with an integer label map): one bit set per input channel
+    (see :func:`fastdice.options.region_bits`); channel c's target is 1 where the label is
+    in region c.
     """
     try:
-        if mask is not None:
+        if mask is not None or regions is not None:
             return torch.ops.fastdice.dice_stats(
-                input, target, activation, full_stats, ignore_index, pixel_loss, float(focal_gamma), mask
+                input, target, activation, full_stats, ignore_index, pixel_loss, float(focal_gamma), mask,
+                None if regions is None else list(regions),
             )
         if pixel_loss == "none" and focal_gamma == 0.0:
             return torch.ops.fastdice.dice_stats(input, target, activation, full_stats, ignore_index)

@@ -17,7 +17,7 @@ import torch
 from . import _api, _ops
 from ._api import native_arguments
 from .loss import NativeLoss, fused_epilogue_applies, fused_loss_from_stats, loss_from_stats
-from .options import LABEL_DTYPES, DiceOptions, Pooling, WeightLike, check_nonnegative, check_weight_values
+from .options import LABEL_DTYPES, DiceOptions, Pooling, RegionsLike, WeightLike, check_nonnegative, check_weight_values
 
 
 def is_label_map(input: torch.Tensor, target: torch.Tensor) -> bool:
@@ -103,7 +103,7 @@ class DiceCELoss(NativeLoss):
     and must be ``'softmax'`` or ``'sigmoid'``: the input is logits):
       activation, pooling, include_background, weight, ignore_index,
       smooth_nr, smooth_dr, squared, jaccard, log_loss, soft_label, log_eps,
-      distributed: as :class:`fastdice.DiceLoss`.
+      distributed, regions: as :class:`fastdice.DiceLoss`.
       reduction: 'mean' or 'sum' (of both terms).
       lambda_dice, lambda_ce: weights of the two terms (>= 0).
       ce_weight: per-class weight of the cross-entropy (one entry per input
@@ -122,7 +122,10 @@ class DiceCELoss(NativeLoss):
     probabilities, mean over positions). With ``'sigmoid'`` it is the binary
     cross-entropy with logits per class, mean over valid elements. The
     cross-entropy always uses every class (``include_background`` and
-    ``pooling`` concern the Dice term) and honours ``ignore_index``.
+    ``pooling`` concern the Dice term) and honours ``ignore_index``. With
+    ``regions`` the target is dense (one 0/1 channel per region): with
+    ``'sigmoid'`` this is nnU-Net's Dice + BCE over regions, the mean over
+    the valid (position, region) pairs.
     """
 
     needs_class_axis = True  # the cross-entropy is per class
@@ -145,6 +148,7 @@ class DiceCELoss(NativeLoss):
         reduction: Literal["mean", "sum"] = "mean",
         log_eps: float = 1e-7,
         distributed: bool = False,
+        regions: RegionsLike = None,
         lambda_dice: float = 1.0,
         lambda_ce: float = 1.0,
         ce_weight: WeightLike = None,
@@ -167,6 +171,7 @@ class DiceCELoss(NativeLoss):
             activation=activation, pooling=pooling, include_background=include_background,
             ignore_index=ignore_index, smooth_nr=smooth_nr, smooth_dr=smooth_dr, squared=squared, jaccard=jaccard,
             log_loss=log_loss, soft_label=soft_label, reduction=reduction, log_eps=log_eps, distributed=distributed,
+            regions=regions,
         )
         if opts.activation not in ("softmax", "sigmoid"):
             raise ValueError(
@@ -206,14 +211,23 @@ class DiceCELoss(NativeLoss):
     def forward(self, input: torch.Tensor, target: torch.Tensor, mask: Optional[torch.Tensor] = None):
         """The loss (a scalar); ``(loss, dice, ce)`` with ``return_terms=True``. ``mask``: see
         :meth:`fastdice.DiceLoss.forward`; the second term's mean is then over the positions it keeps."""
-        input, target, stats = self._stats(input, target, self.pixel_loss, self.focal_gamma, mask)
+        regions = self.opts.regions is not None
+        # Regions with ignored or masked-out positions: the mean is over the valid positions,
+        # which the kernel counts (VALID_COUNT, one of the full statistics).
+        count_valid = regions and (mask is not None or self.opts.ignore_index is not None)
+        input, target, stats = self._stats(input, target, self.pixel_loss, self.focal_gamma, mask, count_valid)
         num_classes = input.shape[1]
         weight = self._class_weight("weight", num_classes, stats)
         ce_weight = self._class_weight("ce_weight", num_classes, stats)
         positions = math.prod(input.shape[2:]) * input.shape[0]
-        label_map = is_label_map(input, target)
+        # Region targets are dense (one 0/1 channel per region), though read from a label map.
+        label_map = is_label_map(input, target) and not regions
         fused = fused_epilogue_applies(self.opts, weight, ce_weight)
-        if mask is not None and not label_map:
+        if count_valid:
+            # A tensor (no host sync), which the fused epilogue (a number) cannot take.
+            positions = stats[:, 0, _ops.VALID_COUNT].sum()
+            fused = False
+        elif mask is not None and not label_map:
             # A dense target's mean is over the kept positions: a tensor (no host sync), which the
             # fused epilogue (a number) cannot take.
             positions = (mask != 0).sum()
@@ -254,7 +268,7 @@ class DiceFocalLoss(DiceCELoss):
       activation ('softmax' default, or 'sigmoid'), pooling,
       include_background, weight, ignore_index, smooth_nr, smooth_dr,
       squared, jaccard, log_loss, soft_label, reduction ('mean' or 'sum'),
-      log_eps, distributed; and
+      log_eps, distributed, regions; and
       gamma: the focal exponent (>= 0; 0 is the cross-entropy).
       lambda_dice, lambda_focal: weights of the two terms (>= 0).
       focal_weight: per-class weight of the focal term (one entry per class).
@@ -280,6 +294,7 @@ class DiceFocalLoss(DiceCELoss):
         reduction: Literal["mean", "sum"] = "mean",
         log_eps: float = 1e-7,
         distributed: bool = False,
+        regions: RegionsLike = None,
         gamma: float = 2.0,
         lambda_dice: float = 1.0,
         lambda_focal: float = 1.0,
@@ -292,6 +307,7 @@ class DiceFocalLoss(DiceCELoss):
             activation=activation, pooling=pooling, include_background=include_background, weight=weight,
             ignore_index=ignore_index, smooth_nr=smooth_nr, smooth_dr=smooth_dr, squared=squared, jaccard=jaccard,
             log_loss=log_loss, soft_label=soft_label, reduction=reduction, log_eps=log_eps, distributed=distributed,
+            regions=regions,
             lambda_dice=lambda_dice, lambda_ce=lambda_focal, ce_weight=focal_weight, focal_gamma=gamma,
             return_terms=return_terms, process_group=process_group,
         )

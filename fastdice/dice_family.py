@@ -9,7 +9,7 @@ import torch
 from . import _api, _ops
 from ._api import native_arguments
 from .loss import NativeLoss, pool_stats, reduce_losses
-from .options import Activation, DiceOptions, Pooling, Reduction, WeightLike, check_nonnegative
+from .options import Activation, DiceOptions, Pooling, Reduction, RegionsLike, WeightLike, check_nonnegative
 
 W_TYPES = ("square", "simple", "uniform")
 
@@ -22,7 +22,8 @@ class TverskyLoss(NativeLoss):
     Dice loss with doubled smoothing, alpha = beta = 1 the soft Jaccard);
     gamma != 1 is the focal Tversky loss. Other keyword options as
     :class:`fastdice.DiceLoss`: activation, pooling, include_background,
-    weight, ignore_index, smooth_nr, smooth_dr (1.0), reduction, distributed.
+    weight, ignore_index, smooth_nr, smooth_dr (1.0), reduction, distributed,
+    regions.
     """
 
     @native_arguments
@@ -41,11 +42,13 @@ class TverskyLoss(NativeLoss):
         smooth_dr: float = 1.0,
         reduction: Reduction = "mean",
         distributed: bool = False,
+        regions: RegionsLike = None,
         process_group=None,
     ) -> None:
         opts = DiceOptions(
             activation=activation, pooling=pooling, include_background=include_background, ignore_index=ignore_index,
             smooth_nr=smooth_nr, smooth_dr=smooth_dr, reduction=reduction, distributed=distributed,
+            regions=regions,
         )
         super().__init__(opts, process_group, weight=weight)
         self.alpha = check_nonnegative("alpha", alpha)
@@ -84,7 +87,8 @@ class GeneralizedDiceLoss(NativeLoss):
     as MONAI does; the weights are constants (no gradient). smooth_nr and
     smooth_dr default to 1e-5 (the weighted sums are O(1 / G)). Other
     keyword options: activation, pooling ('sample' or 'batch'),
-    include_background, ignore_index, reduction (over samples), distributed.
+    include_background, ignore_index, reduction (over samples), distributed,
+    regions.
     """
 
     @native_arguments
@@ -100,6 +104,7 @@ class GeneralizedDiceLoss(NativeLoss):
         smooth_dr: float = 1e-5,
         reduction: Reduction = "mean",
         distributed: bool = False,
+        regions: RegionsLike = None,
         process_group=None,
     ) -> None:
         if pooling not in ("sample", "batch"):
@@ -109,6 +114,7 @@ class GeneralizedDiceLoss(NativeLoss):
         opts = DiceOptions(
             activation=activation, pooling=pooling, include_background=include_background, ignore_index=ignore_index,
             smooth_nr=smooth_nr, smooth_dr=smooth_dr, reduction=reduction, distributed=distributed,
+            regions=regions,
         )
         super().__init__(opts, process_group)
         self.w_type = w_type

@@ -12,7 +12,7 @@ from torch import nn
 
 from . import _api, _ops
 from ._api import native_arguments
-from .options import LABEL_DTYPES, Activation, DiceOptions, Pooling, Reduction, WeightLike, check_weight_values, weight_tensor
+from .options import LABEL_DTYPES, Activation, DiceOptions, Pooling, Reduction, RegionsLike, WeightLike, check_weight_values, weight_tensor
 
 
 def align_shapes(input: torch.Tensor, target: torch.Tensor, opts: DiceOptions, has_weight: bool):
@@ -253,18 +253,20 @@ def dice_loss(
     reduction: Reduction = "mean",
     log_eps: float = 1e-7,
     distributed: bool = False,
+    regions: RegionsLike = None,
     process_group=None,
     mask: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """Functional form of :class:`DiceLoss`, with the same keyword options:
     activation, pooling, include_background, weight, ignore_index, smooth_nr,
     smooth_dr, squared, jaccard, log_loss, soft_label, reduction, log_eps,
-    distributed, process_group (see :class:`DiceLoss`), and the loss mask
+    distributed, process_group, regions (see :class:`DiceLoss`), and the loss mask
     ``mask`` of :meth:`DiceLoss.forward`."""
     opts = DiceOptions(
         activation=activation, pooling=pooling, include_background=include_background, weight=weight,
         ignore_index=ignore_index, smooth_nr=smooth_nr, smooth_dr=smooth_dr, squared=squared, jaccard=jaccard,
         log_loss=log_loss, soft_label=soft_label, reduction=reduction, log_eps=log_eps, distributed=distributed,
+        regions=regions,
     )
     check_weight_values(opts.weight)
     return _dice_loss(input, target, opts, None, process_group, mask)
@@ -273,12 +275,14 @@ def dice_loss(
 def native_stats(
     input: torch.Tensor, target: torch.Tensor, opts: DiceOptions, has_weight: bool, pixel_loss: str = "none",
     focal_gamma: float = 0.0, needs_class_axis: Optional[str] = None, mask: Optional[torch.Tensor] = None,
+    count_valid: bool = False,
 ):
     """The fused statistics of a native loss, after its checks: returns
     ``(input, target, stats)``, input and target in the op's layout.
     ``needs_class_axis``: the loss's name, when its input must be
     (B, C, *spatial) whatever the options. ``mask``: the loss mask
-    (B, *spatial) / (B, 1, *spatial) of the forward, or None."""
+    (B, *spatial) / (B, 1, *spatial) of the forward, or None. ``count_valid``:
+    fill the VALID_COUNT statistic (the full statistics) whatever the options."""
     check_tensors(input, target, opts)
     if mask is not None and not isinstance(mask, torch.Tensor):
         raise TypeError(f"fastdice: mask must be a tensor (bool, uint8 or floating 0 / 1), got {type(mask).__name__}")
@@ -289,8 +293,14 @@ def native_stats(
     input, target = align_shapes(input, target, opts, has_weight or needs_class_axis is not None)
     if not opts.include_background and input.shape[1] == 1:
         _api.warn("fastdice: include_background=False ignored with a single channel")
+    if opts.regions is not None and target.dtype not in LABEL_DTYPES:
+        raise TypeError(
+            f"fastdice: regions= needs an integer label map target (B, *spatial) or (B, 1, *spatial), got dtype "
+            f"{target.dtype}; a dense region target (one channel per region) needs no regions="
+        )
     stats = _ops.dice_stats(
-        input, target, opts.activation, opts.full_stats, opts.ignore_index, pixel_loss, focal_gamma, mask
+        input, target, opts.activation, opts.full_stats or count_valid, opts.ignore_index, pixel_loss, focal_gamma,
+        mask, opts.region_bits,
     )
     return input, target, stats
 
@@ -354,12 +364,12 @@ class NativeLoss(nn.Module):
 
     def _stats(
         self, input: torch.Tensor, target: torch.Tensor, pixel_loss: str = "none", focal_gamma: float = 0.0,
-        mask: Optional[torch.Tensor] = None,
+        mask: Optional[torch.Tensor] = None, count_valid: bool = False,
     ):
         """``(input, target, stats)``: see native_stats."""
         return native_stats(
             input, target, self.opts, self._has_weight(), pixel_loss, focal_gamma,
-            type(self).__name__ if self.needs_class_axis else None, mask,
+            type(self).__name__ if self.needs_class_axis else None, mask, count_valid,
         )
 
     def _class_weight(self, name: str, num_classes: int, like: torch.Tensor) -> Optional[torch.Tensor]:
@@ -408,6 +418,13 @@ class DiceLoss(NativeLoss):
         process_group (default: the default group) before the ratio: the
         global-batch Dice of DDP training (pooling 'batch' or 'global').
       process_group: the group of distributed=True.
+      regions: region-based targets from an integer label map (nnU-Net's
+        region training): one sequence of labels per input channel, e.g.
+        [[1, 2, 3], [2, 3], [3]] for BraTS' whole tumour, tumour core and
+        enhancing tumour. Channel c's target is 1 where the label is in
+        regions[c]; membership is computed in the kernel, no region tensor is
+        written. Labels lie in [0, 64) (others raise, except ignore_index),
+        labels in no region are background; at most 32 regions.
 
     Arguments of MONAI's or smp's losses (softmax=True, batch=True, ...) raise
     a TypeError naming the native option; ``fastdice.compat.monai`` and
@@ -432,12 +449,14 @@ class DiceLoss(NativeLoss):
         reduction: Reduction = "mean",
         log_eps: float = 1e-7,
         distributed: bool = False,
+        regions: RegionsLike = None,
         process_group=None,
     ) -> None:
         opts = DiceOptions(
             activation=activation, pooling=pooling, include_background=include_background,
             ignore_index=ignore_index, smooth_nr=smooth_nr, smooth_dr=smooth_dr, squared=squared, jaccard=jaccard,
             log_loss=log_loss, soft_label=soft_label, reduction=reduction, log_eps=log_eps, distributed=distributed,
+        regions=regions,
         )
         super().__init__(opts, process_group, weight=weight)
 

@@ -16,6 +16,11 @@ REDUCTIONS = ("mean", "sum", "none")
 LABEL_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 
 WeightLike = Union[None, float, Sequence[float], torch.Tensor]
+#: Regions of a region-based target: one sequence of labels per input channel.
+RegionsLike = Optional[Sequence[Sequence[int]]]
+#: Limits of the op's region table (csrc/dice_problem.h): regions per input, labels 0..63.
+MAX_REGIONS = 32
+REGION_LABELS = 64
 Activation = Literal["none", "sigmoid", "softmax"]
 Pooling = Literal["global", "batch", "sample"]
 Reduction = Literal["mean", "sum", "none"]
@@ -37,8 +42,10 @@ class DiceOptions:
     reduction: str = "mean"
     log_eps: float = 1e-7
     distributed: bool = False
+    regions: RegionsLike = None
 
     def __post_init__(self):
+        object.__setattr__(self, "regions", check_regions(self.regions))
         check_choice("activation", self.activation, ACTIVATIONS)
         check_choice("pooling", self.pooling, POOLINGS)
         check_choice("reduction", self.reduction, REDUCTIONS)
@@ -58,6 +65,11 @@ class DiceOptions:
     def full_stats(self) -> bool:
         """Whether the statistics beyond sum(p*t), sum(p), sum(t) are needed."""
         return self.squared or self.soft_label
+
+    @property
+    def region_bits(self) -> Optional[list]:
+        """The regions as the op takes them (see region_bits), or None."""
+        return None if self.regions is None else region_bits(self.regions)
 
     @property
     def form(self) -> str:
@@ -139,3 +151,43 @@ def check_weight_values(weight: WeightLike) -> None:
         values = [weight] if isinstance(weight, numbers.Real) else list(weight)
     if not all(_finite_nonnegative(v) for v in values):
         raise ValueError(f"fastdice: weight must be finite and >= 0, got {weight!r}")
+
+
+def check_regions(regions) -> Optional[tuple]:
+    """Regions as a tuple (one per input channel) of tuples of labels, or None.
+    Each region is a non-empty sequence of integer labels in [0, 64); at most 32 regions."""
+    if regions is None:
+        return None
+    if isinstance(regions, (str, bytes, torch.Tensor)) or not isinstance(regions, Sequence):
+        raise TypeError(
+            f"fastdice: regions must be a sequence of label sequences such as [[1, 2, 3], [2, 3], [3]], got {regions!r}"
+        )
+    out = []
+    for c, region in enumerate(regions):
+        if isinstance(region, numbers.Integral) and not isinstance(region, bool):
+            region = (region,)
+        if isinstance(region, (str, bytes)) or not isinstance(region, Sequence) or len(region) == 0:
+            raise ValueError(f"fastdice: regions[{c}] must be a non-empty sequence of labels, got {region!r}")
+        labels = []
+        for label in region:
+            if isinstance(label, bool) or not isinstance(label, numbers.Integral) or not 0 <= label < REGION_LABELS:
+                raise ValueError(
+                    f"fastdice: regions[{c}] holds {label!r}; region labels must be integers in [0, {REGION_LABELS})"
+                )
+            labels.append(int(label))
+        out.append(tuple(labels))
+    if not 1 <= len(out) <= MAX_REGIONS:
+        raise ValueError(f"fastdice: regions must name between 1 and {MAX_REGIONS} regions, got {len(out)}")
+    return tuple(out)
+
+
+def region_bits(regions) -> list:
+    """The op's form of checked regions: per region the bit set of its labels
+    (bit l for label l) as a signed 64-bit int."""
+    bits = []
+    for region in regions:
+        value = 0
+        for label in region:
+            value |= 1 << label
+        bits.append(value - (1 << 64) if value >= 1 << 63 else value)
+    return bits

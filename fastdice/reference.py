@@ -63,12 +63,16 @@ def _class_weight(weight: WeightLike, num_classes: int, like: torch.Tensor) -> O
 
 
 def probabilities_and_target(input: torch.Tensor, target: torch.Tensor, activation: str = "none",
-                             ignore_index: Optional[int] = None):
-    """(p, t, valid): activated input, dense target and valid mask, all (B, C, *spatial)."""
+                             ignore_index: Optional[int] = None, regions=None):
+    """(p, t, valid): activated input, dense target and valid mask, all (B, C, *spatial).
+
+    regions (with an integer label map): one list of labels per channel; the
+    target of channel c is 1 where the label is one of regions[c]."""
     x = input.float() if input.dtype in (torch.float16, torch.bfloat16) else input
     if x.dim() == 1:
         x = x.reshape(1, 1, -1)
     is_label = target.dtype in _LABEL_DTYPES and x.shape[1] > 1 and target.numel() * x.shape[1] == x.numel()
+    is_label = is_label or regions is not None
     if not is_label and target.shape != x.shape:
         target = target.reshape(x.shape)
     if activation == "sigmoid":
@@ -83,8 +87,15 @@ def probabilities_and_target(input: torch.Tensor, target: torch.Tensor, activati
             valid = labels != ignore_index
         else:
             valid = torch.ones_like(labels, dtype=torch.bool)
-        classes = torch.arange(x.shape[1], device=labels.device).reshape(1, -1, *([1] * (x.dim() - 2)))
-        one_hot = (labels.unsqueeze(1) == classes).to(p.dtype)
+        if regions is not None:
+            if len(regions) != x.shape[1]:
+                raise ValueError(f"reference: {len(regions)} regions for {x.shape[1]} channels")
+            one_hot = torch.stack(
+                [torch.isin(labels, torch.tensor(list(r), device=labels.device)) for r in regions], 1
+            ).to(p.dtype)
+        else:
+            classes = torch.arange(x.shape[1], device=labels.device).reshape(1, -1, *([1] * (x.dim() - 2)))
+            one_hot = (labels.unsqueeze(1) == classes).to(p.dtype)
         valid = valid.unsqueeze(1).expand_as(p)
         t = torch.where(valid, one_hot, 0)
         p = torch.where(valid, p, 0)
@@ -112,15 +123,16 @@ def dice_loss(
     reduction: Reduction = "mean",
     log_eps: float = 1e-7,
     distributed: bool = False,
+    regions: Optional[Sequence[Sequence[int]]] = None,
 ) -> torch.Tensor:
     """Same options and result as :func:`fastdice.dice_loss` (activation,
     pooling, include_background, weight, ignore_index, smooth_nr, smooth_dr,
-    squared, jaccard, log_loss, soft_label, reduction, log_eps; distributed
-    is refused), computed plainly in eager PyTorch."""
+    squared, jaccard, log_loss, soft_label, reduction, log_eps, regions;
+    distributed is refused), computed plainly in eager PyTorch."""
     _check_options(activation, pooling, smooth_nr, smooth_dr, reduction, log_eps, weight)
     if distributed:
         raise ValueError("reference: distributed=True is not supported; evaluate the concatenated batch instead")
-    p, t, _ = probabilities_and_target(input, target, activation, ignore_index)
+    p, t, _ = probabilities_and_target(input, target, activation, ignore_index, regions)
     num_classes = p.shape[1]
     spatial = tuple(range(2, p.dim()))
     weight = _class_weight(weight, num_classes, p)
@@ -170,7 +182,8 @@ def dice_loss(
 class DiceLoss(torch.nn.Module):
     """Module form of :func:`dice_loss`: the options of :class:`fastdice.DiceLoss`
     (activation, pooling, include_background, weight, ignore_index, smooth_nr,
-    smooth_dr, squared, jaccard, log_loss, soft_label, reduction, log_eps)."""
+    smooth_dr, squared, jaccard, log_loss, soft_label, reduction, log_eps,
+    regions)."""
 
     def __init__(
         self,
@@ -188,12 +201,13 @@ class DiceLoss(torch.nn.Module):
         soft_label: bool = False,
         reduction: Reduction = "mean",
         log_eps: float = 1e-7,
+        regions: Optional[Sequence[Sequence[int]]] = None,
     ) -> None:
         super().__init__()
         self.options = dict(
             activation=activation, pooling=pooling, include_background=include_background, weight=weight,
             ignore_index=ignore_index, smooth_nr=smooth_nr, smooth_dr=smooth_dr, squared=squared, jaccard=jaccard,
-            log_loss=log_loss, soft_label=soft_label, reduction=reduction, log_eps=log_eps,
+            log_loss=log_loss, soft_label=soft_label, reduction=reduction, log_eps=log_eps, regions=regions,
         )
         _check_options(activation, pooling, smooth_nr, smooth_dr, reduction, log_eps, weight)
 

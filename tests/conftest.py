@@ -7,6 +7,32 @@ import fastdice
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
+
+def written_stats(x, p, t, keep, pixel_loss="none", gamma=0.0):
+    """The op's 11 statistics [B, C, 11] written out in torch: sums over the
+    positions where keep (broadcast to p's shape) is 1, of probabilities p,
+    dense target t and, for pixel losses, the per-element loss of logits x."""
+    import torch.nn.functional as F
+
+    keep = keep.expand_as(p)
+    dims = tuple(range(2, x.dim()))
+
+    def total(v):
+        return (v * keep).sum(dims)
+
+    cols = [total(p * t), total(p), total(t), total(p * p), total(t * t), total((p - t).abs()), total(p.abs()),
+            total(t.abs()), keep.sum(dims)]
+    if pixel_loss == "cross_entropy":
+        lp = x.log_softmax(1)
+        elem = -lp * (1 - lp.exp()).pow(gamma)
+    elif pixel_loss == "binary_cross_entropy":
+        bce = F.binary_cross_entropy_with_logits(x, t, reduction="none")
+        elem = torch.exp(gamma * F.logsigmoid(-x * (2 * t - 1))) * bce
+    else:
+        elem = torch.zeros_like(x)
+    cols += [total(elem), total(t * elem)]
+    return torch.stack(cols, -1)
+
 # One tolerance table per dtype: (rtol, atol relative to the expected values' scale).
 TOLERANCES = {
     torch.float64: (1e-10, 1e-12),

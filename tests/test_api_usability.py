@@ -119,6 +119,7 @@ NON_DEFAULT = {
     "alpha": [0.3],
     "beta": [0.7],
     "w_type": ["simple"],
+    "regions": [((1, 2, 3), (2, 3), (3,))],
 }
 
 

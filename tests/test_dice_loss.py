@@ -148,13 +148,26 @@ def test_label_dtypes(label_dtype, device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("target_dtype", [torch.bool, torch.float16, torch.bfloat16, torch.float64, torch.uint8], ids=str)
-def test_dense_target_dtypes(target_dtype, device):
-    x = torch.randn(2, 3, 8, 7, device=device)
-    t = (torch.rand(2, 3, 8, 7, device=device) > 0.5).to(target_dtype)
-    kw = {"activation": "sigmoid", "pooling": "sample"}
-    expected = reference.dice_loss(x, t.float(), **kw)
-    assert_close(fastdice.dice_loss(x, t, **kw), expected, torch.float32, str(target_dtype))
+@pytest.mark.parametrize("shape", [(2, 3, 8, 7), (2, 2, 4096 + 515)], ids=str)  # a tail of 7; several tiles and chunks
+@pytest.mark.parametrize("activation", ["sigmoid", "none"])
+@pytest.mark.parametrize("target_dtype", [torch.bool, torch.float16, torch.bfloat16, torch.float32, torch.float64,
+                                          torch.uint8], ids=str)
+def test_dense_target_dtypes(target_dtype, activation, shape, device):
+    """Values and input gradients for every dense target dtype (float input: the
+    streaming forward and the elementwise backward serve float32 / bool / uint8)."""
+    x = torch.randn(shape, device=device)
+    if activation == "none":
+        x = torch.rand(shape, device=device)
+    t = (torch.rand(shape, device=device) > 0.5).to(target_dtype)
+    kw = {"activation": activation, "pooling": "sample", "reduction": "sum"}
+    xg = x.clone().requires_grad_(True)
+    loss = fastdice.dice_loss(xg, t, **kw)
+    xr = x.double().requires_grad_(True)
+    expected = reference.dice_loss(xr, t.double(), **kw)
+    assert_close(loss, expected, torch.float32, str(target_dtype))
+    loss.backward(torch.tensor(0.75, device=device))
+    expected.backward(torch.tensor(0.75, dtype=torch.float64, device=device))
+    assert_close(xg.grad, xr.grad, torch.float32, f"grad {target_dtype}")
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -86,13 +86,17 @@ MUTANTS = [
      "  const size_t shared_bytes = size_t(kWarps) * pr.classes * kNumCounts * sizeof(unsigned int);\n  auto kernel = confusion_counts_kernel<scalar_t, acc_t, kMulticlass>;",
      "no shared-memory opt-in for a large launch"),
     ("cuda_utils.cuh",
-     "      r.valid[i] = r.valid[i] && ((bits >> i) & 1u);",
+     "      r.valid[i] = r.valid[i] && keep;",
      "      r.valid[i] = r.valid[i];",
      "the loss mask read but not applied"),
     ("dice_stats_backward_kernel.cu",
      "    out[i] = valid[i] ? g : acc_t(0);  // masked-out positions: zero",
      "    out[i] = g;",
      "a target gradient written at masked-out positions"),
+    ("cuda_utils.cuh",
+     "  if (pr.target.is_label) return pr.label_target<acc_t>(label, c);",
+     "  if (pr.target.is_label) return label == c ? acc_t(1) : acc_t(0);",
+     "region targets read as one-hot class labels"),
 ]
 
 
@@ -120,7 +124,18 @@ DTYPES = {"f32": torch.float32, "f64": torch.float64, "f16": torch.float16, "bf1
 # (B, C, *spatial): odd sizes, one class, many classes, several blocks per
 # sample (4096 float / 8192 half positions per block), 2-D and 3-D, empty.
 SHAPES = [(2, 3, 37), (1, 1, 5), (3, 4, 7, 9), (2, 5, 9001), (2, 2, 3, 4, 5), (1, 37, 50), (2, 3, 0), (0, 3, 8)]
-TARGETS = ["label64", "label32", "label_u8", "label1", "dense_f32", "dense_bool", "dense_u8", "onehot_same"]
+# "regions": an int64 label map over labels 0..5 read through one region (a random label set) per channel.
+TARGETS = ["label64", "label32", "label_u8", "label1", "dense_f32", "dense_bool", "dense_u8", "onehot_same", "regions"]
+REGION_LABELS = 6
+
+
+def case_regions(c: dict):
+    """The op's regions argument of a case (bit sets), or None."""
+    if c["target"] != "regions":
+        return None
+    rng = random.Random(case_id(c))
+    return [sum(1 << l for l in rng.sample(range(REGION_LABELS), rng.randint(1, REGION_LABELS - 1)))
+            for _ in range(c["shape"][1])]
 LAYOUTS = ["contiguous", "channels_last", "offset", "expanded_target"]
 SPECIALS = ["clean", "bad_label", "nonfinite", "bad_prob"]
 # The loss mask: none, bool (B, *spatial), float (B, 1, *spatial) as a strided view.
@@ -140,7 +155,9 @@ def valid_stats_case(c: dict) -> bool:
         return False
     if c["special"] == "bad_prob" and c["activation"] != "none":
         return False
-    if c["ignore_index"] is not None and not c["target"].startswith("label"):
+    if c["ignore_index"] is not None and not c["target"].startswith(("label", "regions")):
+        return False
+    if c["target"] == "regions" and c["shape"][1] > 32:  # the op's limit
         return False
     return True
 
@@ -182,6 +199,14 @@ def stats_cases(full: bool) -> list[dict]:
     chosen.append(dict(strategy="thread", dtype="f64", activation="none", target="dense_f32", pixel_loss="none",
                        focal_gamma=0.0, full_stats=True, ignore_index=None, shape=(0, 3, 8), layout="contiguous",
                        special="clean", mask="float_view"))
+    # Region targets as nnU-Net trains them: sigmoid + BCE, ignore label, loss mask, several blocks per sample.
+    for strategy, dtype in (("warp", "f32"), ("thread", "bf16")):
+        chosen.append(dict(strategy=strategy, dtype=dtype, activation="sigmoid", target="regions",
+                           pixel_loss="binary_cross_entropy", focal_gamma=0.0, full_stats=True, ignore_index=2,
+                           shape=(2, 3, 9001), layout="contiguous", special="bad_label", mask="bool"))
+        chosen.append(dict(strategy=strategy, dtype="f64", activation="softmax", target="regions",
+                           pixel_loss="cross_entropy", focal_gamma=2.0, full_stats=False, ignore_index=None,
+                           shape=(3, 4, 7, 9), layout="channels_last", special="clean"))
     for strategy in ("warp", "thread"):
         chosen.append(dict(strategy=strategy, dtype="f16", activation="sigmoid", target="dense_f32",
                            pixel_loss="binary_cross_entropy",
@@ -199,11 +224,13 @@ def make_stats_inputs(c: dict, gen: torch.Generator):
     else:
         x = 3 * torch.randn(c["shape"], generator=gen, dtype=torch.float64)
     kind = c["target"]
-    labels = torch.randint(0, ncls, (b, *spatial), generator=gen)
+    labels = torch.randint(0, REGION_LABELS if kind == "regions" else ncls, (b, *spatial), generator=gen)
     if c["ignore_index"] is not None and labels.numel():
         drop = torch.rand(labels.shape, generator=gen) < 0.2
         labels = torch.where(drop, torch.full_like(labels, c["ignore_index"]), labels)
-    if kind.startswith("label"):
+    if kind == "regions":
+        t = labels
+    elif kind.startswith("label"):
         t = labels.to({"label64": torch.int64, "label32": torch.int32, "label_u8": torch.uint8,
                        "label1": torch.int64}[kind])
         if kind == "label1":
@@ -222,7 +249,9 @@ def make_stats_inputs(c: dict, gen: torch.Generator):
     if c["special"] == "bad_label" and x.numel():
         # sample 0 gets one invalid target value at a random position.
         pos = int(torch.randint(0, math.prod(spatial), (1,), generator=gen))
-        if kind.startswith("label"):
+        if kind == "regions":
+            t.view(b, -1)[0, pos] = 64 + 3  # region labels lie in [0, 64)
+        elif kind.startswith("label"):
             flat = t.view(b, -1) if kind != "label1" else t.view(b, -1)
             flat[0, pos] = ncls + 3 if kind != "label_u8" else 250
         else:
@@ -235,7 +264,7 @@ def make_stats_inputs(c: dict, gen: torch.Generator):
         # activation 'none' with a logit among the probabilities, at a position that is not ignored.
         pos = int(torch.randint(0, math.prod(spatial), (1,), generator=gen))
         x.view(b, ncls, -1)[0, ncls - 1, pos] = 1.25
-        if kind.startswith("label"):
+        if kind.startswith("label") or kind == "regions":
             t.view(b, -1)[0, pos] = 0
         bad = 0
     if c["special"] == "nonfinite" and x.numel() and act != "none":
@@ -249,7 +278,7 @@ def make_stats_inputs(c: dict, gen: torch.Generator):
     if layout == "channels_last":
         fmt = torch.channels_last if x.dim() == 4 else torch.channels_last_3d
         x = x.contiguous(memory_format=fmt)
-        if not kind.startswith("label"):
+        if not kind.startswith("label") and kind != "regions":
             t = t.contiguous(memory_format=fmt)
     elif layout == "offset":
         # odd storage offsets: views into larger buffers
@@ -257,7 +286,7 @@ def make_stats_inputs(c: dict, gen: torch.Generator):
         x = xb[3:].view_as(x).copy_(x) if x.numel() else x
         tb = torch.empty(t.numel() + 1, dtype=t.dtype)
         t = tb[1:].view_as(t).copy_(t) if t.numel() else t
-    elif layout == "expanded_target" and not kind.startswith("label") and b > 0:
+    elif layout == "expanded_target" and not kind.startswith("label") and kind != "regions" and b > 0:
         t = t[:1].expand_as(t) if bad is None else t
     mask = None
     if c.get("mask") is not None:
@@ -265,10 +294,10 @@ def make_stats_inputs(c: dict, gen: torch.Generator):
         if c["special"] in ("bad_label", "bad_prob") and keep.numel():
             keep.view(b, -1)[0, pos] = True  # the planted value stays where it is read
         dropped = (~keep).reshape(b, -1).nonzero() if keep.numel() else []
-        if kind.startswith("label") and len(dropped) and kind != "label_u8":
+        if (kind.startswith("label") or kind == "regions") and len(dropped) and kind != "label_u8":
             # A masked-out position may hold any label (an unannotated region): never poisons.
             sb, sp = dropped[-1].tolist()
-            t.view(b, -1)[sb, sp] = ncls + 7
+            t.view(b, -1)[sb, sp] = ncls + 7 if kind != "regions" else 64 + 7
         if c["mask"] == "bool":
             mask = keep
         else:
@@ -322,13 +351,14 @@ def test_dice_stats_forward_and_backward(emu, stats_case, monkeypatch):
     # The CPU op raises on invalid targets; the GPU poisons the sample with NaN instead.
     clean = [i for i in range(b) if i != bad]
     mask_clean = mask[clean] if mask is not None else None
+    regions = case_regions(c)
     try:
-        ref = torch.ops.fastdice.dice_stats(x[clean], t[clean], *args, mask_clean)
+        ref = torch.ops.fastdice.dice_stats(x[clean], t[clean], *args, mask_clean, regions)
     except (RuntimeError, ValueError) as err:
         with pytest.raises(type(err)):
             ce.configure(emu, 0)
             emu.dice_stats(emu.guarded_copy(x), emu.guarded_copy(t), *args,
-                           emu.guarded_copy(mask) if mask is not None else None)
+                           emu.guarded_copy(mask) if mask is not None else None, regions)
         return
     grad_stats = torch.randn(b, x.shape[1] if x.dim() > 1 else 1, 11, generator=gen, dtype=ref.dtype)
     # A dense float target also gets its gradient, from the same pass.
@@ -337,15 +367,16 @@ def test_dice_stats_forward_and_backward(emu, stats_case, monkeypatch):
     def run():
         xg, tg = emu.guarded_copy(x), emu.guarded_copy(t)
         mg = emu.guarded_copy(mask) if mask is not None else None
-        stats = emu.dice_stats(xg, tg, *args, mg)
-        grad, grad_target = emu.dice_stats_backward(emu.guarded_copy(grad_stats), xg, tg, *args, target_grad, mg)
+        stats = emu.dice_stats(xg, tg, *args, mg, regions)
+        grad, grad_target = emu.dice_stats_backward(emu.guarded_copy(grad_stats), xg, tg, *args, target_grad, mg,
+                                                    regions)
         return stats, grad, grad_target
 
     stats, grad, grad_target = run_both_schedules(emu, run, grid_y=c.get("grid_y", 65535))
     rtol, atol = RTOL[ref.dtype]
     compare(stats[clean], ref, "stats", rtol, atol)
     ref_grad, ref_grad_target = torch.ops.fastdice.dice_stats_backward(
-        grad_stats[clean], x[clean], t[clean], *args, target_grad, mask_clean)
+        grad_stats[clean], x[clean], t[clean], *args, target_grad, mask_clean, regions)
     grtol, gatol = RTOL[x.dtype]
     assert grad.stride() == ref_grad.stride() or grad.numel() == 0 or grad[clean].stride() == ref_grad.stride()
     if c["activation"] == "softmax" and x.dim() > 1 and x.shape[1] == 1:
@@ -477,4 +508,5 @@ def test_shared_memory_limit_is_a_clear_error(emu):
     x = torch.randn(1, 300, 4)
     t = torch.randint(0, 300, (1, 4))
     with pytest.raises(ValueError, match=r"shared memory.*64|65536"):
-        emu.dice_stats(emu.guarded_copy(x), emu.guarded_copy(t), "softmax", True, None, "cross_entropy", 0.0, None)
+        emu.dice_stats(emu.guarded_copy(x), emu.guarded_copy(t), "softmax", True, None, "cross_entropy", 0.0, None,
+                       None)

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 import fastdice
 from fastdice import _ops, reference
 
-from conftest import DEVICES, assert_close
+from conftest import DEVICES, assert_close, written_stats
 
 
 def oracle_stats(x, target, activation, ignore_index, mask, pixel_loss="none", gamma=0.0):
@@ -22,24 +22,7 @@ def oracle_stats(x, target, activation, ignore_index, mask, pixel_loss="none", g
     p, t, valid = reference.probabilities_and_target(x, target, activation if activation != "identity" else "none",
                                                      ignore_index)
     m = mask.reshape(x.shape[0], 1, *x.shape[2:]).double() if mask is not None else torch.ones_like(x[:, :1])
-    keep = valid.double() * m
-    dims = tuple(range(2, x.dim()))
-
-    def total(v):
-        return (v * keep).sum(dims)
-
-    cols = [total(p * t), total(p), total(t), total(p * p), total(t * t), total((p - t).abs()), total(p.abs()),
-            total(t.abs()), keep.sum(dims)]
-    if pixel_loss == "cross_entropy":
-        lp = x.log_softmax(1)
-        elem = -lp * (1 - lp.exp()).pow(gamma)
-    elif pixel_loss == "binary_cross_entropy":
-        bce = F.binary_cross_entropy_with_logits(x, t, reduction="none")
-        elem = torch.exp(gamma * F.logsigmoid(-x * (2 * t - 1))) * bce
-    else:
-        elem = torch.zeros_like(x)
-    cols += [total(elem), total(t * elem)]
-    return torch.stack(cols, -1)
+    return written_stats(x, p, t, valid.double() * m, pixel_loss, gamma)
 
 
 def random_mask(shape, kind, device, generator=None):

@@ -1,8 +1,9 @@
 // The backward CPU kernel of fastdice::dice_stats_backward: grad_input from
 // the per-(sample, class) coefficients of d(loss)/dp, in one pass over input
 // and target. Three strategies, chosen by backward_impl:
-//   elementwise:   none / sigmoid against a dense target of the input's dtype,
-//                  unit strides: one branch-free pass per row, no tile;
+//   elementwise:   none / sigmoid against a dense target of the input's dtype
+//                  (or bool / uint8 with float input), unit strides: one
+//                  branch-free pass per row, no tile;
 //   softmax_label: softmax logits (float, or 16-bit through float copies)
 //                  against a label map: the SIMD path of softmax_label_kernels.h;
 //   tiles:         everything else: the general tile code, and the only
@@ -88,11 +89,11 @@ constexpr TargetDtype target_dtype_of() {
 }
 
 // The backward of an elementwise activation (none / sigmoid) against a dense
-// target of the input's dtype, both with unit spatial stride: no coupling
-// between classes, so each row is one branch-free pass that reads input and
-// target and writes the gradient, without staging them in a tile.
-template <typename scalar_t, typename acc_t, Activation kAct, bool kFull>
-void backward_row_elementwise(const scalar_t* __restrict x, const scalar_t* __restrict t, scalar_t* __restrict g,
+// target, both with unit spatial stride: no coupling between classes, so
+// each row is one branch-free pass that reads input and target and writes
+// the gradient, without staging them in a tile.
+template <typename scalar_t, typename acc_t, Activation kAct, bool kFull, typename target_t>
+void backward_row_elementwise(const scalar_t* __restrict x, const target_t* __restrict t, scalar_t* __restrict g,
                               int64_t n, const acc_t* coef_in) {
   acc_t coef[kNumGradCoefs];
   for (int j = 0; j < kNumGradCoefs; ++j) coef[j] = coef_in[j];
@@ -110,10 +111,13 @@ void backward_row_elementwise(const scalar_t* __restrict x, const scalar_t* __re
 // Whether backward_row_elementwise can serve this problem.
 template <typename scalar_t>
 bool elementwise_backward_applies(const DiceProblem& pr, int64_t grad_stride_s) {
+  // bool / uint8 targets (0/1 masks) with float input only: the common case,
+  // without instantiating the loop for every input dtype.
+  const TargetDtype td = pr.target.dtype;
+  const bool target_ok = td == target_dtype_of<scalar_t>() ||
+                         (std::is_same<scalar_t, float>::value && (td == TargetDtype::kBool || td == TargetDtype::kUInt8));
   return pr.activation != Activation::kSoftmax && pr.pixel_loss == PixelLoss::kNone && !pr.target.is_label &&
-         !pr.has_mask() &&
-         pr.target.dtype == target_dtype_of<scalar_t>() && pr.in_stride_s == 1 && pr.target.stride_s == 1 &&
-         grad_stride_s == 1;
+         !pr.has_mask() && target_ok && pr.in_stride_s == 1 && pr.target.stride_s == 1 && grad_stride_s == 1;
 }
 
 // Strategy "elementwise" (where elementwise_backward_applies).
@@ -122,19 +126,25 @@ void backward_elementwise(const scalar_t* x, const DiceProblem& pr, const acc_t*
                           const GradLayout& gl) {
   const int64_t C = pr.classes;
   const int64_t per_sample = chunks_per_sample(pr.spatial);
-  const scalar_t* t = static_cast<const scalar_t*>(pr.target.data);
-  at::parallel_for(0, pr.batch * per_sample, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t item = begin; item < end; ++item) {
-      const int64_t b = item / per_sample;
-      const int64_t s_begin = (item % per_sample) * kChunk;
-      const int64_t n = std::min(s_begin + kChunk, pr.spatial) - s_begin;
-      for (int64_t c = 0; c < C; ++c) {
-        backward_row_elementwise<scalar_t, acc_t, kAct, kFull>(
-            x + pr.input_offset(b, c, s_begin), t + pr.dense_target_offset(b, c, s_begin),
-            g + b * gl.stride_b + c * gl.stride_c + s_begin, n, coefs + (b * C + c) * kNumGradCoefs);
+  auto run = [&](const auto* t) {
+    at::parallel_for(0, pr.batch * per_sample, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t item = begin; item < end; ++item) {
+        const int64_t b = item / per_sample;
+        const int64_t s_begin = (item % per_sample) * kChunk;
+        const int64_t n = std::min(s_begin + kChunk, pr.spatial) - s_begin;
+        for (int64_t c = 0; c < C; ++c) {
+          backward_row_elementwise<scalar_t, acc_t, kAct, kFull>(
+              x + pr.input_offset(b, c, s_begin), t + pr.dense_target_offset(b, c, s_begin),
+              g + b * gl.stride_b + c * gl.stride_c + s_begin, n, coefs + (b * C + c) * kNumGradCoefs);
+        }
       }
-    }
-  });
+    });
+  };
+  if constexpr (std::is_same<scalar_t, float>::value) {
+    if (pr.target.dtype == TargetDtype::kBool) return run(static_cast<const bool*>(pr.target.data));
+    if (pr.target.dtype == TargetDtype::kUInt8) return run(static_cast<const uint8_t*>(pr.target.data));
+  }
+  run(static_cast<const scalar_t*>(pr.target.data));
 }
 
 // Strategy "softmax_label" (where softmax_label_path_applies); kCrossEntropy:
@@ -178,8 +188,8 @@ void backward_tiles(const scalar_t* x, const DiceProblem& pr, const acc_t* coefs
                     const GradLayout& gl, const TargetGradOut<acc_t>& tg) {
   const int64_t C = pr.classes;
   const int64_t per_sample = chunks_per_sample(pr.spatial);
-  const bool is_label = pr.target.is_label;
-  const bool positions_dropped = is_label || pr.has_mask();
+  const bool is_label = pr.one_hot_labels();  // regions take the dense-target code
+  const bool positions_dropped = pr.target.is_label || pr.has_mask();
   const int64_t gsb = gl.stride_b, gsc = gl.stride_c, gss = gl.stride_s;
   // The cross-entropy's gradient couples the classes through the softmax (it
   // joins `dot`) and needs log p; the binary cross-entropy's is per element.
@@ -196,6 +206,8 @@ void backward_tiles(const scalar_t* x, const DiceProblem& pr, const acc_t* coefs
         const int64_t n = std::min(kTile, s_end - s0);
         if (is_label) {
           load_labels(pr, b, s0, n, tile);
+        } else if (pr.has_regions()) {
+          load_region_targets(pr, b, s0, n, tile);
         } else {
           int64_t unused_count = 0;
           load_dense(pr, b, s0, n, tile, unused_count);

@@ -16,10 +16,11 @@ std::tuple<at::Tensor, at::Tensor> dice_stats_backward_cpu(const at::Tensor& gra
                                                             const at::Tensor& target, c10::string_view activation,
                                                             bool full_stats, c10::optional<int64_t> ignore_index,
                                                             c10::string_view pixel_loss, double focal_gamma,
-                                                            bool target_grad, const c10::optional<at::Tensor>& mask) {
+                                                            bool target_grad, const c10::optional<at::Tensor>& mask,
+    at::OptionalIntArrayRef regions) {
   TORCH_CHECK_VALUE(input.device().is_cpu(), "fastdice: expected a CPU input, got ", input.device());
   const PreparedProblem prepared = prepare_problem(input, target, std::string(activation), full_stats, ignore_index,
-                                                   std::string(pixel_loss), focal_gamma, mask);
+                                                   std::string(pixel_loss), focal_gamma, mask, regions);
   const at::Tensor grad_stats_c = check_grad_stats(grad_stats, prepared);
   at::Tensor grad_input = allocate_grad_input(input);
   at::Tensor grad_target = target_grad ? allocate_grad_target(prepared, target) : no_grad_target(input);

@@ -30,10 +30,11 @@ namespace {
 
 at::Tensor dice_stats_cpu(const at::Tensor& input, const at::Tensor& target, c10::string_view activation,
                           bool full_stats, c10::optional<int64_t> ignore_index, c10::string_view pixel_loss,
-                          double focal_gamma, const c10::optional<at::Tensor>& mask) {
+                          double focal_gamma, const c10::optional<at::Tensor>& mask,
+                          at::OptionalIntArrayRef regions) {
   TORCH_CHECK_VALUE(input.device().is_cpu(), "fastdice: expected a CPU input, got ", input.device());
   const PreparedProblem prepared = prepare_problem(input, target, std::string(activation), full_stats, ignore_index,
-                                                   std::string(pixel_loss), focal_gamma, mask);
+                                                   std::string(pixel_loss), focal_gamma, mask, regions);
   const DiceProblem& pr = prepared.problem;
   at::Tensor stats =
       at::zeros({pr.batch, pr.classes, kNumStats}, input.options().dtype(stats_dtype_for(input.scalar_type())));

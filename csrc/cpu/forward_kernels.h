@@ -5,6 +5,7 @@
 // (see isa_prologue.h); entry point dice_stats_forward (dice_cpu_isa.h).
 #pragma once
 
+#include "dense_streaming.h"
 #include "pixel_terms.h"
 #include "softmax_label_kernels.h"
 
@@ -126,7 +127,7 @@ template <typename scalar_t>
       if (pr.mask_value(b, s) == 0.f) continue;
       if (pr.target.is_label) {
         const int64_t label = load_label(pr.target.data, pr.target.dtype, pr.label_offset(b, s));
-        if (classify_label(label, pr.classes, pr.has_ignore, pr.ignore_index) != LabelState::kValid) continue;
+        if (classify_label(label, pr.label_limit(), pr.has_ignore, pr.ignore_index) != LabelState::kValid) continue;
       }
       const double v = static_cast<double>(x[pr.input_offset(b, c, s)]);
       TORCH_CHECK_VALUE(v >= 0.0 && v <= 1.0,
@@ -138,6 +139,19 @@ template <typename scalar_t>
   TORCH_CHECK(false, "fastdice: internal error locating an input value outside [0, 1]");
 }
 
+// Calls raise(b, s_begin, s_end) for the first chunk item flagged, in order
+// (raise throws): the CPU reports the first offender whatever the threads.
+template <typename F>
+void raise_at_first_flagged(const std::vector<uint8_t>& flags, const DiceProblem& pr, F&& raise) {
+  const int64_t per_sample = chunks_per_sample(pr.spatial);
+  for (int64_t item = 0; item < static_cast<int64_t>(flags.size()); ++item) {
+    if (flags[item]) {
+      const int64_t s_begin = (item % per_sample) * kChunk;
+      raise(item / per_sample, s_begin, std::min(s_begin + kChunk, pr.spatial));
+    }
+  }
+}
+
 template <typename scalar_t, typename acc_t, Activation kAct, bool kFull, bool kPixel>
 void forward_impl(const at::Tensor& input, const DiceProblem& pr, at::Tensor& stats) {
   const int64_t C = pr.classes;
@@ -146,11 +160,28 @@ void forward_impl(const at::Tensor& input, const DiceProblem& pr, at::Tensor& st
   // partials[item][c][k], reduced below in a fixed order.
   std::vector<double> partials(static_cast<size_t>(items * C * kNumStats), 0.0);
   const scalar_t* x = input.data_ptr<scalar_t>();
-  const bool is_label = pr.target.is_label;
-  std::vector<uint8_t> target_outside(is_label ? 0 : items, 0);
+  const bool is_label = pr.one_hot_labels();  // regions take the dense-target code
+  std::vector<uint8_t> target_outside(pr.target.is_label ? 0 : items, 0);
   const bool check_probabilities = kAct == Activation::kNone && pr.check_probabilities;
   std::vector<uint8_t> input_outside(check_probabilities ? items : 0, 0);
   std::vector<uint8_t> mask_bad(pr.has_mask() ? items : 0, 0);
+
+  auto raise_errors = [&] {
+    raise_at_first_flagged(mask_bad, pr, [&](int64_t b, int64_t s0, int64_t s1) { throw_bad_mask_value(pr, b, s0, s1); });
+    raise_at_first_flagged(target_outside, pr, [&](int64_t b, int64_t s0, int64_t s1) {
+      throw_target_outside_unit_interval(pr, b, s0, s1);
+    });
+    raise_at_first_flagged(input_outside, pr, [&](int64_t b, int64_t s0, int64_t s1) {
+      throw_input_outside_unit_interval(x, pr, b, s0, s1);
+    });
+  };
+  if constexpr (std::is_same<scalar_t, float>::value && !kPixel && kAct != Activation::kSoftmax) {
+    if (dense_streaming_applies(pr)) {
+      forward_dense_streaming<kAct, kFull>(x, pr, partials, target_outside, input_outside);
+      raise_errors();
+      return reduce_chunk_partials(partials, pr.batch, per_sample, C * kNumStats, stats.data_ptr<acc_t>());
+    }
+  }
 
   const bool want_shift = kPixel && pr.pixel_loss == PixelLoss::kCrossEntropy;
   constexpr bool kSoftmaxLabel = kSoftmaxLabelCase<scalar_t, kAct, kFull>;
@@ -186,13 +217,16 @@ void forward_impl(const at::Tensor& input, const DiceProblem& pr, at::Tensor& st
         }
         if (is_label) {
           valid_count += load_labels(pr, b, s0, n, tile);
+        } else if (pr.has_regions()) {
+          valid_count += load_region_targets(pr, b, s0, n, tile);
         } else {
           if (load_dense(pr, b, s0, n, tile, valid_count)) target_outside[item] = 1;
         }
         load_activated<kAct>(x, pr, b, s0, n, tile, want_shift);
         if (check_probabilities && probabilities_outside_unit_interval(tile, pr, n)) input_outside[item] = 1;
-        if (!is_label && pr.has_mask()) {
-          // Masked-out positions: probability 0 (selected, so a NaN logit there stays out).
+        if (!is_label && (pr.has_mask() || pr.has_regions())) {
+          // Masked-out (and, for regions, ignored) positions: probability 0
+          // (selected, so a NaN logit there stays out).
           const int32_t* valid = tile.labels.data();
           zero_masked_rows(tile.x.data(), C, n, valid);
           for (int64_t i = 0; i < n; ++i) tile.inv[i] = valid[i] >= 0 ? tile.inv[i] : acc_t(0);
@@ -216,25 +250,7 @@ void forward_impl(const at::Tensor& input, const DiceProblem& pr, at::Tensor& st
     }
   });
 
-  for (int64_t item = 0; item < static_cast<int64_t>(mask_bad.size()); ++item) {
-    if (mask_bad[item]) {
-      const int64_t s_begin = (item % per_sample) * kChunk;
-      throw_bad_mask_value(pr, item / per_sample, s_begin, std::min(s_begin + kChunk, pr.spatial));
-    }
-  }
-  for (int64_t item = 0; item < static_cast<int64_t>(target_outside.size()); ++item) {
-    if (target_outside[item]) {
-      const int64_t s_begin = (item % per_sample) * kChunk;
-      throw_target_outside_unit_interval(pr, item / per_sample, s_begin, std::min(s_begin + kChunk, pr.spatial));
-    }
-  }
-  for (int64_t item = 0; item < static_cast<int64_t>(input_outside.size()); ++item) {
-    if (input_outside[item]) {
-      const int64_t s_begin = (item % per_sample) * kChunk;
-      throw_input_outside_unit_interval(x, pr, item / per_sample, s_begin, std::min(s_begin + kChunk, pr.spatial));
-    }
-  }
-
+  raise_errors();
   reduce_chunk_partials(partials, pr.batch, per_sample, C * kNumStats, stats.data_ptr<acc_t>());
 }
 

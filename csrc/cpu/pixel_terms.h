@@ -68,7 +68,7 @@ void pixel_terms_class(const scalar_t* input, const DiceProblem& pr, int64_t b, 
   acc_t* z = tile.logits.data();
   load_input_row(input, pr, b, c, s0, n, z);
   for (int64_t i = n; i < kTile; ++i) z[i] = acc_t(0);
-  const bool is_label = pr.target.is_label;
+  const bool is_label = pr.one_hot_labels();
   const int32_t* labels = tile.labels.data();
   const acc_t* target = is_label ? nullptr : tile.target_row(c);
   const acc_t gamma = static_cast<acc_t>(pr.focal_gamma);

@@ -41,7 +41,7 @@ constexpr bool kSoftmaxLabelCase = kFloatOrHalf<scalar_t> && kAct == Activation:
 inline bool softmax_label_path_applies(const DiceProblem& pr, int64_t grad_stride_s = 1) {
   const bool plain_ce_or_none =
       pr.pixel_loss == PixelLoss::kNone || (pr.pixel_loss == PixelLoss::kCrossEntropy && pr.focal_gamma == 0.0);
-  return pr.target.is_label && pr.in_stride_s == 1 && grad_stride_s == 1 && plain_ce_or_none;
+  return pr.one_hot_labels() && pr.in_stride_s == 1 && grad_stride_s == 1 && plain_ce_or_none;
 }
 
 constexpr int kGroupVectors = 2;

@@ -279,21 +279,45 @@ int64_t load_labels(const DiceProblem& pr, int64_t b, int64_t s0, int64_t n, Til
   const int64_t valid = visit_label_dtype(tv, [&](const auto* data) {
     const auto* src = data + pr.label_offset(b, s0);
     bool out_of_range;
-    const int64_t count = classify_labels(src, tv.stride_s, n, pr.classes, 0, pr.has_ignore, pr.ignore_index, -1,
+    const int64_t limit = pr.label_limit();
+    const int64_t count = classify_labels(src, tv.stride_s, n, limit, 0, pr.has_ignore, pr.ignore_index, -1,
                                           labels, out_of_range);
     if (out_of_range) {
       for (int64_t i = 0; i < n; ++i) {
         const int64_t v = static_cast<int64_t>(src[i * tv.stride_s]);
-        if (classify_label(v, pr.classes, pr.has_ignore, pr.ignore_index) != LabelState::kOutOfRange) continue;
+        if (classify_label(v, limit, pr.has_ignore, pr.ignore_index) != LabelState::kOutOfRange) continue;
         if (pr.has_mask() && pr.mask_value(b, s0 + i) == 0.f) continue;
         TORCH_CHECK_VALUE(false, "fastdice: target label ", v, " (sample ", b, ", flat position ", s0 + i,
-                          ") is outside [0, ", pr.classes, ")", pr.has_ignore ? " and is not ignore_index" : "");
+                          ") is outside [0, ", limit, ")", pr.has_ignore ? " and is not ignore_index" : "",
+                          pr.has_regions() ? " (labels of a region target)" : "");
       }
     }
     return count;
   });
   for (int64_t i = n; i < kTile; ++i) labels[i] = -1;
   return pr.has_mask() ? valid - apply_mask(pr, b, s0, n, labels, tile.bad_mask) : valid;
+}
+
+// Region targets (pr.has_regions()): reads the label map at target[b, s0:s0+n]
+// as load_labels does, then fills tile.target's C rows with region
+// membership (0 where ignored, masked out or padding) and leaves tile.labels
+// as a dense target's (0 valid, -1 dropped), so that the dense-target code
+// runs unchanged; the caller zeroes the probabilities at dropped positions,
+// as with a loss mask. Returns the number of valid positions.
+template <typename acc_t>
+int64_t load_region_targets(const DiceProblem& pr, int64_t b, int64_t s0, int64_t n, Tile<acc_t>& tile) {
+  const int64_t valid = load_labels(pr, b, s0, n, tile);
+  int32_t* labels = tile.labels.data();
+  for (int64_t c = 0; c < pr.classes; ++c) {
+    const uint64_t bits = pr.regions.bits[c];
+    acc_t* dst = tile.target_row(c);
+    for (int64_t i = 0; i < kTile; ++i) {
+      const int32_t l = labels[i];
+      dst[i] = l >= 0 ? static_cast<acc_t>((bits >> l) & 1u) : acc_t(0);
+    }
+  }
+  for (int64_t i = 0; i < kTile; ++i) labels[i] = labels[i] >= 0 ? 0 : -1;
+  return valid;
 }
 
 // rows[c * kTile + i] = 0 where labels[i] < 0, for the C rows of a tile.

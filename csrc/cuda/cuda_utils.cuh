@@ -99,7 +99,7 @@ __device__ __forceinline__ ItemLabels<kItems> load_item_labels(const DiceProblem
     r.out_of_range[i] = false;
     if (pr.target.is_label && s < pr.spatial) {
       const int64_t v = load_label(pr.target.data, pr.target.dtype, pr.label_offset(b, s));
-      const LabelState state = classify_label(v, pr.classes, pr.has_ignore, pr.ignore_index);
+      const LabelState state = classify_label(v, pr.label_limit(), pr.has_ignore, pr.ignore_index);
       r.valid[i] = state == LabelState::kValid;
       r.out_of_range[i] = state == LabelState::kOutOfRange;
       r.any_out_of_range |= r.out_of_range[i];
@@ -130,7 +130,7 @@ __device__ __forceinline__ ItemLabels<kItems> load_item_labels(const DiceProblem
 template <typename acc_t>
 __device__ __forceinline__ acc_t item_target(const DiceProblem& pr, const int64_t label, int64_t b, int64_t c,
                                              int64_t s) {
-  if (pr.target.is_label) return label == c ? acc_t(1) : acc_t(0);
+  if (pr.target.is_label) return pr.label_target<acc_t>(label, c);
   return load_target_value<acc_t>(pr.target.data, pr.target.dtype, pr.dense_target_offset(b, c, s));
 }
 

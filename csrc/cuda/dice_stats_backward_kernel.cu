@@ -175,11 +175,12 @@ std::tuple<at::Tensor, at::Tensor> dice_stats_backward_cuda(const at::Tensor& gr
                                                              const at::Tensor& target, c10::string_view activation,
                                                              bool full_stats, c10::optional<int64_t> ignore_index,
                                                              c10::string_view pixel_loss, double focal_gamma,
-                                                             bool target_grad, const c10::optional<at::Tensor>& mask) {
+                                                             bool target_grad, const c10::optional<at::Tensor>& mask,
+    at::OptionalIntArrayRef regions) {
   TORCH_CHECK_VALUE(on_kernel_device(input), "fastdice: expected a CUDA input, got ", input.device());
   const DeviceGuard guard(input.device());
   const PreparedProblem prepared = prepare_problem(input, target, std::string(activation), full_stats, ignore_index,
-                                                   std::string(pixel_loss), focal_gamma, mask);
+                                                   std::string(pixel_loss), focal_gamma, mask, regions);
   const DiceProblem& pr = prepared.problem;
   const at::Tensor grad_stats_c = check_grad_stats(grad_stats, prepared);
   at::Tensor grad_input = allocate_grad_input(input);

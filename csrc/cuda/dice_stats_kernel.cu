@@ -145,11 +145,12 @@ void launch_dice_stats(const at::Tensor& input, const DiceProblem& pr, at::Tenso
 
 at::Tensor dice_stats_cuda(const at::Tensor& input, const at::Tensor& target, c10::string_view activation,
                            bool full_stats, c10::optional<int64_t> ignore_index,
-                           c10::string_view pixel_loss, double focal_gamma, const c10::optional<at::Tensor>& mask) {
+                           c10::string_view pixel_loss, double focal_gamma, const c10::optional<at::Tensor>& mask,
+                          at::OptionalIntArrayRef regions) {
   TORCH_CHECK_VALUE(on_kernel_device(input), "fastdice: expected a CUDA input, got ", input.device());
   const DeviceGuard guard(input.device());
   const PreparedProblem prepared = prepare_problem(input, target, std::string(activation), full_stats, ignore_index,
-                                                   std::string(pixel_loss), focal_gamma, mask);
+                                                   std::string(pixel_loss), focal_gamma, mask, regions);
   const DiceProblem& pr = prepared.problem;
   const auto stats_options = input.options().dtype(stats_dtype_for(input.scalar_type()));
   if (pr.batch == 0 || pr.classes == 0 || pr.spatial == 0) {

@@ -26,9 +26,13 @@ TORCH_LIBRARY(fastdice, m) {
   // (input's shape) or an integer label map (B, *spatial) / (B, 1, *spatial).
   // mask (B, *spatial) / (B, 1, *spatial), bool / uint8 / floating 0-1: where
   // it is 0 a position adds to no statistic and gets zero gradient.
+  // regions (one entry per input channel, with a label-map target): entry c
+  // is the bit set of region c's labels (bit l: label l, l < 64); channel c's
+  // target is 1 where the label belongs to region c (nnU-Net's regions).
   m.def(
       "dice_stats(Tensor input, Tensor target, str activation, bool full_stats, "
-      "int? ignore_index, str pixel_loss=\"none\", float focal_gamma=0.0, Tensor? mask=None) -> Tensor");
+      "int? ignore_index, str pixel_loss=\"none\", float focal_gamma=0.0, Tensor? mask=None, "
+      "int[]? regions=None) -> Tensor");
   // (grad_input, grad_target) for grad_stats[B, C, 11], recomputing the
   // activation from input. grad_target (a dense floating-point target's
   // gradient, in the target's dtype) only when target_grad is true, else an
@@ -36,5 +40,5 @@ TORCH_LIBRARY(fastdice, m) {
   m.def(
       "dice_stats_backward(Tensor grad_stats, Tensor input, Tensor target, str activation, "
       "bool full_stats, int? ignore_index, str pixel_loss=\"none\", float focal_gamma=0.0, "
-      "bool target_grad=False, Tensor? mask=None) -> (Tensor, Tensor)");
+      "bool target_grad=False, Tensor? mask=None, int[]? regions=None) -> (Tensor, Tensor)");
 }
