@@ -36,6 +36,11 @@ Fallbacks (documented, exact, but not fused):
   ignore_index`` for a single channel), which can be fractional for soft
   targets. This is emulated in PyTorch: activation, mask and the two products
   are input-sized temporaries, then the op runs with activation ``"none"``.
+* The focal term of ``DiceFocalLoss`` / ``GeneralizedDiceFocalLoss`` with
+  ``reduction='none'``, and in eager mode for inputs of at most
+  ``EXACT_FOCAL_MAX_NUMEL`` (4096) elements: MONAI's FocalLoss op for op in
+  PyTorch, the same float32 bits as MONAI (a fused sum cannot reproduce
+  MONAI's float32 rounding, which MONAI's own tests compare to rtol=1e-7).
 
 Differences from MONAI (all raise, none silently changes a number):
 
@@ -862,13 +867,37 @@ class _FocalTerm(_Loss):
 
 
 def _sigmoid_focal_elementwise(input, target, gamma, alpha):
-    """MONAI's sigmoid_focal_loss, for reduction='none' (not fused: N-sized)."""
+    """MONAI's sigmoid_focal_loss, op for op (not fused: N-sized)."""
     loss = input - input * target - torch.nn.functional.logsigmoid(input)
     invprobs = torch.nn.functional.logsigmoid(-input * (target * 2 - 1))
     loss = (invprobs * gamma).exp() * loss
     if alpha is not None:
-        loss = (target * alpha + (1 - target) * (1 - alpha)) * loss
+        alpha_t = torch.tensor(alpha, device=input.device, dtype=input.dtype)  # MONAI rounds 1 - alpha in this dtype
+        loss = (target * alpha_t + (1 - target) * (1 - alpha_t)) * loss
     return loss
+
+
+#: Inputs of at most this many elements get the focal term of DiceFocalLoss and
+#: GeneralizedDiceFocalLoss in eager mode as MONAI's FocalLoss computes it, op for
+#: op in PyTorch (the same float32 bits as MONAI on the same device and torch),
+#: not from the fused sums. A fused sum cannot reproduce MONAI's float32 rounding
+#: (its own element formula and summation order): about half of MONAI's float32
+#: focal terms are 1-2 ulps from the correctly rounded value, so the fused term,
+#: however accurate, fails MONAI's own tests (``DiceFocal == Dice +
+#: lambda * FocalLoss`` at rtol=1e-7) for ~45-65% of their random draws. At
+#: this size the fused pass saves neither time nor memory (the PyTorch
+#: temporaries are at most 16 KiB each). Larger inputs, and every size under
+#: torch.compile / torch.export (one graph for all sizes), use the fused sums.
+EXACT_FOCAL_MAX_NUMEL = 4096
+
+
+def _focal_in_torch(module, input: torch.Tensor) -> bool:
+    """Whether ``module``'s focal term is MONAI's PyTorch computation (reduction
+    'none', or a small eager input: see EXACT_FOCAL_MAX_NUMEL) rather than the
+    fused sums, so that the Dice pass need not carry them."""
+    if module.focal.reduction == "none":
+        return True
+    return not torch.compiler.is_compiling() and input.numel() <= EXACT_FOCAL_MAX_NUMEL
 
 
 class DiceFocalLoss(_Loss):
@@ -879,8 +908,9 @@ class DiceFocalLoss(_Loss):
     ``weight`` per class, ``alpha``-balanced), accumulated in the same kernel
     pass as the Dice statistics when ``sigmoid=True`` or ``softmax=True``
     (else in a second fused pass). ``reduction='none'`` returns MONAI's
-    broadcast per-element tensor and computes the focal term in PyTorch.
-    The focal term is computed in the input's precision (MONAI casts to
+    broadcast per-element tensor and computes the focal term in PyTorch, as
+    do eager inputs of at most ``EXACT_FOCAL_MAX_NUMEL`` elements (MONAI's
+    float32 bits). The focal term is computed in the input's precision (MONAI casts to
     float32 first, so float64 results differ at float32 rounding).
     """
 
@@ -922,19 +952,23 @@ class DiceFocalLoss(_Loss):
             else:
                 label_target = True
         # The Dice term sees a label map as MONAI's one-hot target, never built.
+        focal_in_torch = _focal_in_torch(self, input)
         stats, raw = self.dice._stats(
-            input, target, to_onehot_y=label_target, pixel_loss="binary_cross_entropy",
-            focal_gamma=float(self.focal.gamma),
+            input, target, to_onehot_y=label_target,
+            pixel_loss="none" if focal_in_torch else "binary_cross_entropy", focal_gamma=float(self.focal.gamma),
         )
         dice_loss = self.dice._loss(stats, input)
-        focal = _focal_term(self, input, target, raw, label_target)
+        focal = _focal_term(self, input, target, raw, label_target, focal_in_torch)
         return self.lambda_dice * dice_loss + self.lambda_focal * focal
 
 
-def _focal_term(module, input: torch.Tensor, target: torch.Tensor, raw, label_target: bool) -> torch.Tensor:
+def _focal_term(
+    module, input: torch.Tensor, target: torch.Tensor, raw, label_target: bool, in_torch: bool
+) -> torch.Tensor:
     """MONAI's FocalLoss (sigmoid, as DiceFocalLoss and GeneralizedDiceFocalLoss
     build it) of ``module.focal``'s settings, from the op's unpooled statistics
-    ``raw`` (with the focal sums; None: a second fused pass makes them).
+    ``raw`` (with the focal sums; None: a second fused pass makes them), or with
+    ``in_torch`` (see _focal_in_torch) MONAI's computation in PyTorch.
     ``label_target``: the target is a (B, 1, ...) label map to one-hot encode."""
     focal_module = module.focal
     num_classes = input.shape[1]
@@ -944,16 +978,26 @@ def _focal_term(module, input: torch.Tensor, target: torch.Tensor, raw, label_ta
         _api.warn("single channel prediction, `include_background=False` ignored.")
     focal_target = _as_label_map(target) if label_target else target
     gamma, alpha, reduction = float(focal_module.gamma), focal_module.alpha, focal_module.reduction
-    if reduction == "none":
-        dense = focal_target
+    if in_torch:
+        compute_dtype = torch.float64 if input.dtype == torch.float64 else torch.float32
         if label_target:
-            dense = torch.nn.functional.one_hot(focal_target[:, 0], num_classes).movedim(-1, 1)
-        x, t = input.float() if input.dtype != torch.float64 else input, dense.to(
-            torch.float64 if input.dtype == torch.float64 else torch.float32
-        )
+            # MONAI's one_hot (zeros, then scatter): its memory layout too, which the
+            # reductions' summation order follows (a movedim'd F.one_hot changes the bits).
+            shape = list(focal_target.shape)
+            shape[1] = num_classes
+            t = torch.zeros(shape, dtype=compute_dtype, device=focal_target.device)
+            t = t.scatter_(1, focal_target.long(), 1)
+        else:
+            t = focal_target.to(compute_dtype)
+        x = input.to(compute_dtype)
         if drop_background:
             x, t = x[:, 1:], t[:, 1:]
-        return _focal_class_weight(module, _sigmoid_focal_elementwise(x, t, gamma, alpha))
+        loss = _focal_class_weight(module, _sigmoid_focal_elementwise(x, t, gamma, alpha))
+        if reduction == "sum":  # MONAI's reductions, as written there
+            return loss.mean(dim=list(range(2, loss.ndim))).sum()
+        if reduction == "mean":
+            return loss.mean()
+        return loss
     if raw is None:  # the Dice pass had no logits activation: a second fused pass
         raw = _ops.dice_stats(input, focal_target, "sigmoid", False, None, "binary_cross_entropy", gamma)
     if drop_background:
@@ -1008,7 +1052,9 @@ class GeneralizedDiceFocalLoss(_Loss):
     ``softmax=True`` the focal sums ride along in the Generalized Dice's
     fused pass (else a second fused pass makes them); a label map
     (``to_onehot_y=True``) is never one-hot encoded. ``reduction='none'``
-    returns MONAI's broadcast per-element tensor (focal term in PyTorch).
+    returns MONAI's broadcast per-element tensor (focal term in PyTorch);
+    eager inputs of at most ``EXACT_FOCAL_MAX_NUMEL`` elements also get the
+    focal term in PyTorch (MONAI's float32 bits).
     """
 
     def __init__(
@@ -1038,8 +1084,10 @@ class GeneralizedDiceFocalLoss(_Loss):
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         _check_combined_shapes(input, target)
         gdl = self.generalized_dice
+        focal_in_torch = _focal_in_torch(self, input)
         stats, raw = gdl._stats(
-            input, target, pixel_loss="binary_cross_entropy", focal_gamma=float(self.focal.gamma)
+            input, target, pixel_loss="none" if focal_in_torch else "binary_cross_entropy",
+            focal_gamma=float(self.focal.gamma),
         )
         gdl_loss = gdl._loss(stats, input)
         label_target = False
@@ -1048,5 +1096,5 @@ class GeneralizedDiceFocalLoss(_Loss):
                 _api.warn("single channel prediction, `to_onehot_y=True` ignored.")
             else:
                 label_target = True
-        focal = _focal_term(self, input, target, raw, label_target)
+        focal = _focal_term(self, input, target, raw, label_target, focal_in_torch)
         return self.lambda_gdl * gdl_loss + self.lambda_focal * focal

@@ -54,8 +54,9 @@ FASTDICE_CLASSES = {name: getattr(fastdice_monai, name) for name in fastdice_mon
 # torch.jit.script compiles the module's Python source (forward and every helper it
 # calls) to TorchScript; fastdice.compat.monai's classes are plain Python around a
 # custom op, written for eager mode and torch.compile/torch.export, not in the
-# TorchScript subset. Not a numerical difference: these ids script a default
-# instance and compare its output with eager mode.
+# TorchScript subset (README.md, "TorchScript", lists the constructs that block it).
+# Not a numerical difference: these ids script a default instance and compare its
+# output with eager mode.
 SKIP_TORCHSCRIPT = {
     "test_dice_loss.py::TestDiceLoss::test_script",
     "test_generalized_dice_loss.py::TestGeneralizedDiceLoss::test_script",
