@@ -116,3 +116,32 @@ def test_cuda_poisons_the_sample(strategy, monkeypatch):
     clean = torch.ops.fastdice.dice_stats(x[[0, 2]].cpu(), t[[0, 2]].cpu(), "none", True, None)
     assert_close(stats[[0, 2]].cpu(), clean, torch.float32, "other samples")
     assert torch.isnan(fastdice.DiceLoss()(x, t))
+
+
+@pytest.mark.parametrize("where", ["tail", "second_chunk"])
+@pytest.mark.parametrize("target_dtype", [torch.float32, torch.bool, torch.uint8], ids=str)
+@pytest.mark.parametrize("bad", [1.5, -0.25, float("nan"), float("inf"), float("-inf")],
+                         ids=["above", "below", "nan", "inf", "-inf"])
+def test_float32_probabilities_with_a_dense_target_are_checked(bad, target_dtype, where):
+    """The seed's own case (float32 probabilities, dense target: the CPU's streaming
+    forward, which checks by range and by its sums) finds every kind of bad value."""
+    x = torch.rand(2, 3, 4096 + 21)
+    t = (torch.rand(x.shape) > 0.5).to(target_dtype)
+    pos = 4096 + 17 if where == "tail" else 4096 + 3
+    x[1, 2, pos] = bad
+    with pytest.raises(ValueError, match=rf"probabilities in \[0, 1\]; got .* at input\[1, 2, {pos}\]"):
+        fastdice.DiceLoss()(x, t)
+    fastdice.DiceLoss(pooling="sample")(x.clamp(0, 1).nan_to_num(0.5), t)  # clean: passes
+
+
+@pytest.mark.parametrize("bad", [2.0, float("nan"), -1.0, float("inf")], ids=["two", "nan", "negative", "inf"])
+def test_float32_dense_target_outside_unit_interval_is_found_by_the_streaming_forward(bad):
+    x = torch.rand(2, 3, 4096 + 21)
+    t = (torch.rand(x.shape) > 0.5).float()
+    t[0, 1, 4100] = bad
+    with pytest.raises(ValueError, match=r"must lie in \[0, 1\]; got .* at target\[0, 1, 4100\]"):
+        fastdice.DiceLoss()(x, t)
+    t8 = (torch.rand(x.shape) > 0.5).to(torch.uint8)
+    t8[1, 0, 7] = 2
+    with pytest.raises(ValueError, match=r"must lie in \[0, 1\]; got 2.* at target\[1, 0, 7\]"):
+        fastdice.DiceLoss(activation="sigmoid")(torch.randn(x.shape), t8)

@@ -42,9 +42,6 @@ inline Float8 load_target8(const uint8_t* src) {
 }
 inline Float8 load_target8(const bool* src) { return load_target8(reinterpret_cast<const uint8_t*>(src)); }
 
-// Lanes where v lies outside [0, 1] or is NaN: all ones.
-inline Int8 outside_unit8(Float8 v) { return ~((v >= 0.f) & (v <= 1.f)); }
-
 template <Activation kAct>
 inline Float8 activate8(Float8 x) {
   if constexpr (kAct == Activation::kSigmoid) {
@@ -56,31 +53,60 @@ inline Float8 activate8(Float8 x) {
   }
 }
 
+inline Float8 min8(Float8 a, Float8 b) { return a < b ? a : b; }
+inline Float8 max8(Float8 a, Float8 b) { return a > b ? a : b; }
+
+// The running [0, 1] check of a row: lane-wise min and max (two cheap
+// operations per vector, where a compare-and-accumulate takes five); a NaN
+// shows in the row's sums instead, which it turns NaN.
+struct RangeLanes {
+  Float8 lo = Float8{} + 0.f;
+  Float8 hi = Float8{} + 1.f;
+  void add(Float8 v) {
+    lo = min8(lo, v);
+    hi = max8(hi, v);
+  }
+  bool outside() const {
+    bool out = false;
+    for (int j = 0; j < kLanes; ++j) out |= lo[j] < 0.f || hi[j] > 1.f;
+    return out;
+  }
+};
+
 // Class c of sample b over positions [s_begin, s_end): adds the statistics to
-// chunk_acc[0..kAccumulated); ORs into *p_outside / *t_outside lanes with a
-// probability (activation none, when checked) / target outside [0, 1].
+// chunk_acc[0..kAccumulated) and the range of its probabilities (kCheckP) and
+// targets to p_range / t_range.
 template <Activation kAct, bool kFull, bool kCheckP, typename target_t>
 void stream_dense_row(const float* x, const target_t* t, int64_t s_begin, int64_t s_end, double* chunk_acc,
-                      Int8& p_outside, Int8& t_outside) {
+                      RangeLanes& p_range_out, RangeLanes& t_range_out) {
   constexpr int kStats = StatSet<kFull>::kAccumulated;
   constexpr bool kCheckT = !std::is_same<target_t, bool>::value;  // a bool is always 0 or 1
+  // Local copies, kept in registers (stores through the references could alias the input).
+  RangeLanes p_range = p_range_out, t_range = t_range_out;
   for (int64_t s0 = s_begin; s0 < s_end; s0 += kTile) {
     const int64_t n = std::min(kTile, s_end - s0);
-    Float8 acc[kStats] = {};
-    auto step = [&](Float8 xv, Float8 tv, Int8 live) {
-      const Float8 p = activate8<kAct>(xv);
-      if (kCheckP) p_outside |= outside_unit8(p) & live;
-      if (kCheckT) t_outside |= outside_unit8(tv) & live;
-      accumulate_element<kFull>(acc, p, tv);
-    };
-    const Int8 all = Int8{} - 1;
-    int64_t i = 0;
-    for (; i + kLanes <= n; i += kLanes) {
+    // Two sets of partial sums: one set's adds form a dependency chain that
+    // would bound the loop at one vector per add latency.
+    Float8 acc0[kStats] = {}, acc1[kStats] = {};
+    auto step = [&](Float8(&acc)[kStats], int64_t i) {
       Float8 xv;
       std::memcpy(&xv, x + s0 + i, sizeof(xv));
-      step(xv, load_target8(t + s0 + i), all);
+      const Float8 tv = load_target8(t + s0 + i);
+      const Float8 p = activate8<kAct>(xv);
+      if (kCheckP) p_range.add(p);
+      if (kCheckT) t_range.add(tv);
+      accumulate_element<kFull>(acc, p, tv);
+    };
+    int64_t i = 0;
+    for (; i + 2 * kLanes <= n; i += 2 * kLanes) {
+      step(acc0, i);
+      step(acc1, i + kLanes);
     }
-    if (i < n) {  // the tail, zero-padded as a tile is (p = activation(0) is then masked out below)
+    if (i + kLanes <= n) {
+      step(acc0, i);
+      i += kLanes;
+    }
+    if (i < n) {  // the tail: padding lanes are probability 0 and target 0, as in a tile
       float xs[kLanes] = {}, ts[kLanes] = {};
       int32_t live_lanes[kLanes] = {};
       for (int64_t j = 0; i + j < n; ++j) {
@@ -93,19 +119,20 @@ void stream_dense_row(const float* x, const target_t* t, int64_t s_begin, int64_
       std::memcpy(&xv, xs, sizeof(xv));
       std::memcpy(&tv, ts, sizeof(tv));
       std::memcpy(&live, live_lanes, sizeof(live));
-      // Padding positions are probability 0 and target 0, as in a tile.
-      const Float8 p = activate8<kAct>(xv);
-      const Float8 p_live = live != 0 ? p : Float8{};
-      if (kCheckP) p_outside |= outside_unit8(p) & live;
-      if (kCheckT) t_outside |= outside_unit8(tv) & live;
-      accumulate_element<kFull>(acc, p_live, tv);
+      const Float8 p = live != 0 ? activate8<kAct>(xv) : Float8{};
+      if (kCheckP) p_range.add(p);
+      if (kCheckT) t_range.add(tv);
+      accumulate_element<kFull>(acc1, p, tv);
     }
     for (int k = 0; k < kStats; ++k) {
-      float s = 0;
-      for (int j = 0; j < kLanes; ++j) s += acc[k][j];
-      chunk_acc[k] += static_cast<double>(s);
+      const Float8 sum = acc0[k] + acc1[k];
+      float v = 0;
+      for (int j = 0; j < kLanes; ++j) v += sum[j];
+      chunk_acc[k] += static_cast<double>(v);
     }
   }
+  p_range_out = p_range;
+  t_range_out = t_range;
 }
 
 // The forward pass of a problem dense_streaming_applies to: partials[item][c][k]
@@ -128,26 +155,26 @@ void forward_dense_streaming(const float* x, const DiceProblem& pr, std::vector<
           const int64_t s_begin = (item % per_sample) * kChunk;
           const int64_t s_end = std::min(s_begin + kChunk, pr.spatial);
           double* acc = partials.data() + item * C * kNumStats;
-          Int8 p_outside = {}, t_outside = {};
+          RangeLanes p_range, t_range;
+          bool p_nan = false, t_nan = false;
           for (int64_t c = 0; c < C; ++c) {
             const float* xr = x + pr.input_offset(b, c, 0);
             const target_t* tr = target + pr.dense_target_offset(b, c, 0);
+            double* row_acc = acc + c * kNumStats;
             if (check_p) {
-              stream_dense_row<kAct, kFull, true>(xr, tr, s_begin, s_end, acc + c * kNumStats, p_outside, t_outside);
+              stream_dense_row<kAct, kFull, true>(xr, tr, s_begin, s_end, row_acc, p_range, t_range);
             } else {
-              stream_dense_row<kAct, kFull, false>(xr, tr, s_begin, s_end, acc + c * kNumStats, p_outside, t_outside);
+              stream_dense_row<kAct, kFull, false>(xr, tr, s_begin, s_end, row_acc, p_range, t_range);
             }
+            // A NaN anywhere in the row makes its sum NaN (and an infinity is outside the range).
+            p_nan |= std::isnan(row_acc[kSumProb]);
+            t_nan |= std::isnan(row_acc[kSumTarget]);
           }
           if (kFull) {
             for (int64_t c = 0; c < C; ++c) acc[c * kNumStats + kValidCount] = static_cast<double>(s_end - s_begin);
           }
-          bool any_t = false, any_p = false;
-          for (int j = 0; j < kLanes; ++j) {
-            any_t |= t_outside[j] != 0;
-            any_p |= p_outside[j] != 0;
-          }
-          if (any_t) target_outside[item] = 1;
-          if (any_p) input_outside[item] = 1;
+          if (t_nan || t_range.outside()) target_outside[item] = 1;
+          if (check_p && (p_nan || p_range.outside())) input_outside[item] = 1;
         }
       });
     }
