@@ -32,6 +32,7 @@ class Workload:
     # in every spatial dimension; inputs and targets are lists, targets int16 (B, 1, ...) label maps
     # downsampled nearest-exact (nnU-Net 2.8.1's data pipeline); only nnU-Net's providers take them.
     ds_levels: int = 0
+    target_dtype: str = "float32"  # dense targets: float32, bool or uint8 (a 0/1 mask as loaded)
 
     def __post_init__(self):
         if self.loss == "seed":
@@ -69,7 +70,7 @@ class Workload:
             x = torch.randn(self.shape, generator=g).to(dtype=dtype, device=self.device).requires_grad_(True)
         b, c, *spatial = self.shape
         if self.dense_target:
-            t = (torch.rand(self.shape, generator=g) < 0.1).float().to(self.device)
+            t = (torch.rand(self.shape, generator=g) < 0.1).to(getattr(torch, self.target_dtype)).to(self.device)
         else:
             t = torch.randint(0, c, (b, *spatial), generator=g).to(self.device)
         return x, t
@@ -95,7 +96,7 @@ class Workload:
             n = math.prod(shape)
             x_bytes = n * elem
             if self.dense_target:
-                t_bytes = n * 4
+                t_bytes = n * torch.empty((), dtype=getattr(torch, self.target_dtype)).element_size()
             else:
                 t_bytes = (n // shape[1]) * (2 if self.ds_levels else 8)
             total += 2 * (x_bytes + t_bytes) + x_bytes
@@ -126,6 +127,12 @@ def workloads(device, quick):
         W("seed_3d_b2_c4_96^3", (2, 4, 96, 96, 96), **seed),
         W("seed_3d_b2_c4_64^3", (2, 4, 64, 64, 64), **seed),
         W("seed_2d_b16_c1_512^2", (16, 1, 512, 512), **seed),
+        # The other dense-target paths of the issue's bounds: bool / uint8 masks, sigmoid logits.
+        W("seed_3d_b2_c4_96^3_bool", (2, 4, 96, 96, 96), **seed, target_dtype="bool"),
+        W("seed_3d_b2_c4_96^3_u8", (2, 4, 96, 96, 96), **seed, target_dtype="uint8"),
+        W("3d_b2_c4_96^3_sigmoid_dense", (2, 4, 96, 96, 96), activation="sigmoid", dense_target=True),
+        W("3d_b2_c4_96^3_sigmoid_dense_bool", (2, 4, 96, 96, 96), activation="sigmoid", dense_target=True,
+          target_dtype="bool"),
         W("3d_b2_c4_96^3", (2, 4, 96, 96, 96)),
         W("2d_b16_c2_512^2", (16, 2, 512, 512)),
         W("2d_b16_c21_512^2", (16, 21, 512, 512)),

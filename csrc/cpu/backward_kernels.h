@@ -141,8 +141,10 @@ void backward_elementwise(const scalar_t* x, const DiceProblem& pr, const acc_t*
     });
   };
   if constexpr (std::is_same<scalar_t, float>::value) {
-    if (pr.target.dtype == TargetDtype::kBool) return run(static_cast<const bool*>(pr.target.data));
-    if (pr.target.dtype == TargetDtype::kUInt8) return run(static_cast<const uint8_t*>(pr.target.data));
+    // bool read as its 0 / 1 bytes: GCC does not vectorize a loop over bool loads.
+    if (pr.target.dtype == TargetDtype::kBool || pr.target.dtype == TargetDtype::kUInt8) {
+      return run(static_cast<const uint8_t*>(pr.target.data));
+    }
   }
   run(static_cast<const scalar_t*>(pr.target.data));
 }
