@@ -204,6 +204,9 @@ def cpu_peak_memory(provider, w):
 
 def run_workload(w, args, copy_gbs):
     providers, skipped, compile_s = {}, {}, {}
+    # Compiled providers start afresh per workload: past dynamo's recompile limit
+    # (8 graphs per function) a compiled provider would silently run eagerly.
+    torch._dynamo.reset()
     for name, make in PROVIDERS.items():
         if args.providers and name not in args.providers:
             continue

@@ -79,15 +79,6 @@ void target_grad_row(const scalar_t* input, const DiceProblem& pr, int64_t b, in
   }
 }
 
-// The TargetDtype tag of a dense target stored in scalar_t.
-template <typename scalar_t>
-constexpr TargetDtype target_dtype_of() {
-  if constexpr (std::is_same<scalar_t, double>::value) return TargetDtype::kFloat64;
-  if constexpr (std::is_same<scalar_t, c10::Half>::value) return TargetDtype::kFloat16;
-  if constexpr (std::is_same<scalar_t, c10::BFloat16>::value) return TargetDtype::kBFloat16;
-  return TargetDtype::kFloat32;
-}
-
 // The backward of an elementwise activation (none / sigmoid) against a dense
 // target, both with unit spatial stride: no coupling between classes, so
 // each row is one branch-free pass that reads input and target and writes
@@ -114,7 +105,7 @@ bool elementwise_backward_applies(const DiceProblem& pr, int64_t grad_stride_s) 
   // bool / uint8 targets (0/1 masks) with float input only: the common case,
   // without instantiating the loop for every input dtype.
   const TargetDtype td = pr.target.dtype;
-  const bool target_ok = td == target_dtype_of<scalar_t>() ||
+  const bool target_ok = td == dtype_tag<scalar_t>() ||
                          (std::is_same<scalar_t, float>::value && (td == TargetDtype::kBool || td == TargetDtype::kUInt8));
   return pr.activation != Activation::kSoftmax && pr.pixel_loss == PixelLoss::kNone && !pr.target.is_label &&
          !pr.has_mask() && target_ok && pr.in_stride_s == 1 && pr.target.stride_s == 1 && grad_stride_s == 1;
@@ -125,18 +116,12 @@ template <typename scalar_t, typename acc_t, Activation kAct, bool kFull>
 void backward_elementwise(const scalar_t* x, const DiceProblem& pr, const acc_t* coefs, scalar_t* g,
                           const GradLayout& gl) {
   const int64_t C = pr.classes;
-  const int64_t per_sample = chunks_per_sample(pr.spatial);
   auto run = [&](const auto* t) {
-    at::parallel_for(0, pr.batch * per_sample, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t item = begin; item < end; ++item) {
-        const int64_t b = item / per_sample;
-        const int64_t s_begin = (item % per_sample) * kChunk;
-        const int64_t n = std::min(s_begin + kChunk, pr.spatial) - s_begin;
-        for (int64_t c = 0; c < C; ++c) {
-          backward_row_elementwise<scalar_t, acc_t, kAct, kFull>(
-              x + pr.input_offset(b, c, s_begin), t + pr.dense_target_offset(b, c, s_begin),
-              g + b * gl.stride_b + c * gl.stride_c + s_begin, n, coefs + (b * C + c) * kNumGradCoefs);
-        }
+    parallel_chunks(pr, no_state, [&](NoState&, int64_t, int64_t b, int64_t s_begin, int64_t s_end) {
+      for (int64_t c = 0; c < C; ++c) {
+        backward_row_elementwise<scalar_t, acc_t, kAct, kFull>(
+            x + pr.input_offset(b, c, s_begin), t + pr.dense_target_offset(b, c, s_begin),
+            g + b * gl.stride_b + c * gl.stride_c + s_begin, s_end - s_begin, coefs + (b * C + c) * kNumGradCoefs);
       }
     });
   };
@@ -156,14 +141,14 @@ void backward_softmax_label(const scalar_t* x, const DiceProblem& pr, const floa
                             const GradLayout& gl) {
   constexpr bool kHalfInput = !std::is_same<scalar_t, float>::value;
   const int64_t C = pr.classes;
-  const int64_t per_sample = chunks_per_sample(pr.spatial);
-  at::parallel_for(0, pr.batch * per_sample, 1, [&](int64_t begin, int64_t end) {
-    Tile<float> tile(0, /*is_label=*/true);  // the labels only
-    SoftmaxLabelScratch scratch(C, true, kHalfInput);
-    for (int64_t item = begin; item < end; ++item) {
-      const int64_t b = item / per_sample;
-      const int64_t s_begin = (item % per_sample) * kChunk;
-      const int64_t s_end = std::min(s_begin + kChunk, pr.spatial);
+  auto make_state = [&] {
+    // the tile's labels only
+    return std::make_pair(Tile<float>(0, /*is_label=*/true), SoftmaxLabelScratch(C, true, kHalfInput));
+  };
+  parallel_chunks(pr, make_state, [&](auto& state, int64_t, int64_t b, int64_t s_begin, int64_t s_end) {
+    Tile<float>& tile = state.first;
+    SoftmaxLabelScratch& scratch = state.second;
+    {
       const float* sample_coefs = coefs + b * C * kNumGradCoefs;
       for (int64_t s0 = s_begin; s0 < s_end; s0 += kTile) {
         const int64_t n = std::min(kTile, s_end - s0);
@@ -189,20 +174,16 @@ template <typename scalar_t, typename acc_t, Activation kAct, bool kFull, bool k
 void backward_tiles(const scalar_t* x, const DiceProblem& pr, const acc_t* coefs, scalar_t* g,
                     const GradLayout& gl, const TargetGradOut<acc_t>& tg) {
   const int64_t C = pr.classes;
-  const int64_t per_sample = chunks_per_sample(pr.spatial);
   const bool is_label = pr.one_hot_labels();  // regions take the dense-target code
   const bool positions_dropped = pr.target.is_label || pr.has_mask();
   const int64_t gsb = gl.stride_b, gsc = gl.stride_c, gss = gl.stride_s;
   // The cross-entropy's gradient couples the classes through the softmax (it
   // joins `dot`) and needs log p; the binary cross-entropy's is per element.
   const bool cross_entropy = kPixel && pr.pixel_loss == PixelLoss::kCrossEntropy;
-  at::parallel_for(0, pr.batch * per_sample, 1, [&](int64_t begin, int64_t end) {
-    Tile<acc_t> tile(C, is_label, kPixel);
+  auto make_tile = [&] { return Tile<acc_t>(C, is_label, kPixel); };
+  parallel_chunks(pr, make_tile, [&](Tile<acc_t>& tile, int64_t, int64_t b, int64_t s_begin, int64_t s_end) {
     acc_t dot[kTile];
-    for (int64_t item = begin; item < end; ++item) {
-      const int64_t b = item / per_sample;
-      const int64_t s_begin = (item % per_sample) * kChunk;
-      const int64_t s_end = std::min(s_begin + kChunk, pr.spatial);
+    {
       const acc_t* sample_coefs = coefs + b * C * kNumGradCoefs;
       for (int64_t s0 = s_begin; s0 < s_end; s0 += kTile) {
         const int64_t n = std::min(kTile, s_end - s0);

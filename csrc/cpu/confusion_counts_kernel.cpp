@@ -136,13 +136,15 @@ void counts_impl(const at::Tensor& input, const CountsProblem& cp, at::Tensor& c
   const acc_t threshold = std::is_same<acc_t, double>::value ? static_cast<acc_t>(cp.threshold)
                                                              : static_cast<acc_t>(cp.threshold_float);
 
-  at::parallel_for(0, items, 1, [&](int64_t begin, int64_t end) {
-    std::vector<int32_t> codes(kTile), pred(kTile), trow(kTile);
-    std::vector<acc_t> best(kTile), row(kTile);
-    for (int64_t item = begin; item < end; ++item) {
-      const int64_t b = item / per_sample;
-      const int64_t s_begin = (item % per_sample) * kChunk;
-      const int64_t s_end = std::min(s_begin + kChunk, pr.spatial);
+  struct Rows {
+    std::vector<int32_t> codes, pred, trow;
+    std::vector<acc_t> best, row;
+  };
+  auto make_rows = [] { return Rows{std::vector<int32_t>(kTile), std::vector<int32_t>(kTile),
+                                    std::vector<int32_t>(kTile), std::vector<acc_t>(kTile), std::vector<acc_t>(kTile)}; };
+  parallel_chunks(pr, make_rows, [&](Rows& rows, int64_t item, int64_t b, int64_t s_begin, int64_t s_end) {
+    auto& [codes, pred, trow, best, row] = rows;
+    {
       int64_t* acc = partials.data() + item * C * kNumCounts;
       for (int64_t s0 = s_begin; s0 < s_end; s0 += kTile) {
         const int64_t n = std::min(kTile, s_end - s0);

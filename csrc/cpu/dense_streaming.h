@@ -36,9 +36,18 @@ inline Float8 load_target8(const float* src) {
   return v;
 }
 inline Float8 load_target8(const uint8_t* src) {
+#if defined(FD_CPU_ISA_AVX2)
+  // GCC widens an 8-byte vector element by element (16 scalar instructions):
+  // one vpmovzxbd instead.
+  const __m256 f = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(src))));
+  Float8 v;
+  std::memcpy(&v, &f, sizeof(v));
+  return v;
+#else
   Byte8 b;
   std::memcpy(&b, src, sizeof(b));
   return __builtin_convertvector(__builtin_convertvector(b, Int8), Float8);
+#endif
 }
 inline Float8 load_target8(const bool* src) { return load_target8(reinterpret_cast<const uint8_t*>(src)); }
 
@@ -142,18 +151,13 @@ template <Activation kAct, bool kFull>
 void forward_dense_streaming(const float* x, const DiceProblem& pr, std::vector<double>& partials,
                              std::vector<uint8_t>& target_outside, std::vector<uint8_t>& input_outside) {
   const int64_t C = pr.classes;
-  const int64_t per_sample = chunks_per_sample(pr.spatial);
-  const int64_t items = pr.batch * per_sample;
   const bool check_p = !input_outside.empty();
   visit_dense_dtype(pr.target, [&](const auto* target) {
     using target_t = std::remove_cv_t<std::remove_pointer_t<decltype(target)>>;
     if constexpr (std::is_same<target_t, float>::value || std::is_same<target_t, bool>::value ||
                   std::is_same<target_t, uint8_t>::value) {
-      at::parallel_for(0, items, 1, [&](int64_t begin, int64_t end) {
-        for (int64_t item = begin; item < end; ++item) {
-          const int64_t b = item / per_sample;
-          const int64_t s_begin = (item % per_sample) * kChunk;
-          const int64_t s_end = std::min(s_begin + kChunk, pr.spatial);
+      parallel_chunks(pr, no_state, [&](NoState&, int64_t item, int64_t b, int64_t s_begin, int64_t s_end) {
+        {
           double* acc = partials.data() + item * C * kNumStats;
           RangeLanes p_range, t_range;
           bool p_nan = false, t_nan = false;

@@ -8,6 +8,7 @@
 #pragma GCC push_options
 #pragma GCC target("avx2,fma")
 #define FD_CPU_ISA_NS avx2
+#define FD_CPU_ISA_AVX2 1  // (the target pragma does not define __AVX2__)
 #include "forward_kernels.h"
 #pragma GCC pop_options
 #endif

@@ -187,14 +187,15 @@ void forward_impl(const at::Tensor& input, const DiceProblem& pr, at::Tensor& st
   constexpr bool kSoftmaxLabel = kSoftmaxLabelCase<scalar_t, kAct, kFull>;
   constexpr bool kHalfInput = !std::is_same<scalar_t, float>::value;
   const bool softmax_label_path = kSoftmaxLabel && softmax_label_path_applies(pr);
-  at::parallel_for(0, items, 1, [&](int64_t begin, int64_t end) {
+  auto make_state = [&] {
     // The softmax + label path uses only the tile's labels.
-    Tile<acc_t> tile(softmax_label_path ? 0 : C, is_label, kPixel && !softmax_label_path);
-    SoftmaxLabelScratch scratch(softmax_label_path ? C : 0, softmax_label_path, kHalfInput);
-    for (int64_t item = begin; item < end; ++item) {
-      const int64_t b = item / per_sample;
-      const int64_t s_begin = (item % per_sample) * kChunk;
-      const int64_t s_end = std::min(s_begin + kChunk, pr.spatial);
+    return std::make_pair(Tile<acc_t>(softmax_label_path ? 0 : C, is_label, kPixel && !softmax_label_path),
+                          SoftmaxLabelScratch(softmax_label_path ? C : 0, softmax_label_path, kHalfInput));
+  };
+  parallel_chunks(pr, make_state, [&](auto& state, int64_t item, int64_t b, int64_t s_begin, int64_t s_end) {
+    Tile<acc_t>& tile = state.first;
+    SoftmaxLabelScratch& scratch = state.second;
+    {
       double* acc = partials.data() + item * C * kNumStats;
       int64_t valid_count = 0;
       for (int64_t s0 = s_begin; s0 < s_end; s0 += kTile) {

@@ -19,6 +19,10 @@
 #include <c10/util/Exception.h>
 #include <c10/util/Half.h>
 
+#if defined(__x86_64__)
+#include <immintrin.h>  // the AVX2 build's few intrinsics (under #if FD_CPU_ISA_AVX2)
+#endif
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>

@@ -29,48 +29,62 @@ constexpr int64_t kChunk = kTile * kTilesPerChunk;
 
 inline int64_t chunks_per_sample(int64_t spatial) { return (spatial + kChunk - 1) / kChunk; }
 
+// Runs every chunk item of a problem (sample b, positions [s_begin, s_end))
+// in parallel: per range of items a thread takes, state = make_state() once
+// (tiles, scratch), then body(state, item, b, s_begin, s_end) item by item.
+template <typename MakeState, typename Body>
+void parallel_chunks(const DiceProblem& pr, MakeState&& make_state, Body&& body) {
+  const int64_t per_sample = chunks_per_sample(pr.spatial);
+  at::parallel_for(0, pr.batch * per_sample, 1, [&](int64_t begin, int64_t end) {
+    auto state = make_state();
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t s_begin = (item % per_sample) * kChunk;
+      body(state, item, item / per_sample, s_begin, std::min(s_begin + kChunk, pr.spatial));
+    }
+  });
+}
+
+// No per-thread state.
+struct NoState {};
+inline NoState no_state() { return {}; }
+
+// The storage type of each TargetDtype tag.
+template <typename T>
+constexpr TargetDtype dtype_tag();
+template <> constexpr TargetDtype dtype_tag<c10::Half>() { return TargetDtype::kFloat16; }
+template <> constexpr TargetDtype dtype_tag<c10::BFloat16>() { return TargetDtype::kBFloat16; }
+template <> constexpr TargetDtype dtype_tag<float>() { return TargetDtype::kFloat32; }
+template <> constexpr TargetDtype dtype_tag<double>() { return TargetDtype::kFloat64; }
+template <> constexpr TargetDtype dtype_tag<bool>() { return TargetDtype::kBool; }
+template <> constexpr TargetDtype dtype_tag<uint8_t>() { return TargetDtype::kUInt8; }
+template <> constexpr TargetDtype dtype_tag<int8_t>() { return TargetDtype::kInt8; }
+template <> constexpr TargetDtype dtype_tag<int16_t>() { return TargetDtype::kInt16; }
+template <> constexpr TargetDtype dtype_tag<int32_t>() { return TargetDtype::kInt32; }
+template <> constexpr TargetDtype dtype_tag<int64_t>() { return TargetDtype::kInt64; }
+
+// f(data as const T*) for the T among Ts whose tag is `tag`; the last of Ts
+// when none is (the host wrappers admit only the listed dtypes).
+template <typename T, typename... Rest, typename F>
+decltype(auto) visit_dtype(TargetDtype tag, const void* data, F&& f) {
+  if constexpr (sizeof...(Rest) == 0) {
+    return f(static_cast<const T*>(data));
+  } else {
+    if (tag == dtype_tag<T>()) return f(static_cast<const T*>(data));
+    return visit_dtype<Rest...>(tag, data, std::forward<F>(f));
+  }
+}
+
 // f(typed pointer to the label map's data), for each integer label dtype.
 template <typename F>
 decltype(auto) visit_label_dtype(const TargetView& tv, F&& f) {
-  switch (tv.dtype) {
-    case TargetDtype::kUInt8:
-      return f(static_cast<const uint8_t*>(tv.data));
-    case TargetDtype::kInt8:
-      return f(static_cast<const int8_t*>(tv.data));
-    case TargetDtype::kInt16:
-      return f(static_cast<const int16_t*>(tv.data));
-    case TargetDtype::kInt32:
-      return f(static_cast<const int32_t*>(tv.data));
-    default:
-      return f(static_cast<const int64_t*>(tv.data));
-  }
+  return visit_dtype<uint8_t, int8_t, int16_t, int32_t, int64_t>(tv.dtype, tv.data, std::forward<F>(f));
 }
 
 // f(typed pointer to a dense target's data), for each target dtype.
 template <typename F>
 decltype(auto) visit_dense_dtype(const TargetView& tv, F&& f) {
-  switch (tv.dtype) {
-    case TargetDtype::kFloat16:
-      return f(static_cast<const c10::Half*>(tv.data));
-    case TargetDtype::kBFloat16:
-      return f(static_cast<const c10::BFloat16*>(tv.data));
-    case TargetDtype::kFloat32:
-      return f(static_cast<const float*>(tv.data));
-    case TargetDtype::kFloat64:
-      return f(static_cast<const double*>(tv.data));
-    case TargetDtype::kBool:
-      return f(static_cast<const bool*>(tv.data));
-    case TargetDtype::kUInt8:
-      return f(static_cast<const uint8_t*>(tv.data));
-    case TargetDtype::kInt8:
-      return f(static_cast<const int8_t*>(tv.data));
-    case TargetDtype::kInt16:
-      return f(static_cast<const int16_t*>(tv.data));
-    case TargetDtype::kInt32:
-      return f(static_cast<const int32_t*>(tv.data));
-    default:
-      return f(static_cast<const int64_t*>(tv.data));
-  }
+  return visit_dtype<c10::Half, c10::BFloat16, float, double, bool, uint8_t, int8_t, int16_t, int32_t, int64_t>(
+      tv.dtype, tv.data, std::forward<F>(f));
 }
 
 // Classifies labels src[0..n) (stride apart) against [0, limit) with
@@ -221,20 +235,7 @@ inline acc_t prob(const acc_t* x, const acc_t* inv, int64_t i) {
 // f(typed pointer to the loss mask's data), for each mask dtype.
 template <typename F>
 decltype(auto) visit_mask_dtype(const MaskView& mv, F&& f) {
-  switch (mv.dtype) {
-    case TargetDtype::kUInt8:
-      return f(static_cast<const uint8_t*>(mv.data));
-    case TargetDtype::kFloat16:
-      return f(static_cast<const c10::Half*>(mv.data));
-    case TargetDtype::kBFloat16:
-      return f(static_cast<const c10::BFloat16*>(mv.data));
-    case TargetDtype::kFloat32:
-      return f(static_cast<const float*>(mv.data));
-    case TargetDtype::kFloat64:
-      return f(static_cast<const double*>(mv.data));
-    default:
-      return f(static_cast<const bool*>(mv.data));
-  }
+  return visit_dtype<uint8_t, c10::Half, c10::BFloat16, float, double, bool>(mv.dtype, mv.data, std::forward<F>(f));
 }
 
 // With a loss mask: codes[i] = -1 where mask[b, s0 + i] is 0 (i < n); returns
