@@ -13,10 +13,13 @@ The shim, and all of it:
   loudly if either side of that does not hold.
 * ``tests.test_utils`` (MONAI's test helpers, not in the monai wheel) is
   ``_monai_test_utils`` beside this file.
-* TorchScript tests are skipped, by exact id (``SKIP_TORCHSCRIPT``).
+
+Nothing is skipped: the TorchScript tests (``test_script``) script fastdice's
+class, whose ``__prepare_scriptable__`` gives MONAI's own class built with the
+same arguments (TorchScript cannot compile the fused path's Python).
 
 FASTDICE_MONAI_TESTS_AGAINST=monai runs the same files against the installed
-MONAI instead (no patching, no skips): the baseline that shows the files fit
+MONAI instead (no patching): the baseline that shows the files fit
 MONAI 1.6.1.
 """
 
@@ -50,21 +53,6 @@ if AGAINST not in ("fastdice", "monai"):
 
 MONAI_CLASSES = {name: getattr(monai.losses, name) for name in fastdice_monai.__all__}
 FASTDICE_CLASSES = {name: getattr(fastdice_monai, name) for name in fastdice_monai.__all__}
-
-# torch.jit.script compiles the module's Python source (forward and every helper it
-# calls) to TorchScript; fastdice.compat.monai's classes are plain Python around a
-# custom op, written for eager mode and torch.compile/torch.export, not in the
-# TorchScript subset (README.md, "TorchScript", lists the constructs that block it).
-# Not a numerical difference: these ids script a default instance and compare its
-# output with eager mode.
-SKIP_TORCHSCRIPT = {
-    "test_dice_loss.py::TestDiceLoss::test_script",
-    "test_generalized_dice_loss.py::TestGeneralizedDiceLoss::test_script",
-    "test_tversky_loss.py::TestTverskyLoss::test_script",
-    "test_dice_focal_loss.py::TestDiceFocalLoss::test_script",
-    "test_generalized_dice_focal_loss.py::TestGeneralizedDiceFocalLoss::test_script",
-}
-SKIP_REASON = "TorchScript: fastdice.compat.monai's classes are not scriptable (eager, torch.compile and torch.export only)"
 
 # MONAI's tests import their helpers from their own tests package.
 sys.modules["tests.test_utils"] = _monai_test_utils
@@ -120,6 +108,3 @@ def pytest_collection_modifyitems(config, items):
             for name, cls in expected.items():
                 if name in vars(module) and vars(module)[name] is not cls:
                     raise pytest.UsageError(f"{path.name}: {name} is {vars(module)[name]!r}, expected {cls!r}")
-        local_id = f"{path.name}::{item.nodeid.split('::', 1)[1]}"
-        if AGAINST == "fastdice" and local_id in SKIP_TORCHSCRIPT:
-            item.add_marker(pytest.mark.skip(reason=SKIP_REASON))
