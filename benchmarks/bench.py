@@ -13,6 +13,11 @@ import subprocess
 import sys
 import time
 
+# Inductor compiles in worker processes that stay alive and keep busy after the
+# first compile: on a 2-core machine they took the CPU from the timed loops of
+# the first workloads (fastdice at 3-4x its time in the next run). Compile in process.
+os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")
+
 import torch
 
 from . import utils
