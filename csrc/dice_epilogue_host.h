@@ -2,7 +2,10 @@
 // them, their validation, and the tensors and parameters the kernels get.
 #pragma once
 
-#include <ATen/ATen.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <ATen/ops/zeros.h>
 #include <c10/util/string_view.h>
 
 #include <string>

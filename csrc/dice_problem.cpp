@@ -3,7 +3,10 @@
 // DiceProblem / CountsProblem the CPU and CUDA kernels run on.
 #include "dice_problem.h"
 
-#include <ATen/ATen.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <ATen/ops/zeros.h>
 #include <c10/util/Exception.h>
 
 #include <cmath>

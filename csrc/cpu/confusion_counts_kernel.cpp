@@ -10,7 +10,10 @@
 // vectorizable loop counts TP, FP and FN. Integer counts make the result exact
 // whatever the summation order; chunk partials are still reduced in a fixed
 // order.
-#include <ATen/ATen.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
 #include <string>

@@ -2,7 +2,10 @@
 // registration: plain loops over the rows of stats[B, C, K] around the shared
 // math and routing of dice_epilogue.h (the CUDA kernels run the same loops
 // with the threads of one block).
-#include <ATen/ATen.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <ATen/ops/zeros.h>
 #include <ATen/Dispatch.h>
 #include <torch/library.h>
 

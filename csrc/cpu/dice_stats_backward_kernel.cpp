@@ -1,6 +1,9 @@
 // CPU host wrapper of fastdice::dice_stats_backward and its registration:
 // validation, gradient allocation, the call into the instruction set's kernels.
-#include <ATen/ATen.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
 #include <string>

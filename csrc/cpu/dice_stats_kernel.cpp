@@ -1,7 +1,8 @@
 // CPU host wrapper of fastdice::dice_stats and its registration: validation,
 // output allocation, the choice of instruction set (use_avx2) and the call
 // into that set's kernels (dice_cpu_isa.h).
-#include <ATen/ATen.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
 #include <cstdlib>
