@@ -18,6 +18,15 @@ import time
 # the first workloads (fastdice at 3-4x its time in the next run). Compile in process.
 os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")
 
+# glibc's allocator in its steady state for the CPU run: no block mapped with mmap and the
+# heap never trimmed, so freed memory stays mapped and reused. With the defaults, a free()
+# that merges into a large free top of the heap returns it to the OS (brk) inside whichever
+# timed call frees next: 10-13 ms of kernel time landed in fastdice's 2 ms forward after the
+# textbook module had freed its temporaries (perf, `__do_sys_brk` < `unmap_page_range`), and
+# blocks mapped afresh fault on first touch. Both are the allocator's cost, not a loss's;
+# benchmarks/bench_page_faults.py measures them under the defaults. glibc reads these at start.
+STEADY_ALLOCATOR = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(1 << 40)}
+
 import torch
 
 from . import utils
@@ -201,6 +210,8 @@ def cpu_memory_child(provider, workload_json):
 def cpu_peak_memory(provider, w):
     cmd = [sys.executable, "-m", "benchmarks.bench", "--memory-child", provider, json.dumps(dataclasses.asdict(w))]
     env = dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()))
+    for key in STEADY_ALLOCATOR:  # peak memory as a user's process has it
+        env.pop(key, None)
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     if out.returncode != 0:
         return None
@@ -327,7 +338,9 @@ def save_all(results, env, out_dir):
     path = utils.save_results(results, out_dir, env)
     table = markdown(results)
     with open(path.replace(".json", ".md"), "w") as f:
-        f.write(f"fastdice benchmark: {env['device_name']}, torch {env['torch']}, commit {env['commit']}, {env['date']}\n\n")
+        allocator = f", allocator: {env['cpu_allocator']}" if env.get("cpu_allocator") else ""
+        f.write(f"fastdice benchmark: {env['device_name']}, torch {env['torch']}, commit {env['commit']}, {env['date']}"
+                f"{allocator}\n\n")
         f.write(table + "\n")
     return path, table
 
@@ -341,14 +354,24 @@ def main(argv=None):
     p.add_argument("--workloads", nargs="*", help="subset of workloads, by name ('strategies': the ones that decide "
                    "between the CUDA forward strategies)")
     p.add_argument("--no-memory", action="store_true", help="skip the CPU memory subprocesses")
+    p.add_argument("--allocator", choices=("steady", "default"), default="steady",
+                   help="CPU: glibc without mmap and trimming (steady, see STEADY_ALLOCATOR) or its defaults")
     p.add_argument("--memory-child", nargs=2, metavar=("PROVIDER", "WORKLOAD"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.memory_child:
         return cpu_memory_child(*args.memory_child)
+    if args.device == "cpu" and args.allocator == "steady" and any(
+            os.environ.get(k) != v for k, v in STEADY_ALLOCATOR.items()):
+        sys.stdout.flush()
+        argv = sys.argv[1:] if argv is None else list(argv)
+        os.execve(sys.executable, [sys.executable, "-m", "benchmarks.bench", *argv], dict(os.environ, **STEADY_ALLOCATOR))
 
     env = utils.environment(args.device)
     copy_gbs = copy_bandwidth_gbs() if args.device == "cuda" else None
     env["copy_bandwidth_gbs"] = copy_gbs
+    if args.device == "cpu":
+        env["cpu_allocator"] = ("glibc, " + " ".join(f"{k}={v}" for k, v in STEADY_ALLOCATOR.items())
+                                if args.allocator == "steady" else "glibc defaults")
     print(f"# fastdice benchmark on {env['device_name']}, torch {env['torch']}, commit {env['commit']}", flush=True)
     results = {"workloads": [], "quick": args.quick, "environment": env}
     names = args.workloads or []
