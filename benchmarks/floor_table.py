@@ -1,7 +1,9 @@
-"""The README's CPU throughput table from one committed benchmark run: per
-path, fastdice's forward and backward in ns per element, each as a multiple
-of its floor (the larger of the read and exp floors measured in the same
-run), and the ratio to the fastest peer (the peer's time / fastdice's, fwd+bwd).
+"""The README's CPU tables from one committed benchmark run. The throughput
+table: per path, fastdice's forward and backward in ns per element, each as
+a multiple of its floor (the larger of the read and exp floors measured in
+the same run), and the ratio to the fastest peer (the peer's time /
+fastdice's, fwd+bwd). The peer table: fastdice's fwd+bwd time, each peer's
+as a multiple of it, and fastdice's peak extra memory.
 
     python -m benchmarks.floor_table benchmarks/results/bench_cpu_<...>.json
 """
@@ -43,5 +45,29 @@ def table(path: str) -> str:
     return "\n".join(lines)
 
 
+PEERS = ("textbook", "reference", "reference_compiled", "monai", "smp", "exacta", "nnunet", "nnunet_compiled")
+
+
+def peers_table(path: str) -> str:
+    with open(path) as f:
+        run = json.load(f)
+    runs = [r for r in run["workloads"] if "fastdice" in r["providers"]]
+    present = [p for p in PEERS if any(p in r["providers"] for r in runs)]
+    lines = [
+        "| workload | fastdice fwd+bwd ms | " + " | ".join(present) + " | fastdice peak extra MB |",
+        "|---|---|" + "---|" * len(present) + "---|",
+    ]
+    for r in runs:
+        rows = r["providers"]
+        ours = rows["fastdice"]["total"]["median_ms"]
+        cells = [f"{rows[p]['total']['median_ms'] / ours:.2f}×" if p in rows else "—" for p in present]
+        mem = rows["fastdice"].get("peak_extra_bytes")
+        mem = f"{mem / 2**20:.1f}" if mem is not None else "—"
+        lines.append(f"| {r['workload']['name']} | {ours:.2f} | " + " | ".join(cells) + f" | {mem} |")
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
     print(table(sys.argv[1]))
+    print()
+    print(peers_table(sys.argv[1]))
