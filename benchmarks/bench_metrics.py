@@ -64,10 +64,8 @@ class Skip(Exception):
     pass
 
 
-def _fastdice(w):
-    from fastdice.metrics import DiceScore
-
-    metric = DiceScore()
+def _one_batch(metric):
+    """One validation batch of a torchmetrics-style metric: update, compute, reset."""
 
     def run(x, t):
         metric.update(x, t)
@@ -76,6 +74,12 @@ def _fastdice(w):
         return out
 
     return run
+
+
+def _fastdice(w):
+    from fastdice.metrics import DiceScore
+
+    return _one_batch(DiceScore())
 
 
 def _torchmetrics(w):
@@ -86,14 +90,7 @@ def _torchmetrics(w):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         metric = DiceScore(num_classes=w.shape[1], average="macro", input_format="mixed").to(w.device)
-
-    def run(x, t):
-        metric.update(x, t)
-        out = metric.compute()
-        metric.reset()
-        return out
-
-    return run
+    return _one_batch(metric)
 
 
 def _monai(w):

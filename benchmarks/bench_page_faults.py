@@ -1,17 +1,21 @@
-"""How much of a CPU backward is first-touch page faults of the fresh gradient,
-and what an allocator setting does about it (#18 item 4).
+"""What glibc's allocator costs a CPU training step of fastdice.DiceLoss: first-touch
+page faults of the fresh gradient, and the heap given back to the OS (#18 item 4).
 
     python -m benchmarks.bench_page_faults [--out DIR] [--reps N]
 
-Each configuration runs in its own process (the allocator reads its settings
-at start): fastdice.DiceLoss's backward at the benchmark shapes, with a fresh
-gradient every step as in training (``x.grad = None``), timed and counted
-(minor page faults from getrusage around the backward alone). glibc returns a
-large freed block (above its mmap threshold, 128 KiB to 32 MiB, adjusted at
-run time) to the OS, so the next step's gradient is mapped afresh and every
-4 KiB page faults on its first write. The setting compared keeps freed blocks
-in the heap: ``MALLOC_MMAP_THRESHOLD_`` (blocks up to it come from the heap)
-and ``MALLOC_TRIM_THRESHOLD_`` (the heap is not trimmed back).
+Each allocator setting runs in its own process (glibc reads them at start):
+fastdice.DiceLoss's forward and backward at the benchmark shapes, with a fresh
+gradient every step as in training (``x.grad = None``), timed, with the minor
+page faults of the backward and the kernel (sys) time of the step from getrusage.
+Once alone, once with the textbook module's forward and backward on other tensors
+between the steps ("churn": N-sized temporaries freed between steps, as a
+network's layers do). With glibc's defaults a freed block above the mmap threshold
+(128 KiB to 32 MiB, adjusted at run time) is unmapped, so the next one of its size
+faults every 4 KiB page on first write; and a free() that merges into a large free
+top of the heap gives it back (brk), which costs kernel time in whichever call
+frees next. The settings compared keep freed memory: ``MALLOC_MMAP_THRESHOLD_``
+(blocks up to it come from the heap), ``MALLOC_MMAP_MAX_=0`` (no mmap at all) and
+``MALLOC_TRIM_THRESHOLD_`` (the heap is not trimmed back).
 """
 
 import argparse
@@ -42,8 +46,49 @@ SETTINGS = {
 }
 
 
+# Steps before the timed ones: glibc's heap settles in the first few (a posix_memalign
+# of the gradient's size does not fit the block the last one freed until freed
+# neighbours merge: the heap grows, and faults, for about 8 steps).
+WARMUP = 10
+
+
+def _steps(loss_fn, x, t, reps, between=None):
+    """Training steps of loss_fn on (x, t) with a fresh gradient each; ``between()``
+    runs before each step, untimed. Returns per-step forward and backward ms, and
+    the backward's minor faults and kernel time, and the step's kernel time."""
+    rows = []
+    for i in range(reps + WARMUP):
+        if between is not None:
+            between()
+        x.grad = None
+        r0 = resource.getrusage(resource.RUSAGE_SELF)
+        t0 = time.perf_counter()
+        loss = loss_fn(x, t)
+        t1 = time.perf_counter()
+        r1 = resource.getrusage(resource.RUSAGE_SELF)
+        loss.backward()
+        t2 = time.perf_counter()
+        r2 = resource.getrusage(resource.RUSAGE_SELF)
+        if i >= WARMUP:
+            rows.append(dict(fwd=(t1 - t0) * 1e3, bwd=(t2 - t1) * 1e3, faults=r2.ru_minflt - r1.ru_minflt,
+                             sys=(r2.ru_stime - r0.ru_stime) * 1e3))
+    return rows
+
+
+def _summary(rows):
+    p90 = lambda v: sorted(v)[int(0.9 * len(v))]  # noqa: E731
+    col = lambda k: [r[k] for r in rows]  # noqa: E731
+    return dict(fwd_ms_median=statistics.median(col("fwd")), fwd_ms_p90=p90(col("fwd")),
+                bwd_ms_median=statistics.median(col("bwd")), bwd_ms_p90=p90(col("bwd")),
+                faults_median=statistics.median(col("faults")), faults_p90=p90(col("faults")),
+                sys_ms_mean=statistics.mean(col("sys")))
+
+
 def measure(reps: int) -> dict:
-    """In this process: per shape, the medians of backward time and minor faults."""
+    """In this process: per shape, fastdice's steps alone ("alone") and with the
+    textbook module's forward and backward on other tensors of the same size
+    between them ("churn": N-sized temporaries freed between fastdice's steps,
+    as a network's layers do)."""
     import torch
 
     import fastdice
@@ -56,21 +101,17 @@ def measure(reps: int) -> dict:
         x.requires_grad_(True)
         t = (torch.rand(shape, generator=g) < 0.1).float()
         loss_fn = fastdice.DiceLoss(activation=activation)
-        times, faults = [], []
-        for i in range(reps + 3):
-            x.grad = None
-            loss = loss_fn(x, t)
-            f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-            t0 = time.perf_counter()
-            loss.backward()
-            t1 = time.perf_counter()
-            f1 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-            if i >= 3:
-                times.append((t1 - t0) * 1e3)
-                faults.append(f1 - f0)
+        other = x.detach().clone().requires_grad_(True)
+
+        def textbook():
+            other.grad = None
+            p = torch.sigmoid(other) if activation == "sigmoid" else other
+            (1 - (2 * (p * t).sum() + 1) / (p.sum() + t.sum() + 1)).backward()
+
         grad_mb = x.numel() * 4 / 2**20
-        out[name] = dict(bwd_ms_median=statistics.median(times), bwd_ms_p90=sorted(times)[int(0.9 * len(times))],
-                         faults_median=statistics.median(faults), grad_mb=grad_mb, grad_pages=grad_mb * 256)
+        out[name] = dict(grad_mb=grad_mb, grad_pages=grad_mb * 256,
+                         alone=_summary(_steps(loss_fn, x, t, reps)),
+                         churn=_summary(_steps(loss_fn, x, t, reps, between=textbook)))
     return out
 
 
@@ -92,13 +133,19 @@ def main():
 
     header = (f"fastdice backward page faults: {platform.processor() or platform.machine()} (2 threads), "
               f"torch {torch.__version__}, {time.strftime('%Y-%m-%dT%H:%M:%S%z')}")
-    lines = [header, "", "| workload | gradient MB (4 KiB pages) | setting | bwd ms median | bwd ms p90 | minor faults per bwd |",
-             "|---|---|---|---|---|---|"]
+    lines = [header, "",
+             "| workload | gradient MB (4 KiB pages) | setting | steps | fwd ms median / p90 | bwd ms median / p90 | "
+             "bwd minor faults median / p90 | kernel (sys) ms per step, mean |",
+             "|---|---|---|---|---|---|---|---|"]
     for name in SHAPES:
         for setting in SETTINGS:
-            r = results[setting][name]
-            lines.append(f"| {name} | {r['grad_mb']:.0f} ({r['grad_pages']:.0f}) | {setting} | {r['bwd_ms_median']:.2f} | "
-                         f"{r['bwd_ms_p90']:.2f} | {r['faults_median']:.0f} |")
+            for steps in ("alone", "churn"):
+                r = results[setting][name]
+                m = r[steps]
+                lines.append(f"| {name} | {r['grad_mb']:.0f} ({r['grad_pages']:.0f}) | {setting} | {steps} | "
+                             f"{m['fwd_ms_median']:.2f} / {m['fwd_ms_p90']:.2f} | {m['bwd_ms_median']:.2f} / "
+                             f"{m['bwd_ms_p90']:.2f} | {m['faults_median']:.0f} / {m['faults_p90']:.0f} | "
+                             f"{m['sys_ms_mean']:.2f} |")
     text = "\n".join(lines)
     print(text)
     if args.out:

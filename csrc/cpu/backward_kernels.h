@@ -169,11 +169,14 @@ void backward_softmax_label(const scalar_t* x, const DiceProblem& pr, const floa
 }
 
 // Strategy "tiles": the general tile code (any activation, target, layout,
-// statistics set and pixel loss).
-template <typename scalar_t, typename acc_t, Activation kAct, bool kFull, bool kPixel>
+// statistics set and pixel loss). The statistics set is a run-time flag here
+// (a per-element branch that never changes): the fast strategies above are
+// compiled per set, this general one once.
+template <typename scalar_t, typename acc_t, Activation kAct, bool kPixel>
 void backward_tiles(const scalar_t* x, const DiceProblem& pr, const acc_t* coefs, scalar_t* g,
                     const GradLayout& gl, const TargetGradOut<acc_t>& tg) {
   const int64_t C = pr.classes;
+  const bool full = pr.full_stats;
   const bool is_label = pr.one_hot_labels();  // regions take the dense-target code
   const bool positions_dropped = pr.target.is_label || pr.has_mask();
   const int64_t gsb = gl.stride_b, gsc = gl.stride_c, gss = gl.stride_s;
@@ -208,7 +211,7 @@ void backward_tiles(const scalar_t* x, const DiceProblem& pr, const acc_t* coefs
           const acc_t* coef = sample_coefs + c * kNumGradCoefs;
           const acc_t t = is_label ? (labels[i] == static_cast<int32_t>(c) ? acc_t(1) : acc_t(0))
                                    : tile.target_row(c)[i];
-          return grad_wrt_prob<kFull>(coef, p, t);
+          return full ? grad_wrt_prob<true>(coef, p, t) : grad_wrt_prob<false>(coef, p, t);
         };
         if (kAct == Activation::kSoftmax) {  // dot = sum_k p_k * d(loss)/dp_k
           for (int64_t i = 0; i < kTile; ++i) dot[i] = acc_t(0);
@@ -245,9 +248,13 @@ void backward_tiles(const scalar_t* x, const DiceProblem& pr, const acc_t* coefs
             for (int64_t i = 0; i < n; ++i) dst[i * gss] = grad_x(i);
           }
           if (tg.data != nullptr) {
-            target_grad_row<kAct, kFull, kPixel>(x, pr, b, s0, n, tile, c, tg.grad_stats + (b * C + c) * kNumStats,
-                                                 tg.data + b * tg.stride_b + c * tg.stride_c + s0 * tg.stride_s,
-                                                 tg.stride_s);
+            const acc_t* gs = tg.grad_stats + (b * C + c) * kNumStats;
+            acc_t* dst_t = tg.data + b * tg.stride_b + c * tg.stride_c + s0 * tg.stride_s;
+            if (full) {
+              target_grad_row<kAct, true, kPixel>(x, pr, b, s0, n, tile, c, gs, dst_t, tg.stride_s);
+            } else {
+              target_grad_row<kAct, false, kPixel>(x, pr, b, s0, n, tile, c, gs, dst_t, tg.stride_s);
+            }
           }
         }
       }
@@ -273,7 +280,7 @@ void backward_impl(const at::Tensor& grad_stats, const at::Tensor& input, const 
   if (grad_target3 != nullptr) {
     tg = {grad_target3->data_ptr<acc_t>(), grad_target3->stride(0), grad_target3->stride(1), grad_target3->stride(2),
           gs};
-    return backward_tiles<scalar_t, acc_t, kAct, kFull, kPixel>(x, pr, coefs.data(), g, gl, tg);
+    return backward_tiles<scalar_t, acc_t, kAct, kPixel>(x, pr, coefs.data(), g, gl, tg);
   }
   if constexpr (kAct != Activation::kSoftmax && !kPixel) {
     if (elementwise_backward_applies<scalar_t>(pr, gl.stride_s)) {
@@ -285,7 +292,7 @@ void backward_impl(const at::Tensor& grad_stats, const at::Tensor& input, const 
       return backward_softmax_label<scalar_t, kPixel>(x, pr, coefs.data(), g, gl);
     }
   }
-  backward_tiles<scalar_t, acc_t, kAct, kFull, kPixel>(x, pr, coefs.data(), g, gl, tg);
+  backward_tiles<scalar_t, acc_t, kAct, kPixel>(x, pr, coefs.data(), g, gl, tg);
 }
 
 void dice_stats_backward(const at::Tensor& grad_stats, const at::Tensor& input, const DiceProblem& pr,

@@ -146,39 +146,41 @@ void stream_dense_row(const float* x, const target_t* t, int64_t s_begin, int64_
 
 // The forward pass of a problem dense_streaming_applies to: partials[item][c][k]
 // as forward_impl fills them; flags the chunk items with a target (or, when
-// checked, a probability) outside [0, 1].
+// checked, a probability) outside [0, 1]. Each thread takes the class rows
+// outermost over its range of chunks, so that it reads one row (and its
+// target row) as one long stream rather than switching rows every chunk
+// (16 KB): the hardware prefetchers then keep up. Each (chunk, class) sum is
+// the same as in chunk order.
 template <Activation kAct, bool kFull>
 void forward_dense_streaming(const float* x, const DiceProblem& pr, std::vector<double>& partials,
                              std::vector<uint8_t>& target_outside, std::vector<uint8_t>& input_outside) {
   const int64_t C = pr.classes;
+  const int64_t per_sample = chunks_per_sample(pr.spatial);
   const bool check_p = !input_outside.empty();
   visit_dense_dtype(pr.target, [&](const auto* target) {
     using target_t = std::remove_cv_t<std::remove_pointer_t<decltype(target)>>;
     if constexpr (std::is_same<target_t, float>::value || std::is_same<target_t, bool>::value ||
                   std::is_same<target_t, uint8_t>::value) {
-      parallel_chunks(pr, no_state, [&](NoState&, int64_t item, int64_t b, int64_t s_begin, int64_t s_end) {
-        {
-          double* acc = partials.data() + item * C * kNumStats;
-          RangeLanes p_range, t_range;
-          bool p_nan = false, t_nan = false;
-          for (int64_t c = 0; c < C; ++c) {
+      parallel_chunk_ranges(pr, [&](int64_t begin, int64_t end) {
+        for (int64_t c = 0; c < C; ++c) {
+          for (int64_t item = begin; item < end; ++item) {
+            const int64_t b = item / per_sample;
+            const int64_t s_begin = (item % per_sample) * kChunk;
+            const int64_t s_end = std::min(s_begin + kChunk, pr.spatial);
             const float* xr = x + pr.input_offset(b, c, 0);
             const target_t* tr = target + pr.dense_target_offset(b, c, 0);
-            double* row_acc = acc + c * kNumStats;
+            double* row_acc = partials.data() + (item * C + c) * kNumStats;
+            RangeLanes p_range, t_range;
             if (check_p) {
               stream_dense_row<kAct, kFull, true>(xr, tr, s_begin, s_end, row_acc, p_range, t_range);
             } else {
               stream_dense_row<kAct, kFull, false>(xr, tr, s_begin, s_end, row_acc, p_range, t_range);
             }
+            if (kFull) row_acc[kValidCount] = static_cast<double>(s_end - s_begin);
             // A NaN anywhere in the row makes its sum NaN (and an infinity is outside the range).
-            p_nan |= std::isnan(row_acc[kSumProb]);
-            t_nan |= std::isnan(row_acc[kSumTarget]);
+            if (std::isnan(row_acc[kSumTarget]) || t_range.outside()) target_outside[item] = 1;
+            if (check_p && (std::isnan(row_acc[kSumProb]) || p_range.outside())) input_outside[item] = 1;
           }
-          if (kFull) {
-            for (int64_t c = 0; c < C; ++c) acc[c * kNumStats + kValidCount] = static_cast<double>(s_end - s_begin);
-          }
-          if (t_nan || t_range.outside()) target_outside[item] = 1;
-          if (check_p && (p_nan || p_range.outside())) input_outside[item] = 1;
         }
       });
     }

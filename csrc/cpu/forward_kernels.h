@@ -152,9 +152,12 @@ void raise_at_first_flagged(const std::vector<uint8_t>& flags, const DiceProblem
   }
 }
 
-template <typename scalar_t, typename acc_t, Activation kAct, bool kFull, bool kPixel>
+// The statistics set (pr.full_stats) is a run-time flag down to the per-class
+// sums: a template parameter here would compile the whole chunk machinery twice.
+template <typename scalar_t, typename acc_t, Activation kAct, bool kPixel>
 void forward_impl(const at::Tensor& input, const DiceProblem& pr, at::Tensor& stats) {
   const int64_t C = pr.classes;
+  const bool full = pr.full_stats;
   const int64_t per_sample = chunks_per_sample(pr.spatial);
   const int64_t items = pr.batch * per_sample;
   // partials[item][c][k], reduced below in a fixed order.
@@ -177,16 +180,20 @@ void forward_impl(const at::Tensor& input, const DiceProblem& pr, at::Tensor& st
   };
   if constexpr (std::is_same<scalar_t, float>::value && !kPixel && kAct != Activation::kSoftmax) {
     if (dense_streaming_applies(pr)) {
-      forward_dense_streaming<kAct, kFull>(x, pr, partials, target_outside, input_outside);
+      if (full) {
+        forward_dense_streaming<kAct, true>(x, pr, partials, target_outside, input_outside);
+      } else {
+        forward_dense_streaming<kAct, false>(x, pr, partials, target_outside, input_outside);
+      }
       raise_errors();
       return reduce_chunk_partials(partials, pr.batch, per_sample, C * kNumStats, stats.data_ptr<acc_t>());
     }
   }
 
   const bool want_shift = kPixel && pr.pixel_loss == PixelLoss::kCrossEntropy;
-  constexpr bool kSoftmaxLabel = kSoftmaxLabelCase<scalar_t, kAct, kFull>;
+  constexpr bool kSoftmaxLabel = kSoftmaxLabelCase<scalar_t, kAct, false>;
   constexpr bool kHalfInput = !std::is_same<scalar_t, float>::value;
-  const bool softmax_label_path = kSoftmaxLabel && softmax_label_path_applies(pr);
+  const bool softmax_label_path = kSoftmaxLabel && !full && softmax_label_path_applies(pr);
   auto make_state = [&] {
     // The softmax + label path uses only the tile's labels.
     return std::make_pair(Tile<acc_t>(softmax_label_path ? 0 : C, is_label, kPixel && !softmax_label_path),
@@ -232,7 +239,11 @@ void forward_impl(const at::Tensor& input, const DiceProblem& pr, at::Tensor& st
           zero_masked_rows(tile.x.data(), C, n, valid);
           for (int64_t i = 0; i < n; ++i) tile.inv[i] = valid[i] >= 0 ? tile.inv[i] : acc_t(0);
         }
-        for (int64_t c = 0; c < C; ++c) accumulate_class<kAct, kFull>(tile, c, is_label, acc + c * kNumStats);
+        if (full) {
+          for (int64_t c = 0; c < C; ++c) accumulate_class<kAct, true>(tile, c, is_label, acc + c * kNumStats);
+        } else {
+          for (int64_t c = 0; c < C; ++c) accumulate_class<kAct, false>(tile, c, is_label, acc + c * kNumStats);
+        }
         if constexpr (kPixel) {
           for (int64_t c = 0; c < C; ++c) {
             pixel_terms_class<false, kAct>(x, pr, b, s0, n, tile, c, static_cast<const acc_t*>(nullptr));
@@ -241,7 +252,7 @@ void forward_impl(const at::Tensor& input, const DiceProblem& pr, at::Tensor& st
           }
         }
       }
-      if (kFull) {
+      if (full) {
         for (int64_t c = 0; c < C; ++c) acc[c * kNumStats + kValidCount] = static_cast<double>(valid_count);
       }
       if (tile.bad_mask) {
@@ -259,10 +270,8 @@ void dice_stats_forward(const at::Tensor& input, const DiceProblem& pr, at::Tens
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "dice_stats_cpu", [&] {
     using acc_t = std::conditional_t<std::is_same<scalar_t, double>::value, double, float>;
     FD_ACTIVATION_SWITCH(pr.activation, kAct, [&] {
-      FD_BOOL_SWITCH(pr.full_stats, kFull, [&] {
-        FD_PIXEL_SWITCH(kAct, pr.pixel_loss, kPixel,
-                        [&] { forward_impl<scalar_t, acc_t, kAct, kFull, kPixel>(input, pr, stats); });
-      });
+      FD_PIXEL_SWITCH(kAct, pr.pixel_loss, kPixel,
+                      [&] { forward_impl<scalar_t, acc_t, kAct, kPixel>(input, pr, stats); });
     });
   });
 }

@@ -1,7 +1,7 @@
 // The headers that the per-instruction-set kernel headers (vector_math.h,
 // tile_loading.h, pixel_terms.h, softmax_label_kernels.h, forward_kernels.h,
 // backward_kernels.h) need. Each dice_cpu_{forward,backward}_<isa>.cpp
-// includes this before its `#pragma GCC target`, so that inline code shared
+// includes this before its `#pragma GCC target` (isa_avx2_unit.h), so that inline code shared
 // with other translation units (ATen, the standard library) is compiled for
 // the baseline only, and then the kernel header inside the pragma, with
 // FD_CPU_ISA_NS naming a namespace of its own: each compilation has distinct

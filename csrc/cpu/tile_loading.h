@@ -44,6 +44,14 @@ void parallel_chunks(const DiceProblem& pr, MakeState&& make_state, Body&& body)
   });
 }
 
+// The same split as parallel_chunks, a thread's whole range of items at once:
+// body(begin, end), for a pass that streams one row across all of its chunks
+// before the next row.
+template <typename Body>
+void parallel_chunk_ranges(const DiceProblem& pr, Body&& body) {
+  at::parallel_for(0, pr.batch * chunks_per_sample(pr.spatial), 1, body);
+}
+
 // No per-thread state.
 struct NoState {};
 inline NoState no_state() { return {}; }

@@ -13,7 +13,8 @@
 // on every run whatever the order. A label outside the valid range that is not
 // ignore_index, or a dense target value other than 0 / 1, marks its sample,
 // and a second tiny kernel sets that sample's counts to -1 (no host sync).
-#include <ATen/ATen.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/zeros.h>
 #include <ATen/Dispatch.h>
 
 #include <string>

@@ -164,6 +164,18 @@ __device__ __forceinline__ void softmax_normalizer(const scalar_t* __restrict__ 
   for (int i = 0; i < kItems; ++i) row_inv[i] = acc_t(1) / row_sum[i];
 }
 
+// softmax_normalizer and, where the cross-entropy needs log p = x - shift,
+// the log-softmax shift max + log sum exp (0 otherwise).
+template <int kItems, typename scalar_t, typename acc_t>
+__device__ __forceinline__ void softmax_normalizer_and_shift(const scalar_t* __restrict__ input, const DiceProblem& pr,
+                                                             int64_t b, int64_t s0, bool vectorized, bool wants_shift,
+                                                             acc_t (&row_max)[kItems], acc_t (&row_inv)[kItems],
+                                                             acc_t (&shift)[kItems]) {
+  softmax_normalizer<kItems>(input, pr, b, s0, vectorized, row_max, row_inv);
+#pragma unroll
+  for (int i = 0; i < kItems; ++i) shift[i] = wants_shift ? row_max[i] - log(row_inv[i]) : acc_t(0);
+}
+
 // The transcendental functions of the pixel losses (dice_math.h's policy M).
 struct CudaMath {
   template <typename acc_t>

@@ -4,7 +4,9 @@
 // (dice_epilogue.h). The work is O(B * C): one launch
 // of a few microseconds, instead of ~10 launches of tensor ops each way.
 // Sums are block reductions in a fixed order (deterministic, no atomics).
-#include <ATen/ATen.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
 #include <ATen/Dispatch.h>
 
 #include "../dice_epilogue_host.h"

@@ -8,7 +8,7 @@
 // the same cache lines rather than keeping C values per position in registers.
 // A dense float target that requires grad gets its gradient from the same
 // pass (grad_target != nullptr; a uniform branch, off in the common case).
-#include <ATen/ATen.h>
+#include <ATen/core/Tensor.h>
 #include <ATen/Dispatch.h>
 
 #include <tuple>
@@ -100,9 +100,7 @@ __global__ void __launch_bounds__(kThreads)
       // The cross-entropy's gradient couples the classes through the softmax.
       const bool coupled = kPixel && pr.pixel_loss == PixelLoss::kCrossEntropy;
       if (kAct == Activation::kSoftmax) {
-        softmax_normalizer<kItems>(input, pr, b, s0, vec_in, row_max, row_inv);
-#pragma unroll
-        for (int i = 0; i < kItems; ++i) shift[i] = coupled ? row_max[i] - log(row_inv[i]) : acc_t(0);
+        softmax_normalizer_and_shift<kItems>(input, pr, b, s0, vec_in, coupled, row_max, row_inv, shift);
         for (int64_t c = 0; c < C; ++c) {
           acc_t x[kItems];
           load_input_items<kItems>(input, pr, b, c, s0, vec_in, x);

@@ -79,7 +79,8 @@ inline ForwardStrategy forward_strategy() {
 }
 
 // The thread strategy's partials [B, blocks, C, kNumStats], or an undefined
-// tensor when it does not apply (its shared memory would not fit), in which
+// tensor when it does not apply (not softmax with the basic statistics in
+// float32 / float16 / bfloat16, or its shared memory would not fit), in which
 // case the caller runs the warp strategy.
 at::Tensor dice_stats_partials_per_thread(const at::Tensor& input, const DiceProblem& pr,
                                           const at::TensorOptions& stats_options);

@@ -9,7 +9,9 @@
 // warp's own shared-memory slot. At the end the warps' slots are summed in a
 // fixed order into per-block partials, and a second tiny kernel sums the
 // partials in a fixed order: no float atomics, bitwise reproducible.
-#include <ATen/ATen.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
 #include <ATen/Dispatch.h>
 
 #include "../static_switch.h"
@@ -56,9 +58,7 @@ __global__ void __launch_bounds__(kThreads)
       // log-softmax shift (max + log sum exp): the cross-entropy only.
       const bool wants_shift = kPixel && pr.pixel_loss == PixelLoss::kCrossEntropy;
       if (kAct == Activation::kSoftmax) {
-        softmax_normalizer<kItems>(input, pr, b, s0, vectorized, row_max, row_inv);
-#pragma unroll
-        for (int i = 0; i < kItems; ++i) shift[i] = wants_shift ? row_max[i] - log(row_inv[i]) : acc_t(0);
+        softmax_normalizer_and_shift<kItems>(input, pr, b, s0, vectorized, wants_shift, row_max, row_inv, shift);
       }
       for (int64_t c = 0; c < C; ++c) {
         acc_t x[kItems];

@@ -6,7 +6,7 @@
 // below are generated. Math: csrc/dice_epilogue.h; kernels: cpu/ and cuda/
 // dice_loss_from_stats_kernel; fake kernels: fastdice/_ops.py.
 #include <ATen/core/dispatch/Dispatcher.h>
-#include <torch/autograd.h>
+#include <torch/csrc/autograd/custom_function.h>
 #include <torch/csrc/autograd/autograd_not_implemented_fallback.h>
 #include <torch/library.h>
 

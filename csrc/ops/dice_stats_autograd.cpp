@@ -8,7 +8,7 @@
 // the backward is the dice_stats_backward op (not itself differentiable),
 // which also writes the gradient of a dense float target when it requires one.
 #include <ATen/core/dispatch/Dispatcher.h>
-#include <torch/autograd.h>
+#include <torch/csrc/autograd/custom_function.h>
 #include <torch/csrc/autograd/autograd_not_implemented_fallback.h>
 #include <torch/library.h>
 
