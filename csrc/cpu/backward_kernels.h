@@ -148,21 +148,19 @@ void backward_softmax_label(const scalar_t* x, const DiceProblem& pr, const floa
   parallel_chunks(pr, make_state, [&](auto& state, int64_t, int64_t b, int64_t s_begin, int64_t s_end) {
     Tile<float>& tile = state.first;
     SoftmaxLabelScratch& scratch = state.second;
-    {
-      const float* sample_coefs = coefs + b * C * kNumGradCoefs;
-      for (int64_t s0 = s_begin; s0 < s_end; s0 += kTile) {
-        const int64_t n = std::min(kTile, s_end - s0);
-        load_labels(pr, b, s0, n, tile);
-        scalar_t* gt = g + b * gl.stride_b + s0;
-        if constexpr (kHalfInput) {
-          tile_to_float(x + pr.input_offset(b, 0, s0), pr.in_stride_c, C, n, scratch.tile_logits.data());
-          softmax_label_tile_backward<kCrossEntropy>(scratch.tile_logits.data(), kTile, C, n, tile.labels.data(),
-                                                     sample_coefs, scratch.tile_grad.data(), kTile, scratch);
-          tile_from_float(scratch.tile_grad.data(), C, n, gt, gl.stride_c);
-        } else {
-          softmax_label_tile_backward<kCrossEntropy>(x + pr.input_offset(b, 0, s0), pr.in_stride_c, C, n,
-                                                     tile.labels.data(), sample_coefs, gt, gl.stride_c, scratch);
-        }
+    const float* sample_coefs = coefs + b * C * kNumGradCoefs;
+    for (int64_t s0 = s_begin; s0 < s_end; s0 += kTile) {
+      const int64_t n = std::min(kTile, s_end - s0);
+      load_labels(pr, b, s0, n, tile);
+      scalar_t* gt = g + b * gl.stride_b + s0;
+      if constexpr (kHalfInput) {
+        tile_to_float(x + pr.input_offset(b, 0, s0), pr.in_stride_c, C, n, scratch.tile_logits.data());
+        softmax_label_tile_backward<kCrossEntropy>(scratch.tile_logits.data(), kTile, C, n, tile.labels.data(),
+                                                   sample_coefs, scratch.tile_grad.data(), kTile, scratch);
+        tile_from_float(scratch.tile_grad.data(), C, n, gt, gl.stride_c);
+      } else {
+        softmax_label_tile_backward<kCrossEntropy>(x + pr.input_offset(b, 0, s0), pr.in_stride_c, C, n,
+                                                   tile.labels.data(), sample_coefs, gt, gl.stride_c, scratch);
       }
     }
   });
@@ -186,75 +184,73 @@ void backward_tiles(const scalar_t* x, const DiceProblem& pr, const acc_t* coefs
   auto make_tile = [&] { return Tile<acc_t>(C, is_label, kPixel); };
   parallel_chunks(pr, make_tile, [&](Tile<acc_t>& tile, int64_t, int64_t b, int64_t s_begin, int64_t s_end) {
     acc_t dot[kTile];
-    {
-      const acc_t* sample_coefs = coefs + b * C * kNumGradCoefs;
-      for (int64_t s0 = s_begin; s0 < s_end; s0 += kTile) {
-        const int64_t n = std::min(kTile, s_end - s0);
-        if (is_label) {
-          load_labels(pr, b, s0, n, tile);
-        } else if (pr.has_regions()) {
-          load_region_targets(pr, b, s0, n, tile);
-        } else {
-          int64_t unused_count = 0;
-          load_dense(pr, b, s0, n, tile, unused_count);
+    const acc_t* sample_coefs = coefs + b * C * kNumGradCoefs;
+    for (int64_t s0 = s_begin; s0 < s_end; s0 += kTile) {
+      const int64_t n = std::min(kTile, s_end - s0);
+      if (is_label) {
+        load_labels(pr, b, s0, n, tile);
+      } else if (pr.has_regions()) {
+        load_region_targets(pr, b, s0, n, tile);
+      } else {
+        int64_t unused_count = 0;
+        load_dense(pr, b, s0, n, tile, unused_count);
+      }
+      load_activated<kAct>(x, pr, b, s0, n, tile, cross_entropy);
+      const acc_t* inv = tile.inv.data();
+      const int32_t* labels = tile.labels.data();
+      if constexpr (kPixel) {
+        for (int64_t c = 0; c < C; ++c) {
+          pixel_terms_class<true, kAct>(x, pr, b, s0, n, tile, c, sample_coefs + c * kNumGradCoefs + kCoefPixelLoss);
         }
-        load_activated<kAct>(x, pr, b, s0, n, tile, cross_entropy);
-        const acc_t* inv = tile.inv.data();
-        const int32_t* labels = tile.labels.data();
-        if constexpr (kPixel) {
-          for (int64_t c = 0; c < C; ++c) {
-            pixel_terms_class<true, kAct>(x, pr, b, s0, n, tile, c, sample_coefs + c * kNumGradCoefs + kCoefPixelLoss);
-          }
-        }
-        // d(loss)/dp of class c at position i (cheap: recomputed, not stored).
-        auto grad_p = [&](int64_t c, int64_t i, acc_t p) {
-          const acc_t* coef = sample_coefs + c * kNumGradCoefs;
-          const acc_t t = is_label ? (labels[i] == static_cast<int32_t>(c) ? acc_t(1) : acc_t(0))
-                                   : tile.target_row(c)[i];
-          return full ? grad_wrt_prob<true>(coef, p, t) : grad_wrt_prob<false>(coef, p, t);
-        };
-        if (kAct == Activation::kSoftmax) {  // dot = sum_k p_k * d(loss)/dp_k
-          for (int64_t i = 0; i < kTile; ++i) dot[i] = acc_t(0);
-          for (int64_t c = 0; c < C; ++c) {
-            const acc_t* xr = tile.row(c);
-            for (int64_t i = 0; i < kTile; ++i) {
-              const acc_t p = prob<kAct>(xr, inv, i);
-              dot[i] += p * grad_p(c, i, p);
-            }
-            if (kPixel && cross_entropy) {
-              const acc_t* d = tile.direct_row(c);
-              for (int64_t i = 0; i < kTile; ++i) dot[i] += d[i];
-            }
-          }
-        }
-        // Chain rule through the activation, stored straight into grad_input.
+      }
+      // d(loss)/dp of class c at position i (cheap: recomputed, not stored).
+      auto grad_p = [&](int64_t c, int64_t i, acc_t p) {
+        const acc_t* coef = sample_coefs + c * kNumGradCoefs;
+        const acc_t t = is_label ? (labels[i] == static_cast<int32_t>(c) ? acc_t(1) : acc_t(0))
+                                 : tile.target_row(c)[i];
+        return full ? grad_wrt_prob<true>(coef, p, t) : grad_wrt_prob<false>(coef, p, t);
+      };
+      if (kAct == Activation::kSoftmax) {  // dot = sum_k p_k * d(loss)/dp_k
+        for (int64_t i = 0; i < kTile; ++i) dot[i] = acc_t(0);
         for (int64_t c = 0; c < C; ++c) {
           const acc_t* xr = tile.row(c);
-          const acc_t* direct = kPixel ? tile.direct_row(c) : nullptr;
-          auto grad_x = [&](int64_t i) {
+          for (int64_t i = 0; i < kTile; ++i) {
             const acc_t p = prob<kAct>(xr, inv, i);
-            acc_t gx = grad_p(c, i, p);
-            if (kAct == Activation::kSigmoid) gx = sigmoid_backward(gx, p);
-            if (kAct == Activation::kSoftmax) gx = softmax_backward(gx, p, dot[i]);
-            if (kPixel) gx += direct[i];
-            // Ignored and masked-out positions get exactly zero gradient, whatever their logits.
-            if (positions_dropped) gx = labels[i] >= 0 ? gx : acc_t(0);
-            return static_cast<scalar_t>(gx);
-          };
-          scalar_t* dst = g + b * gsb + c * gsc + s0 * gss;
-          if (gss == 1) {
-            for (int64_t i = 0; i < n; ++i) dst[i] = grad_x(i);
-          } else {
-            for (int64_t i = 0; i < n; ++i) dst[i * gss] = grad_x(i);
+            dot[i] += p * grad_p(c, i, p);
           }
-          if (tg.data != nullptr) {
-            const acc_t* gs = tg.grad_stats + (b * C + c) * kNumStats;
-            acc_t* dst_t = tg.data + b * tg.stride_b + c * tg.stride_c + s0 * tg.stride_s;
-            if (full) {
-              target_grad_row<kAct, true, kPixel>(x, pr, b, s0, n, tile, c, gs, dst_t, tg.stride_s);
-            } else {
-              target_grad_row<kAct, false, kPixel>(x, pr, b, s0, n, tile, c, gs, dst_t, tg.stride_s);
-            }
+          if (kPixel && cross_entropy) {
+            const acc_t* d = tile.direct_row(c);
+            for (int64_t i = 0; i < kTile; ++i) dot[i] += d[i];
+          }
+        }
+      }
+      // Chain rule through the activation, stored straight into grad_input.
+      for (int64_t c = 0; c < C; ++c) {
+        const acc_t* xr = tile.row(c);
+        const acc_t* direct = kPixel ? tile.direct_row(c) : nullptr;
+        auto grad_x = [&](int64_t i) {
+          const acc_t p = prob<kAct>(xr, inv, i);
+          acc_t gx = grad_p(c, i, p);
+          if (kAct == Activation::kSigmoid) gx = sigmoid_backward(gx, p);
+          if (kAct == Activation::kSoftmax) gx = softmax_backward(gx, p, dot[i]);
+          if (kPixel) gx += direct[i];
+          // Ignored and masked-out positions get exactly zero gradient, whatever their logits.
+          if (positions_dropped) gx = labels[i] >= 0 ? gx : acc_t(0);
+          return static_cast<scalar_t>(gx);
+        };
+        scalar_t* dst = g + b * gsb + c * gsc + s0 * gss;
+        if (gss == 1) {
+          for (int64_t i = 0; i < n; ++i) dst[i] = grad_x(i);
+        } else {
+          for (int64_t i = 0; i < n; ++i) dst[i * gss] = grad_x(i);
+        }
+        if (tg.data != nullptr) {
+          const acc_t* gs = tg.grad_stats + (b * C + c) * kNumStats;
+          acc_t* dst_t = tg.data + b * tg.stride_b + c * tg.stride_c + s0 * tg.stride_s;
+          if (full) {
+            target_grad_row<kAct, true, kPixel>(x, pr, b, s0, n, tile, c, gs, dst_t, tg.stride_s);
+          } else {
+            target_grad_row<kAct, false, kPixel>(x, pr, b, s0, n, tile, c, gs, dst_t, tg.stride_s);
           }
         }
       }

@@ -147,43 +147,41 @@ void counts_impl(const at::Tensor& input, const CountsProblem& cp, at::Tensor& c
                                     std::vector<int32_t>(kTile), std::vector<acc_t>(kTile), std::vector<acc_t>(kTile)}; };
   parallel_chunks(pr, make_rows, [&](Rows& rows, int64_t item, int64_t b, int64_t s_begin, int64_t s_end) {
     auto& [codes, pred, trow, best, row] = rows;
-    {
-      int64_t* acc = partials.data() + item * C * kNumCounts;
-      for (int64_t s0 = s_begin; s0 < s_end; s0 += kTile) {
-        const int64_t n = std::min(kTile, s_end - s0);
-        if (is_label) load_labels(cp, b, s0, n, codes.data());
-        if (kMulticlass) {
-          // argmax over the classes, row by row (torch.argmax's rule, argmax_takes).
-          load_input_row(x, pr, b, 0, s0, n, best.data());
-          for (int64_t i = 0; i < n; ++i) pred[i] = 0;
-          for (int64_t c = 1; c < C; ++c) {
-            load_input_row(x, pr, b, c, s0, n, row.data());
-            const int32_t ci = static_cast<int32_t>(c);
-            for (int64_t i = 0; i < n; ++i) {
-              const acc_t v = row[i];
-              const bool take = argmax_takes(best[i], v);
-              best[i] = take ? v : best[i];
-              pred[i] = take ? ci : pred[i];
-            }
-          }
-        }
-        for (int64_t c = 0; c < C; ++c) {
+    int64_t* acc = partials.data() + item * C * kNumCounts;
+    for (int64_t s0 = s_begin; s0 < s_end; s0 += kTile) {
+      const int64_t n = std::min(kTile, s_end - s0);
+      if (is_label) load_labels(cp, b, s0, n, codes.data());
+      if (kMulticlass) {
+        // argmax over the classes, row by row (torch.argmax's rule, argmax_takes).
+        load_input_row(x, pr, b, 0, s0, n, best.data());
+        for (int64_t i = 0; i < n; ++i) pred[i] = 0;
+        for (int64_t c = 1; c < C; ++c) {
+          load_input_row(x, pr, b, c, s0, n, row.data());
           const int32_t ci = static_cast<int32_t>(c);
-          if (!kMulticlass) load_input_row(x, pr, b, c, s0, n, row.data());
-          if (!is_label && load_dense_row(cp, b, c, s0, n, trow.data())) target_bad[item] = 1;
-          int32_t tp = 0, fp = 0, fn = 0;
           for (int64_t i = 0; i < n; ++i) {
-            const int32_t p = kMulticlass ? (pred[i] == ci) : (row[i] > threshold);
-            const int32_t t = is_label ? (codes[i] == ci) : trow[i];
-            const int32_t v = is_label ? (codes[i] != kSkip) : 1;
-            tp += p & t & v;
-            fp += p & (t ^ 1) & v;
-            fn += (p ^ 1) & t & v;
+            const acc_t v = row[i];
+            const bool take = argmax_takes(best[i], v);
+            best[i] = take ? v : best[i];
+            pred[i] = take ? ci : pred[i];
           }
-          acc[c * kNumCounts + kCountTruePositive] += tp;
-          acc[c * kNumCounts + kCountFalsePositive] += fp;
-          acc[c * kNumCounts + kCountFalseNegative] += fn;
         }
+      }
+      for (int64_t c = 0; c < C; ++c) {
+        const int32_t ci = static_cast<int32_t>(c);
+        if (!kMulticlass) load_input_row(x, pr, b, c, s0, n, row.data());
+        if (!is_label && load_dense_row(cp, b, c, s0, n, trow.data())) target_bad[item] = 1;
+        int32_t tp = 0, fp = 0, fn = 0;
+        for (int64_t i = 0; i < n; ++i) {
+          const int32_t p = kMulticlass ? (pred[i] == ci) : (row[i] > threshold);
+          const int32_t t = is_label ? (codes[i] == ci) : trow[i];
+          const int32_t v = is_label ? (codes[i] != kSkip) : 1;
+          tp += p & t & v;
+          fp += p & (t ^ 1) & v;
+          fn += (p ^ 1) & t & v;
+        }
+        acc[c * kNumCounts + kCountTruePositive] += tp;
+        acc[c * kNumCounts + kCountFalsePositive] += fp;
+        acc[c * kNumCounts + kCountFalseNegative] += fn;
       }
     }
   });

@@ -202,63 +202,61 @@ void forward_impl(const at::Tensor& input, const DiceProblem& pr, at::Tensor& st
   parallel_chunks(pr, make_state, [&](auto& state, int64_t item, int64_t b, int64_t s_begin, int64_t s_end) {
     Tile<acc_t>& tile = state.first;
     SoftmaxLabelScratch& scratch = state.second;
-    {
-      double* acc = partials.data() + item * C * kNumStats;
-      int64_t valid_count = 0;
-      for (int64_t s0 = s_begin; s0 < s_end; s0 += kTile) {
-        const int64_t n = std::min(kTile, s_end - s0);
-        if constexpr (kSoftmaxLabel) {
-          if (softmax_label_path) {
-            valid_count += load_labels(pr, b, s0, n, tile);
-            const float* xf;
-            int64_t sc = pr.in_stride_c;
-            if constexpr (kHalfInput) {
-              tile_to_float(x + pr.input_offset(b, 0, s0), sc, C, n, scratch.tile_logits.data());
-              xf = scratch.tile_logits.data();
-              sc = kTile;
-            } else {
-              xf = x + pr.input_offset(b, 0, s0);
-            }
-            softmax_label_tile_stats<kPixel>(xf, sc, C, n, tile.labels.data(), scratch, acc);
-            continue;
-          }
-        }
-        if (is_label) {
+    double* acc = partials.data() + item * C * kNumStats;
+    int64_t valid_count = 0;
+    for (int64_t s0 = s_begin; s0 < s_end; s0 += kTile) {
+      const int64_t n = std::min(kTile, s_end - s0);
+      if constexpr (kSoftmaxLabel) {
+        if (softmax_label_path) {
           valid_count += load_labels(pr, b, s0, n, tile);
-        } else if (pr.has_regions()) {
-          valid_count += load_region_targets(pr, b, s0, n, tile);
-        } else {
-          if (load_dense(pr, b, s0, n, tile, valid_count)) target_outside[item] = 1;
-        }
-        load_activated<kAct>(x, pr, b, s0, n, tile, want_shift);
-        if (check_probabilities && probabilities_outside_unit_interval(tile, pr, n)) input_outside[item] = 1;
-        if (!is_label && (pr.has_mask() || pr.has_regions())) {
-          // Masked-out (and, for regions, ignored) positions: probability 0
-          // (selected, so a NaN logit there stays out).
-          const int32_t* valid = tile.labels.data();
-          zero_masked_rows(tile.x.data(), C, n, valid);
-          for (int64_t i = 0; i < n; ++i) tile.inv[i] = valid[i] >= 0 ? tile.inv[i] : acc_t(0);
-        }
-        if (full) {
-          for (int64_t c = 0; c < C; ++c) accumulate_class<kAct, true>(tile, c, is_label, acc + c * kNumStats);
-        } else {
-          for (int64_t c = 0; c < C; ++c) accumulate_class<kAct, false>(tile, c, is_label, acc + c * kNumStats);
-        }
-        if constexpr (kPixel) {
-          for (int64_t c = 0; c < C; ++c) {
-            pixel_terms_class<false, kAct>(x, pr, b, s0, n, tile, c, static_cast<const acc_t*>(nullptr));
-            acc[c * kNumStats + kPixelLoss] += sum_tile_row(tile.pixel.data());
-            acc[c * kNumStats + kPixelLossTarget] += sum_tile_row(tile.pixel.data() + kTile);
+          const float* xf;
+          int64_t sc = pr.in_stride_c;
+          if constexpr (kHalfInput) {
+            tile_to_float(x + pr.input_offset(b, 0, s0), sc, C, n, scratch.tile_logits.data());
+            xf = scratch.tile_logits.data();
+            sc = kTile;
+          } else {
+            xf = x + pr.input_offset(b, 0, s0);
           }
+          softmax_label_tile_stats<kPixel>(xf, sc, C, n, tile.labels.data(), scratch, acc);
+          continue;
         }
+      }
+      if (is_label) {
+        valid_count += load_labels(pr, b, s0, n, tile);
+      } else if (pr.has_regions()) {
+        valid_count += load_region_targets(pr, b, s0, n, tile);
+      } else {
+        if (load_dense(pr, b, s0, n, tile, valid_count)) target_outside[item] = 1;
+      }
+      load_activated<kAct>(x, pr, b, s0, n, tile, want_shift);
+      if (check_probabilities && probabilities_outside_unit_interval(tile, pr, n)) input_outside[item] = 1;
+      if (!is_label && (pr.has_mask() || pr.has_regions())) {
+        // Masked-out (and, for regions, ignored) positions: probability 0
+        // (selected, so a NaN logit there stays out).
+        const int32_t* valid = tile.labels.data();
+        zero_masked_rows(tile.x.data(), C, n, valid);
+        for (int64_t i = 0; i < n; ++i) tile.inv[i] = valid[i] >= 0 ? tile.inv[i] : acc_t(0);
       }
       if (full) {
-        for (int64_t c = 0; c < C; ++c) acc[c * kNumStats + kValidCount] = static_cast<double>(valid_count);
+        for (int64_t c = 0; c < C; ++c) accumulate_class<kAct, true>(tile, c, is_label, acc + c * kNumStats);
+      } else {
+        for (int64_t c = 0; c < C; ++c) accumulate_class<kAct, false>(tile, c, is_label, acc + c * kNumStats);
       }
-      if (tile.bad_mask) {
-        mask_bad[item] = 1;
-        tile.bad_mask = false;
+      if constexpr (kPixel) {
+        for (int64_t c = 0; c < C; ++c) {
+          pixel_terms_class<false, kAct>(x, pr, b, s0, n, tile, c, static_cast<const acc_t*>(nullptr));
+          acc[c * kNumStats + kPixelLoss] += sum_tile_row(tile.pixel.data());
+          acc[c * kNumStats + kPixelLossTarget] += sum_tile_row(tile.pixel.data() + kTile);
+        }
       }
+    }
+    if (full) {
+      for (int64_t c = 0; c < C; ++c) acc[c * kNumStats + kValidCount] = static_cast<double>(valid_count);
+    }
+    if (tile.bad_mask) {
+      mask_bad[item] = 1;
+      tile.bad_mask = false;
     }
   });
 

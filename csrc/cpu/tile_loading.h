@@ -29,27 +29,26 @@ constexpr int64_t kChunk = kTile * kTilesPerChunk;
 
 inline int64_t chunks_per_sample(int64_t spatial) { return (spatial + kChunk - 1) / kChunk; }
 
-// Runs every chunk item of a problem (sample b, positions [s_begin, s_end))
-// in parallel: per range of items a thread takes, state = make_state() once
-// (tiles, scratch), then body(state, item, b, s_begin, s_end) item by item.
+// Splits the chunk items of a problem (sample b, positions [s_begin, s_end))
+// between the threads: body(begin, end) once per thread's range of items,
+// for a pass that streams one row across all of its chunks before the next.
+template <typename Body>
+void parallel_chunk_ranges(const DiceProblem& pr, Body&& body) {
+  at::parallel_for(0, pr.batch * chunks_per_sample(pr.spatial), 1, body);
+}
+
+// The same split item by item: per thread's range, state = make_state() once
+// (tiles, scratch), then body(state, item, b, s_begin, s_end) for each item.
 template <typename MakeState, typename Body>
 void parallel_chunks(const DiceProblem& pr, MakeState&& make_state, Body&& body) {
   const int64_t per_sample = chunks_per_sample(pr.spatial);
-  at::parallel_for(0, pr.batch * per_sample, 1, [&](int64_t begin, int64_t end) {
+  parallel_chunk_ranges(pr, [&](int64_t begin, int64_t end) {
     auto state = make_state();
     for (int64_t item = begin; item < end; ++item) {
       const int64_t s_begin = (item % per_sample) * kChunk;
       body(state, item, item / per_sample, s_begin, std::min(s_begin + kChunk, pr.spatial));
     }
   });
-}
-
-// The same split as parallel_chunks, a thread's whole range of items at once:
-// body(begin, end), for a pass that streams one row across all of its chunks
-// before the next row.
-template <typename Body>
-void parallel_chunk_ranges(const DiceProblem& pr, Body&& body) {
-  at::parallel_for(0, pr.batch * chunks_per_sample(pr.spatial), 1, body);
 }
 
 // No per-thread state.
