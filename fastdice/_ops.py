@@ -35,6 +35,11 @@ except ImportError as _error:  # say what to do (Python's own message blames a c
         )
     ) from None
 
+# The overloads themselves: calling the packet (torch.ops.fastdice.dice_stats) resolves
+# the overload on every call.
+DICE_STATS = torch.ops.fastdice.dice_stats.default
+DICE_LOSS_FROM_STATS = torch.ops.fastdice.dice_loss_from_stats.default
+
 #: Names of the statistics along the last dimension of ``dice_stats``' output.
 STAT_NAMES = (
     "true_positive",  # sum p*t
@@ -156,15 +161,13 @@ def dice_stats(
     """
     try:
         if mask is not None or regions is not None:
-            return torch.ops.fastdice.dice_stats(
+            return DICE_STATS(
                 input, target, activation, full_stats, ignore_index, pixel_loss, float(focal_gamma), mask,
                 None if regions is None else list(regions),
             )
         if pixel_loss == "none" and focal_gamma == 0.0:
-            return torch.ops.fastdice.dice_stats(input, target, activation, full_stats, ignore_index)
-        return torch.ops.fastdice.dice_stats(
-            input, target, activation, full_stats, ignore_index, pixel_loss, float(focal_gamma)
-        )
+            return DICE_STATS(input, target, activation, full_stats, ignore_index)
+        return DICE_STATS(input, target, activation, full_stats, ignore_index, pixel_loss, float(focal_gamma))
     except ValueError as e:
         better = explain_target_error(str(e), input, target)
         if better is None:
@@ -330,6 +333,13 @@ def dice_loss_from_stats(stats, weight=None, ce_weight=None, **options):
     ce_family follows the normalization of torch's CrossEntropyLoss / BCEWithLogitsLoss
     (see fastdice.combined.pixel_loss_from_stats). This is the one call of the op.
     """
+    return DICE_LOSS_FROM_STATS(stats, weight, ce_weight, *epilogue_args(**options))
+
+
+def epilogue_args(**options) -> tuple:
+    """The options of dice_loss_from_stats (named and defaulted as ``EPILOGUE_OPTIONS``
+    says) as the op's positional arguments after (stats, weight, ce_weight): a loss
+    computes them once (``DiceOptions.epilogue_args``), not per call."""
     unknown = set(options) - set(EPILOGUE_OPTION_NAMES)
     if unknown:
         raise TypeError(f"fastdice: dice_loss_from_stats got unknown options {sorted(unknown)}")
@@ -337,7 +347,8 @@ def dice_loss_from_stats(stats, weight=None, ce_weight=None, **options):
     for name, default, kind in EPILOGUE_OPTIONS:
         value = options.get(name, default)
         args.append(kind(value) if kind in (float, int) else value)
-    return torch.ops.fastdice.dice_loss_from_stats(stats, weight, ce_weight, *args)
+    return tuple(args)
+
 
 
 #: Names of the counts along the last dimension of ``confusion_counts``' output.

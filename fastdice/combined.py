@@ -16,7 +16,7 @@ import torch
 
 from . import _api, _ops
 from ._api import native_arguments
-from .loss import NativeLoss, fused_epilogue_applies, fused_loss_from_stats, loss_from_stats
+from .loss import NativeLoss, fused_epilogue_applies, fused_loss_from_stats, loss_from_stats, statistics
 from .options import LABEL_DTYPES, DiceOptions, Pooling, RegionsLike, WeightLike, check_nonnegative, check_weight_values
 
 
@@ -215,14 +215,16 @@ class DiceCELoss(NativeLoss):
         # Regions with ignored or masked-out positions: the mean is over the valid positions,
         # which the kernel counts (VALID_COUNT, one of the full statistics).
         count_valid = regions and (mask is not None or self.opts.ignore_index is not None)
-        input, target, stats = self._stats(input, target, self.pixel_loss, self.focal_gamma, mask, count_valid)
+        # All that does not need the statistics is done before their op (see fastdice.loss.dice_loss_of).
+        input, target = self._inputs(input, target, mask)
         num_classes = input.shape[1]
-        weight = self._class_weight("weight", num_classes, stats)
-        ce_weight = self._class_weight("ce_weight", num_classes, stats)
+        weight = self._class_weight("weight", num_classes, input)
+        ce_weight = self._class_weight("ce_weight", num_classes, input)
         positions = math.prod(input.shape[2:]) * input.shape[0]
         # Region targets are dense (one 0/1 channel per region), though read from a label map.
         label_map = is_label_map(input, target) and not regions
         fused = fused_epilogue_applies(self.opts, weight, ce_weight)
+        stats = statistics(input, target, self.opts, self.pixel_loss, self.focal_gamma, mask, count_valid)
         if count_valid:
             # A tensor (no host sync), which the fused epilogue (a number) cannot take.
             positions = stats[:, 0, _ops.VALID_COUNT].sum()

@@ -61,7 +61,7 @@ class TverskyLoss(NativeLoss):
     def forward(self, input: torch.Tensor, target: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``mask``: see :meth:`fastdice.DiceLoss.forward`."""
         input, _, stats = self._stats(input, target, mask=mask)
-        weight = self._class_weight("weight", input.shape[1], stats)
+        weight = self._class_weight("weight", input.shape[1], input)
         s, weight = pool_stats(stats, self.opts, weight, self.process_group)
         tp = s[..., _ops.TP]
         fp = s[..., _ops.SUM_P] - tp

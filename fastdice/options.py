@@ -60,6 +60,22 @@ class DiceOptions:
         for name in ("include_background", "squared", "jaccard", "log_loss", "soft_label", "distributed"):
             check_bool(name, getattr(self, name))
         check_ignore_index(self.ignore_index)
+        self._derive()
+
+    def _derive(self) -> None:
+        """What every call passes to the ops, computed once (the options do not change)."""
+        from . import _ops  # fastdice._ops loads the compiled library; the options do not need it before
+
+        object.__setattr__(self, "_region_bits", None if self.regions is None else region_bits(self.regions))
+        object.__setattr__(self, "epilogue_args", _ops.epilogue_args(**self.epilogue_options()))
+
+    # Pickles hold the options only, so that ones written by another version load.
+    def __getstate__(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._derive()
 
     @property
     def full_stats(self) -> bool:
@@ -69,7 +85,7 @@ class DiceOptions:
     @property
     def region_bits(self) -> Optional[list]:
         """The regions as the op takes them (see region_bits), or None."""
-        return None if self.regions is None else region_bits(self.regions)
+        return self._region_bits
 
     @property
     def form(self) -> str:
@@ -119,14 +135,16 @@ def check_ignore_index(ignore_index) -> Optional[int]:
     return None if ignore_index is None else int(ignore_index)
 
 
-def weight_tensor(weight: WeightLike, num_classes: int, like: torch.Tensor) -> Optional[torch.Tensor]:
-    """The per-class weight as a 1-D tensor of length num_classes (or None)."""
+def weight_tensor(
+    weight: WeightLike, num_classes: int, dtype: torch.dtype, device: torch.device
+) -> Optional[torch.Tensor]:
+    """The per-class weight as a 1-D tensor of length num_classes in ``dtype`` on ``device`` (or None)."""
     if weight is None:
         return None
     if isinstance(weight, numbers.Real) and not isinstance(weight, bool):
-        w = torch.full((num_classes,), float(weight), dtype=like.dtype, device=like.device)
+        w = torch.full((num_classes,), float(weight), dtype=dtype, device=device)
     else:
-        w = torch.as_tensor(weight).to(device=like.device, dtype=like.dtype)
+        w = torch.as_tensor(weight).to(device=device, dtype=dtype)
         if w.dim() != 1 or w.numel() != num_classes:
             raise ValueError(
                 f"fastdice: weight must be a number or have one entry per class of the input "
