@@ -47,10 +47,15 @@ class Workload:
     # downsampled nearest-exact (nnU-Net 2.8.1's data pipeline); only nnU-Net's providers take them.
     ds_levels: int = 0
     target_dtype: str = "float32"  # dense targets: float32, bool or uint8 (a 0/1 mask as loaded)
+    # The seed workload's pooling: DiceLoss(pooling=...) against the reference and MONAI pooled alike
+    # (the textbook module pools globally only).
+    pooling: str = "global"
 
     def __post_init__(self):
         if self.loss == "seed":
             assert self.activation == "none" and self.dense_target
+        else:
+            assert self.pooling == "global", "pooling is an option of the seed workload"
         if self.ds_levels:
             assert self.loss == "dice_ce" and self.activation == "softmax" and not self.dense_target
 
@@ -144,6 +149,9 @@ def workloads(device, quick):
         # The other dense-target paths of the issue's bounds: bool / uint8 masks, sigmoid logits.
         W("seed_3d_b2_c4_96^3_bool", (2, 4, 96, 96, 96), **seed, target_dtype="bool"),
         W("seed_3d_b2_c4_96^3_u8", (2, 4, 96, 96, 96), **seed, target_dtype="uint8"),
+        # The other poolings (the kernels are the same; the epilogue pools the per-(sample, class) sums).
+        W("seed_3d_b2_c4_96^3_batch_pooling", (2, 4, 96, 96, 96), **seed, pooling="batch"),
+        W("seed_3d_b2_c4_96^3_sample_pooling", (2, 4, 96, 96, 96), **seed, pooling="sample"),
         W("3d_b2_c4_96^3_sigmoid_dense", (2, 4, 96, 96, 96), activation="sigmoid", dense_target=True),
         W("3d_b2_c4_96^3_sigmoid_dense_bool", (2, 4, 96, 96, 96), activation="sigmoid", dense_target=True,
           target_dtype="bool"),

@@ -30,6 +30,8 @@ class NotApplicable(Skip):
 
 def _fastdice(w):
     if w.loss == "seed":
+        if w.pooling != "global":
+            return fastdice.DiceLoss(pooling=w.pooling)
         return fastdice.DiceLoss()  # what a user swaps in first: no arguments
     opts = dict(activation=w.activation, pooling="sample", smooth_nr=SMOOTH, smooth_dr=SMOOTH)
     if w.loss == "dice_ce":
@@ -59,8 +61,8 @@ def _fastdice_thread(w):
 
 def _textbook(w):
     """The module everyone writes first: 1 - (2 sum p t + 1) / (sum p + sum t + 1), flattened."""
-    if w.loss != "seed":
-        raise NotApplicable("the textbook module is the seed workload's peer")
+    if w.loss != "seed" or w.pooling != "global":
+        raise NotApplicable("the textbook module is the seed workload's peer (global pooling)")
 
     def fn(p, t):
         p, t = p.reshape(-1), t.reshape(-1)
@@ -143,7 +145,7 @@ def _single_output(make):
 
 def _reference(w):
     if w.loss == "seed":
-        return lambda x, t: reference.dice_loss(x, t)
+        return lambda x, t: reference.dice_loss(x, t, pooling=w.pooling)
 
     def fn(x, t):
         dice = reference.dice_loss(x, t, activation=w.activation, pooling="sample", smooth_nr=SMOOTH, smooth_dr=SMOOTH)
@@ -165,7 +167,9 @@ def _monai(w):
         raise Skip(f"monai not installed ({e})")
     label = not w.dense_target
     if w.loss == "seed":
-        return DiceLoss()  # no activation, dense target (per sample and class: the same work)
+        if w.pooling == "batch":
+            return DiceLoss(batch=True)
+        return DiceLoss()  # no activation, dense target (per sample and class: the same work as global)
     loss = (DiceCELoss if w.loss == "dice_ce" else DiceLoss)(
         sigmoid=w.activation == "sigmoid",
         softmax=w.activation == "softmax",
