@@ -113,6 +113,8 @@ constexpr int64_t kExpsStride = kTile + 16;
 
 struct SoftmaxLabelScratch {
   std::vector<float> tail;  // [C][kGroup]: the logits of a partial last group, zero-padded
+  std::vector<float> group_exps;  // [C][kGroup] (backward, group-wise): exp(x - max) of one group
+  std::vector<float> group_grad;  // [C][kGroup] (backward, group-wise): the gradient of a partial last group
   std::vector<float> acc;   // [C][3][8]: lanes of sum p*t, sum p, sum t over one tile
   // [C][8] (backward): d(loss)/dp_c where the label is c, and elsewhere, in
   // every lane (floats, not Float8: std::vector does not align those here).
@@ -129,6 +131,8 @@ struct SoftmaxLabelScratch {
   // half_input: whether the logits are 16-bit floats.
   SoftmaxLabelScratch(int64_t classes, bool used, bool half_input = false)
       : tail(classes * kGroup),
+        group_exps(classes * kGroup),
+        group_grad(classes * kGroup),
         acc(classes * 3 * 8),
         grad_on_target(classes * 8),
         grad_off_target(classes * 8),
@@ -252,45 +256,103 @@ inline void softmax_label_tile_stats(const float* x, int64_t sc, int64_t C, int6
   }
 }
 
-// Writes d(loss)/dx of the tile into g (class rows gc apart, unit spatial
-// stride): p_c * (g_c - sum_k p_k g_k) with g_c = d(loss)/dp_c =
-// coef_tp * t_c + coef_sp; exactly zero at ignored positions. coefs: the
-// sample's [C][kNumGradCoefs]. (Streaming stores that bypass the caches were
-// tried for large gradients: no gain on the AMD EPYC VM, so plain stores.)
-// kCrossEntropy adds the cross-entropy sums' part: with w_c = d(loss)/d(l_c)
-// = coef_l + coef_tl * t_c and W = sum_k w_k, d/dx_c of sum_k w_k l_k is
-// p_c * W - w_c (l_k = logsumexp(x) - x_k).
+// Backward, the gradient of the tile: d(loss)/dx = p_c * (g_c - sum_k p_k g_k)
+// with g_c = d(loss)/dp_c = coef_tp * t_c + coef_sp; exactly zero at ignored
+// positions. kCrossEntropy adds the cross-entropy sums' part: with w_c =
+// d(loss)/d(l_c) = coef_l + coef_tl * t_c and W = sum_k w_k, d/dx_c of
+// sum_k w_k l_k is p_c * W - w_c (l_k = logsumexp(x) - x_k). (Streaming
+// stores that bypass the caches were tried for large gradients: no gain on
+// the AMD EPYC VM, so plain stores.)
 //
-// Two passes over the tile. The first, a group of positions at a time, takes
-// the exps and, in the same sweep over the classes, the dot product: p_k =
-// e_k / sum_j e_j, so sum_k p_k g_k is (sum_k e_k g_k) / sum_j e_j, and the
-// sum of the e_k g_k needs no probability yet. The second writes the gradient
-// one class row at a time, each row a contiguous run of the tile: writing the
-// C rows of one group at a time (64 bytes per row) was 1.8x slower at C = 14
-// where the class stride is a multiple of 4 KB (64^3, 96^3, 128^3), all rows
-// then landing in the same cache sets.
-template <bool kCrossEntropy>
-inline void softmax_label_tile_backward(const float* x, int64_t sc, int64_t C, int64_t n, const int32_t* labels,
-                                        const float* coefs, float* g, int64_t gc, SoftmaxLabelScratch& s) {
-  const Float8 zero = {};
-  float* on_target = s.grad_on_target.data();
-  float* off_target = s.grad_off_target.data();
+// Two strategies, by class count. Up to kGroupwiseMaxClasses classes, one
+// group of positions at a time does everything in registers: exps, the dot
+// product, then the C gradient rows of the group (64 bytes each). With more
+// classes those C row pieces, and the C logit pieces read beside them, all
+// fall into the same cache sets where the class stride is a multiple of 4 KB
+// (64^3, 96^3, 128^3): 2C lines for 8 ways. There the tile is done in two
+// passes (softmax_label_tile_backward_rowwise), the gradient written one
+// contiguous class row at a time: at C = 14, 2x14x64^3, 1.93 -> 0.88 ns per
+// logit. At C = 2 and 4 the row-wise passes were 10-30% slower (they reload
+// labels, 1 / sum and the dot product per class), hence the two.
+constexpr int64_t kGroupwiseMaxClasses = 4;
+
+// The per-class constants of the tile's gradient into the scratch: g_c where
+// the label is c and elsewhere (and the cross-entropy's w_c likewise), each
+// in the 8 lanes.
+inline void gradient_constants(const float* coefs, int64_t C, bool cross_entropy, SoftmaxLabelScratch& s) {
   for (int64_t c = 0; c < C; ++c) {
-    store8(on_target + 8 * c,
-           broadcast8(coefs[c * kNumGradCoefs + kCoefTruePositive] + coefs[c * kNumGradCoefs + kCoefSumProb]));
+    const float* coef = coefs + c * kNumGradCoefs;
+    store8(s.grad_on_target.data() + 8 * c, broadcast8(coef[kCoefTruePositive] + coef[kCoefSumProb]));
     // coef_tp * 0 + coef_sp, as grad_wrt_prob computes it: a non-finite coef_tp spreads everywhere.
-    store8(off_target + 8 * c,
-           broadcast8(coefs[c * kNumGradCoefs + kCoefTruePositive] * 0.f + coefs[c * kNumGradCoefs + kCoefSumProb]));
-  }
-  float* ce_on = s.ce_on_target.data();
-  float* ce_off = s.ce_off_target.data();
-  if (kCrossEntropy) {
-    for (int64_t c = 0; c < C; ++c) {
-      const float* coef = coefs + c * kNumGradCoefs;
-      store8(ce_on + 8 * c, broadcast8(coef[kCoefPixelLoss] + coef[kCoefPixelLossTarget]));
-      store8(ce_off + 8 * c, broadcast8(coef[kCoefPixelLoss]));
+    store8(s.grad_off_target.data() + 8 * c, broadcast8(coef[kCoefTruePositive] * 0.f + coef[kCoefSumProb]));
+    if (cross_entropy) {
+      store8(s.ce_on_target.data() + 8 * c, broadcast8(coef[kCoefPixelLoss] + coef[kCoefPixelLossTarget]));
+      store8(s.ce_off_target.data() + 8 * c, broadcast8(coef[kCoefPixelLoss]));
     }
   }
+}
+
+// Few classes: one group at a time, in registers (see above).
+template <bool kCrossEntropy>
+inline void softmax_label_tile_backward_groupwise(const float* x, int64_t sc, int64_t C, int64_t n,
+                                                  const int32_t* labels, float* g, int64_t gc,
+                                                  SoftmaxLabelScratch& s) {
+  const Float8 zero = {};
+  const float* on_target = s.grad_on_target.data();
+  const float* off_target = s.grad_off_target.data();
+  const float* ce_on = s.ce_on_target.data();
+  const float* ce_off = s.ce_off_target.data();
+  float* exps = s.group_exps.data();
+  for (int64_t i = 0; i < n; i += kGroup) {
+    const float* xg;
+    const int64_t sg = group_logits(x, sc, C, i, n, s, &xg);
+    Int8 label[kGroupVectors];
+    for (int v = 0; v < kGroupVectors; ++v) std::memcpy(&label[v], labels + i + 8 * v, sizeof(label[v]));
+    Float8 inv[kGroupVectors];
+    softmax_exps(xg, sg, C, exps, kGroup, inv);
+    Float8 dot[kGroupVectors] = {};  // sum_k p_k * d(loss)/dp_k, minus W with kCrossEntropy
+    for (int64_t c = 0; c < C; ++c) {
+      for (int v = 0; v < kGroupVectors; ++v) {
+        const Int8 is_target = label[v] == static_cast<int32_t>(c);
+        const Float8 p = load8(exps + kGroup * c + 8 * v) * inv[v];
+        dot[v] += p * (is_target ? load8(on_target + 8 * c) : load8(off_target + 8 * c));
+        if (kCrossEntropy) dot[v] -= is_target ? load8(ce_on + 8 * c) : load8(ce_off + 8 * c);
+      }
+    }
+    const bool whole = i + kGroup <= n;
+    float* out = whole ? g + i : s.group_grad.data();
+    const int64_t oc = whole ? gc : kGroup;
+    for (int64_t c = 0; c < C; ++c) {
+      for (int v = 0; v < kGroupVectors; ++v) {
+        const Int8 is_target = label[v] == static_cast<int32_t>(c);
+        const Float8 p = load8(exps + kGroup * c + 8 * v) * inv[v];
+        Float8 grad_x = p * ((is_target ? load8(on_target + 8 * c) : load8(off_target + 8 * c)) - dot[v]);
+        if (kCrossEntropy) grad_x -= is_target ? load8(ce_on + 8 * c) : load8(ce_off + 8 * c);
+        grad_x = (label[v] >= 0) ? grad_x : zero;  // ignored: exactly zero, whatever the logits
+        store8(out + c * oc + 8 * v, grad_x);
+      }
+    }
+    if (!whole) {
+      for (int64_t c = 0; c < C; ++c) {
+        for (int64_t j = 0; i + j < n; ++j) g[c * gc + i + j] = s.group_grad[c * kGroup + j];
+      }
+    }
+  }
+}
+
+// Many classes: two passes over the tile (see above). The first, a group at a
+// time, takes the exps and, in the same sweep over the classes, the dot
+// product: p_k = e_k / sum_j e_j, so sum_k p_k g_k is (sum_k e_k g_k) /
+// sum_j e_j, and the sum of the e_k g_k needs no probability yet. The second
+// writes the gradient one class row at a time.
+template <bool kCrossEntropy>
+inline void softmax_label_tile_backward_rowwise(const float* x, int64_t sc, int64_t C, int64_t n,
+                                                const int32_t* labels, float* g, int64_t gc, SoftmaxLabelScratch& s) {
+  const Float8 zero = {};
+  const float* on_target = s.grad_on_target.data();
+  const float* off_target = s.grad_off_target.data();
+  const float* ce_on = s.ce_on_target.data();
+  const float* ce_off = s.ce_off_target.data();
   float* exps = s.tile_exps.data();
   float* inv = s.tile_inv.data();
   float* dots = s.tile_dot.data();
@@ -343,6 +405,20 @@ inline void softmax_label_tile_backward(const float* x, int64_t sc, int64_t C, i
         for (int64_t j = 0; i + j < n; ++j) g_row[i + j] = lanes[j];
       }
     }
+  }
+}
+
+// Writes d(loss)/dx of the tile into g (class rows gc apart, unit spatial
+// stride). coefs: the sample's [C][kNumGradCoefs]; labels as for
+// softmax_label_tile_stats.
+template <bool kCrossEntropy>
+inline void softmax_label_tile_backward(const float* x, int64_t sc, int64_t C, int64_t n, const int32_t* labels,
+                                        const float* coefs, float* g, int64_t gc, SoftmaxLabelScratch& s) {
+  gradient_constants(coefs, C, kCrossEntropy, s);
+  if (C <= kGroupwiseMaxClasses) {
+    softmax_label_tile_backward_groupwise<kCrossEntropy>(x, sc, C, n, labels, g, gc, s);
+  } else {
+    softmax_label_tile_backward_rowwise<kCrossEntropy>(x, sc, C, n, labels, g, gc, s);
   }
 }
 
