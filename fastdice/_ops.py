@@ -350,7 +350,6 @@ def epilogue_args(**options) -> tuple:
     return tuple(args)
 
 
-
 #: Names of the counts along the last dimension of ``confusion_counts``' output.
 COUNT_NAMES = ("true_positive", "false_positive", "false_negative")
 NUM_COUNTS = len(COUNT_NAMES)

@@ -310,16 +310,6 @@ def statistics(
     )
 
 
-def native_stats(
-    input: torch.Tensor, target: torch.Tensor, opts: DiceOptions, has_weight: bool, pixel_loss: str = "none",
-    focal_gamma: float = 0.0, needs_class_axis: Optional[str] = None, mask: Optional[torch.Tensor] = None,
-    count_valid: bool = False,
-):
-    """native_inputs, then statistics: returns ``(input, target, stats)``."""
-    input, target = native_inputs(input, target, opts, has_weight, needs_class_axis, mask)
-    return input, target, statistics(input, target, opts, pixel_loss, focal_gamma, mask, count_valid)
-
-
 def class_weight(
     buffer: Optional[torch.Tensor], value: WeightLike, num_classes: int, dtype: torch.dtype, device: torch.device,
     name: str = "weight",
@@ -345,14 +335,13 @@ def dice_loss_of(
     streams the whole input through the caches, and Python run after it finds
     its own data evicted (the class weight took 16 us there, 1.2 us before the
     op, at 2x4x64^3 on 2 CPU threads)."""
-    empty = input.numel() == 0 and not opts.distributed  # see _api.zero_if_empty
     if fused_epilogue_applies(opts, weight):
         args = opts.epilogue_args
         stats = statistics(input, target, opts, mask=mask)
         loss = _ops.DICE_LOSS_FROM_STATS(stats, weight, None, *args)
     else:
         loss = loss_from_stats(statistics(input, target, opts, mask=mask), opts, weight, process_group)
-    return loss.nan_to_num(0.0, 0.0, 0.0) * 0 if empty else loss
+    return _api.zero_if_empty(loss, input, opts.distributed)
 
 
 def _dice_loss(
@@ -408,7 +397,7 @@ class NativeLoss(nn.Module):
         self, input: torch.Tensor, target: torch.Tensor, pixel_loss: str = "none", focal_gamma: float = 0.0,
         mask: Optional[torch.Tensor] = None, count_valid: bool = False,
     ):
-        """``(input, target, stats)``: see native_stats."""
+        """``(input, target, stats)``: native_inputs, then statistics."""
         input, target = self._inputs(input, target, mask)
         return input, target, statistics(input, target, self.opts, pixel_loss, focal_gamma, mask, count_valid)
 
