@@ -96,9 +96,10 @@ def test_cpu_result_independent_of_thread_count(target_kind):
         assert torch.equal(loss, results[0][0]) and torch.equal(grad, results[0][1])
 
 
-# Spatial sizes around the CPU's 32-position groups, 512-position tiles and
-# 4096-position chunks, so that every partial-group and partial-tile branch runs.
-_EDGE_SPATIAL = [1, 7, 31, 33, 511, 513, 4095, 4097 + 37]
+# Spatial sizes around the CPU's 8-lane vectors, 16-position groups, 512-position
+# tiles and 4096-position chunks, so that every partial-vector, partial-group and
+# partial-tile branch runs (40: whole vectors, a partial group).
+_EDGE_SPATIAL = [1, 7, 31, 33, 40, 511, 513, 4095, 4097 + 37]
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -132,6 +133,30 @@ def test_float_softmax_labels_match_float64(spatial, classes, pixel_loss, dtype,
     assert (grad.permute(1, 0, 2)[:, t == -5] == 0).all()
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize("pixel_loss", ["none", "cross_entropy"])
+@pytest.mark.parametrize("classes", [3, 6])  # the CPU backward's two strategies: up to 4 classes, and more
+def test_float_softmax_labels_non_finite_logit(classes, pixel_loss, bad):
+    """One non-finite logit in the float32 softmax + label path gives the
+    gradient the float64 kernels (the general path) give: NaN over its
+    position's classes for NaN and +inf, finite for -inf (that class's
+    probability is 0), every other position untouched."""
+    g = torch.Generator().manual_seed(classes)
+    x64 = 3 * torch.randn(2, classes, 37, generator=g, dtype=torch.float64)
+    t = torch.randint(0, classes, (2, 37), generator=g)
+    t[torch.rand(2, 37, generator=g) < 0.2] = -5
+    x64[1, classes - 1, 20] = bad
+    t[1, 20] = 0
+    args = ("softmax", False, -5, pixel_loss, 0.0)
+    grad_stats = torch.randn(2, classes, fastdice._ops.NUM_STATS, generator=g, dtype=torch.float64)
+    grad, _ = torch.ops.fastdice.dice_stats_backward(grad_stats.float(), x64.float(), t, *args)
+    grad64, _ = torch.ops.fastdice.dice_stats_backward(grad_stats, x64, t, *args)
+    nan = grad64.isnan()
+    assert torch.equal(grad.isnan(), nan)
+    assert nan[1, :, 20].all() == (bad != float("-inf")) and nan.sum() == (0 if bad == float("-inf") else classes)
+    assert_close(grad[~nan], grad64[~nan], torch.float32, "grad")
+
+
 _ISA_SCRIPT = """
 import sys, torch, fastdice
 g = torch.Generator().manual_seed(0)
@@ -139,6 +164,8 @@ out = []
 for shape, act, dtype, pixel in [((2, 4, 1000), "softmax", torch.float32, "none"),
                                  ((2, 4, 1000), "softmax", torch.float32, "cross_entropy"),
                                  ((2, 4, 1000), "softmax", torch.bfloat16, "cross_entropy"),
+                                 ((2, 6, 1000), "softmax", torch.float32, "cross_entropy"),
+                                 ((2, 6, 1000), "softmax", torch.bfloat16, "none"),
                                  ((2, 3, 777), "sigmoid", torch.float32, "binary_cross_entropy"),
                                  ((2, 3, 777), "softmax", torch.float64, "none")]:
     x = (2 * torch.randn(shape, generator=g)).to(dtype)
