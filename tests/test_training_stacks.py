@@ -1,6 +1,8 @@
 """fastdice inside training stacks: DDP global Dice (gloo), torch.compile with
 dynamic shapes, autocast, pickling and state_dict."""
 
+import copy
+import dataclasses
 import io
 import os
 import pickle
@@ -125,7 +127,9 @@ def test_module_pickles_saves_and_prints():
     assert "activation='softmax'" in r and "pooling='sample'" in r and "weight=[1.0, 2.0, 0.5]" in r
     x = torch.randn(2, 3, 6, 6)
     t = torch.randint(0, 3, (2, 6, 6))
-    for clone in (pickle.loads(pickle.dumps(loss_fn)), _torch_save_load(loss_fn)):
+    # The options pickle their fields only (what a call passes to the ops is derived again on loading).
+    assert set(loss_fn.opts.__getstate__()) == {f.name for f in dataclasses.fields(loss_fn.opts)}
+    for clone in (pickle.loads(pickle.dumps(loss_fn)), _torch_save_load(loss_fn), copy.deepcopy(loss_fn)):
         assert torch.equal(clone(x, t), loss_fn(x, t))
     fresh = fastdice.DiceLoss(activation="softmax", pooling="sample", weight=[1.0, 1.0, 1.0], ignore_index=9)
     fresh.load_state_dict(loss_fn.state_dict())
