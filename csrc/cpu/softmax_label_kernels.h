@@ -106,11 +106,11 @@ inline void tile_from_float(const float* in, int64_t C, int64_t n, T* g, int64_t
   }
 }
 
-// One thread's buffers, sized for C classes.
 // Class rows of the tile buffers: kTile positions and a 64-byte pad, so that the rows do
 // not all fall into the same cache sets (2 KB apart they would share two of them).
 constexpr int64_t kExpsStride = kTile + 16;
 
+// One thread's buffers, sized for C classes.
 struct SoftmaxLabelScratch {
   std::vector<float> tail;  // [C][kGroup]: the logits of a partial last group, zero-padded
   std::vector<float> group_exps;  // [C][kGroup] (backward, group-wise): exp(x - max) of one group
@@ -146,12 +146,10 @@ struct SoftmaxLabelScratch {
         tile_grad(used && half_input ? classes * kTile : 0) {}
 };
 
-// exp(x_c - max_k x_k) of the kGroup positions at x (class rows sc apart)
-// into exps[c]; 1 / their sum into inv. The max is a plain vmaxps that may
-// skip a NaN logit: that class's exp is NaN all the same, so is the sum, and
-// so is every probability of the position, as torch.softmax gives; a +inf
-// logit gives inf - inf = NaN likewise.
-// shift (if not null): max + log(sum), the position's log-sum-exp.
+// max_k x_k of the kGroup positions at x (class rows sc apart). A plain
+// vmaxps that may skip a NaN logit: that class's exp is NaN all the same, so
+// is the sum, and so is every probability of the position, as torch.softmax
+// gives; a +inf logit gives inf - inf = NaN likewise.
 inline void group_max(const float* x, int64_t sc, int64_t C, Float8* m) {
   for (int v = 0; v < kGroupVectors; ++v) m[v] = load8(x + 8 * v);
   for (int64_t c = 1; c < C; ++c) {
@@ -162,6 +160,9 @@ inline void group_max(const float* x, int64_t sc, int64_t C, Float8* m) {
   }
 }
 
+// exp(x_c - max_k x_k) of the kGroup positions at x (class rows sc apart)
+// into exps[c]; 1 / their sum into inv.
+// shift (if not null): max + log(sum), the position's log-sum-exp.
 inline void softmax_exps(const float* x, int64_t sc, int64_t C, float* exps, int64_t exps_stride, Float8* inv,
                          Float8* shift = nullptr) {
   Float8 m[kGroupVectors], sum[kGroupVectors];
