@@ -187,7 +187,7 @@ def loss_from_stats(
     if weight is not None and weight.requires_grad:
         return loss_from_stats_eager(stats, opts, weight, process_group)
     if not opts.distributed:
-        return fused_loss_from_stats(stats, opts, weight)
+        return _ops.DICE_LOSS_FROM_STATS(stats, weight, None, *opts.epilogue_args)
     s, weight = pool_stats(stats, opts, weight, process_group)
     pooled = s.reshape(1, -1, s.shape[-1])  # background already dropped
     return _ops.dice_loss_from_stats(pooled, weight, None, **dict(opts.epilogue_options(), include_background=True))
@@ -331,17 +331,13 @@ def dice_loss_of(
     """The Dice loss of checked input and target (native_inputs); ``weight``: one
     entry per class in the statistics' dtype, or None.
 
-    Everything but the epilogue op is done before the statistics op: that op
-    streams the whole input through the caches, and Python run after it finds
-    its own data evicted (the class weight took 16 us there, 1.2 us before the
-    op, at 2x4x64^3 on 2 CPU threads)."""
-    if fused_epilogue_applies(opts, weight):
-        args = opts.epilogue_args
-        stats = statistics(input, target, opts, mask=mask)
-        loss = _ops.DICE_LOSS_FROM_STATS(stats, weight, None, *args)
-    else:
-        loss = loss_from_stats(statistics(input, target, opts, mask=mask), opts, weight, process_group)
-    return _api.zero_if_empty(loss, input, opts.distributed)
+    The callers do their checks and build the weight before calling this, and
+    after the statistics op there is little more than the epilogue op: the
+    statistics op streams the whole input through the caches, and Python run
+    after it finds its own data evicted (the class weight took 16 us there,
+    1.2 us before the op, at 2x4x64^3 on 2 CPU threads)."""
+    stats = statistics(input, target, opts, mask=mask)
+    return _api.zero_if_empty(loss_from_stats(stats, opts, weight, process_group), input, opts.distributed)
 
 
 def _dice_loss(

@@ -277,10 +277,18 @@ inline void softmax_label_tile_stats(const float* x, int64_t sc, int64_t C, int6
 // labels, 1 / sum and the dot product per class), hence the two.
 constexpr int64_t kGroupwiseMaxClasses = 4;
 
-// The per-class constants of the tile's gradient into the scratch: g_c where
-// the label is c and elsewhere (and the cross-entropy's w_c likewise), each
-// in the 8 lanes.
-inline void gradient_constants(const float* coefs, int64_t C, bool cross_entropy, SoftmaxLabelScratch& s) {
+// The per-class constants of the tile's gradient, [C][8] each: g_c where the
+// label is c and elsewhere, and the cross-entropy's w_c likewise.
+struct GradientConstants {
+  const float* on_target;
+  const float* off_target;
+  const float* ce_on;
+  const float* ce_off;
+};
+
+// Fills them into the scratch (every lane of each class).
+inline GradientConstants gradient_constants(const float* coefs, int64_t C, bool cross_entropy,
+                                            SoftmaxLabelScratch& s) {
   for (int64_t c = 0; c < C; ++c) {
     const float* coef = coefs + c * kNumGradCoefs;
     store8(s.grad_on_target.data() + 8 * c, broadcast8(coef[kCoefTruePositive] + coef[kCoefSumProb]));
@@ -291,24 +299,27 @@ inline void gradient_constants(const float* coefs, int64_t C, bool cross_entropy
       store8(s.ce_off_target.data() + 8 * c, broadcast8(coef[kCoefPixelLoss]));
     }
   }
+  return {s.grad_on_target.data(), s.grad_off_target.data(), s.ce_on_target.data(), s.ce_off_target.data()};
+}
+
+// The labels of the group at labels (kGroup of them; the tile's are padded with -1).
+inline void load_group_labels(const int32_t* labels, Int8* label) {
+  for (int v = 0; v < kGroupVectors; ++v) std::memcpy(&label[v], labels + 8 * v, sizeof(label[v]));
 }
 
 // Few classes: one group at a time, in registers (see above).
 template <bool kCrossEntropy>
 inline void softmax_label_tile_backward_groupwise(const float* x, int64_t sc, int64_t C, int64_t n,
-                                                  const int32_t* labels, float* g, int64_t gc,
-                                                  SoftmaxLabelScratch& s) {
+                                                  const int32_t* labels, const GradientConstants& k, float* g,
+                                                  int64_t gc, SoftmaxLabelScratch& s) {
   const Float8 zero = {};
-  const float* on_target = s.grad_on_target.data();
-  const float* off_target = s.grad_off_target.data();
-  const float* ce_on = s.ce_on_target.data();
-  const float* ce_off = s.ce_off_target.data();
+  const float *on_target = k.on_target, *off_target = k.off_target, *ce_on = k.ce_on, *ce_off = k.ce_off;
   float* exps = s.group_exps.data();
   for (int64_t i = 0; i < n; i += kGroup) {
     const float* xg;
     const int64_t sg = group_logits(x, sc, C, i, n, s, &xg);
     Int8 label[kGroupVectors];
-    for (int v = 0; v < kGroupVectors; ++v) std::memcpy(&label[v], labels + i + 8 * v, sizeof(label[v]));
+    load_group_labels(labels + i, label);
     Float8 inv[kGroupVectors];
     softmax_exps(xg, sg, C, exps, kGroup, inv);
     Float8 dot[kGroupVectors] = {};  // sum_k p_k * d(loss)/dp_k, minus W with kCrossEntropy
@@ -348,12 +359,10 @@ inline void softmax_label_tile_backward_groupwise(const float* x, int64_t sc, in
 // writes the gradient one class row at a time.
 template <bool kCrossEntropy>
 inline void softmax_label_tile_backward_rowwise(const float* x, int64_t sc, int64_t C, int64_t n,
-                                                const int32_t* labels, float* g, int64_t gc, SoftmaxLabelScratch& s) {
+                                                const int32_t* labels, const GradientConstants& k, float* g,
+                                                int64_t gc, SoftmaxLabelScratch& s) {
   const Float8 zero = {};
-  const float* on_target = s.grad_on_target.data();
-  const float* off_target = s.grad_off_target.data();
-  const float* ce_on = s.ce_on_target.data();
-  const float* ce_off = s.ce_off_target.data();
+  const float *on_target = k.on_target, *off_target = k.off_target, *ce_on = k.ce_on, *ce_off = k.ce_off;
   float* exps = s.tile_exps.data();
   float* inv = s.tile_inv.data();
   float* dots = s.tile_dot.data();
@@ -361,7 +370,7 @@ inline void softmax_label_tile_backward_rowwise(const float* x, int64_t sc, int6
     const float* xg;
     const int64_t sg = group_logits(x, sc, C, i, n, s, &xg);
     Int8 label[kGroupVectors];
-    for (int v = 0; v < kGroupVectors; ++v) std::memcpy(&label[v], labels + i + 8 * v, sizeof(label[v]));
+    load_group_labels(labels + i, label);
     Float8 m[kGroupVectors], sum[kGroupVectors], dot[kGroupVectors], w[kGroupVectors];
     group_max(xg, sg, C, m);
     for (int v = 0; v < kGroupVectors; ++v) sum[v] = dot[v] = w[v] = zero;
@@ -415,11 +424,11 @@ inline void softmax_label_tile_backward_rowwise(const float* x, int64_t sc, int6
 template <bool kCrossEntropy>
 inline void softmax_label_tile_backward(const float* x, int64_t sc, int64_t C, int64_t n, const int32_t* labels,
                                         const float* coefs, float* g, int64_t gc, SoftmaxLabelScratch& s) {
-  gradient_constants(coefs, C, kCrossEntropy, s);
+  const GradientConstants k = gradient_constants(coefs, C, kCrossEntropy, s);
   if (C <= kGroupwiseMaxClasses) {
-    softmax_label_tile_backward_groupwise<kCrossEntropy>(x, sc, C, n, labels, g, gc, s);
+    softmax_label_tile_backward_groupwise<kCrossEntropy>(x, sc, C, n, labels, k, g, gc, s);
   } else {
-    softmax_label_tile_backward_rowwise<kCrossEntropy>(x, sc, C, n, labels, g, gc, s);
+    softmax_label_tile_backward_rowwise<kCrossEntropy>(x, sc, C, n, labels, k, g, gc, s);
   }
 }
 
