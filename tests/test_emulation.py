@@ -31,6 +31,7 @@ import pytest
 import torch
 
 import cuda_emulation as ce
+import kernel_launches
 import fastdice  # noqa: F401  (loads torch.ops.fastdice, the CPU oracle)
 
 # (file under csrc/cuda, text, replacement, what it plants); the mutant runner
@@ -97,6 +98,14 @@ MUTANTS = [
      "  if (pr.target.is_label) return pr.label_target<acc_t>(label, c);",
      "  if (pr.target.is_label) return label == c ? acc_t(1) : acc_t(0);",
      "region targets read as one-hot class labels"),
+    ("dice_stats_thread_kernel.cu",
+     "  const bool reload_logits = kAct == Activation::kSoftmax && pixel;",
+     "  const bool reload_logits = kAct == Activation::kSoftmax && wants_shift;",
+     "the thread kernel's register path computes the binary cross-entropy of exp(x - max), not of the logit"),
+    ("dice_stats_thread_kernel.cu",
+     "  if (pr.activation != Activation::kSoftmax || pr.full_stats) return partials;",
+     "  if (pr.activation != Activation::kSoftmax || pr.full_stats || pr.classes > 4) return partials;",
+     "the thread strategy silently handing its shared-memory path to the warp kernel"),
 ]
 
 
@@ -142,27 +151,111 @@ SPECIALS = ["clean", "bad_label", "nonfinite", "bad_prob"]
 MASKS = [None, "bool", "float_view"]
 
 
+# ---- the host's routing, stated as the test's oracle ----------------------------------
+# Which kernel variant the launch code must pick for a case (dice_stats_kernel.cu's
+# launch_dice_stats, dice_stats_thread_kernel.cu's dice_stats_partials_per_thread,
+# static_switch.h's FD_PIXEL_SWITCH). Every case asserts the launch log against
+# it, so a case that silently runs another kernel than it names fails.
+KTHREADS, KWARPS = 256, 8  # cuda_utils.cuh: threads and warps per block
+THREAD_REGISTER_CLASSES = 4  # dice_stats_thread_kernel.cu kRegisterClasses: sums and exps in registers up to here
+BASIC_ACCUMULATED = 3  # StatSet<false>::kAccumulated (kNumBasicStats: sum p*t, sum p, sum t)
+THREAD_STATIC_SHARED = 512  # at most: the kernel's cub temp storage and valid count
+
+
+def thread_kernel_fits(classes: int, static_bytes: int, max_shared: int = ce.H100_SHARED_OPTIN) -> bool:
+    """Whether the thread kernel's shared memory (warp sums and per-thread columns, float) fits for this many
+    classes; past it the warp kernel runs."""
+    slots = BASIC_ACCUMULATED + 2
+    return classes * (KWARPS * slots + slots * KTHREADS) * 4 + static_bytes <= max_shared
+
+
+def thread_kernel_max_classes() -> int:
+    """The most classes that fit whatever the kernel's static shared memory (up to THREAD_STATIC_SHARED)."""
+    return max(c for c in range(1, 1000) if thread_kernel_fits(c, THREAD_STATIC_SHARED))
+
+
+def thread_kernel_min_fallback_classes() -> int:
+    """The fewest classes that cannot fit even without static shared memory."""
+    return min(c for c in range(1, 1000) if not thread_kernel_fits(c, 0))
+
+
+# The class counts on both sides of the thread kernel's switches: registers up to
+# THREAD_REGISTER_CLASSES (C = 4 and 5 in SHAPES), shared-memory columns up to what fits, then the warp kernel.
+SHAPES += [(1, thread_kernel_max_classes(), 24), (1, thread_kernel_min_fallback_classes(), 24)]
+
+
+def _activation(c: dict) -> str:
+    return {"none": "kNone", "sigmoid": "kSigmoid", "softmax": "kSoftmax"}[c["activation"]]
+
+
+def _launches_anything(c: dict) -> bool:
+    b, ncls, *spatial = c["shape"]
+    return b > 0 and ncls > 0 and math.prod(spatial) > 0
+
+
+def pixel_variant(c: dict) -> bool:
+    return c["activation"] != "none" and c["pixel_loss"] != "none"
+
+
+def expected_forward_launch(c: dict):
+    """(launching function, template arguments it must show) of the statistics kernel, or None."""
+    if not _launches_anything(c):
+        return None
+    ncls = c["shape"][1]
+    if (c["strategy"] == "thread" and c["activation"] == "softmax" and not c["full_stats"] and c["dtype"] != "f64"
+            and thread_kernel_fits(ncls, THREAD_STATIC_SHARED)):
+        return "launch_per_thread", dict(kAct=_activation(c), kFull=False,
+                                         kInRegisters=ncls <= THREAD_REGISTER_CLASSES)
+    return "launch_dice_stats", dict(kAct=_activation(c), kFull=c["full_stats"], kPixel=pixel_variant(c))
+
+
+def expected_backward_launch(c: dict):
+    if not _launches_anything(c):
+        return None
+    return "launch_dice_stats_backward", dict(kAct=_activation(c), kFull=c["full_stats"], kPixel=pixel_variant(c))
+
+
+def route_key(c: dict) -> tuple:
+    """The kernel path a case exercises: the variant and the branches taken inside it."""
+    launch = expected_forward_launch(c)
+    variant = (launch[0], tuple(sorted(launch[1].items()))) if launch else None
+    return (variant, c["activation"], c["pixel_loss"], bool(c["focal_gamma"]), c["full_stats"])
+
+
+_ACCEPTED: dict = {}
+
+
+def host_accepts(c: dict) -> bool:
+    """Whether the op's shared validation (dice_problem.cpp: the same for the CPU and the CUDA host code) takes
+    the case's options: asked of the CPU op on a tiny input, not restated here."""
+    key = (c["activation"], c["pixel_loss"], c["focal_gamma"], c["target"], c["ignore_index"], c["full_stats"])
+    if key not in _ACCEPTED:
+        tiny = dict(c, shape=(1, 2, 3), layout="contiguous", special="clean", mask=None, dtype="f64")
+        x, t, _, _ = make_stats_inputs(tiny, torch.Generator().manual_seed(0))
+        try:
+            torch.ops.fastdice.dice_stats(x, t, c["activation"], c["full_stats"], c["ignore_index"], c["pixel_loss"],
+                                          c["focal_gamma"], None, case_regions(tiny))
+            _ACCEPTED[key] = True
+        except (RuntimeError, ValueError):
+            _ACCEPTED[key] = False
+    return _ACCEPTED[key]
+
+
 def valid_stats_case(c: dict) -> bool:
-    if c["pixel_loss"] == "cross_entropy" and c["activation"] != "softmax":
-        return False
-    if c["pixel_loss"] == "binary_cross_entropy" and c["activation"] != "sigmoid":
-        return False
-    if c["pixel_loss"] == "none" and c["focal_gamma"]:
-        return False
+    # What the case generator can express (not routing rules): a layout needs its rank,
+    # a planted value needs a position and, for a probability, activation 'none'.
     if c["layout"] == "channels_last" and len(c["shape"]) not in (4, 5):
         return False
     if c["special"] in ("bad_label", "bad_prob") and (c["shape"][0] == 0 or math.prod(c["shape"][2:]) == 0):
         return False
     if c["special"] == "bad_prob" and c["activation"] != "none":
         return False
-    if c["ignore_index"] is not None and not c["target"].startswith(("label", "regions")):
+    if c["target"] == "regions" and c["shape"][1] > 32:  # the op's limit, tested in tests/test_regions.py
         return False
-    if c["target"] == "regions" and c["shape"][1] > 32:  # the op's limit
-        return False
-    return True
+    return host_accepts(c)
 
 
-def stats_cases(full: bool) -> list[dict]:
+def stats_cases(full: bool) -> list:
     axes = dict(strategy=["warp", "thread"], dtype=list(DTYPES), activation=["none", "sigmoid", "softmax"],
                 target=TARGETS,
                 pixel_loss=["none", "cross_entropy", "binary_cross_entropy"], focal_gamma=[0.0, 2.0],
@@ -171,19 +264,22 @@ def stats_cases(full: bool) -> list[dict]:
     every = [dict(zip(axes, v)) for v in itertools.product(*axes.values())]
     every = [c for c in every if valid_stats_case(c)]
     rng = random.Random(16)
-    if full:
-        chosen = rng.sample(every, min(len(every), 3000))
-    else:
-        # A sample that still covers every value of every axis.
-        rng.shuffle(every)
-        chosen, seen = [], set()
-        for c in every:
-            new = {(k, str(v)) for k, v in c.items()} - seen
-            if new or len(chosen) < 90:
-                chosen.append(c)
-                seen |= {(k, str(v)) for k, v in c.items()}
-            if len(chosen) >= 90 and len(seen) == sum(len(v) for v in axes.values()):
-                break
+    chosen = rng.sample(every, min(len(every), 3000)) if full else []
+    # Every value of every axis and every kernel path the host can reach (route_key),
+    # filled up to 90 cases by default; --full adds them to its random sample.
+    rng.shuffle(every)
+    seen, routes = set(), set()
+    all_values = sum(len(v) for v in axes.values())
+    all_routes = {route_key(c) for c in every}
+    for c in every:
+        values = {(k, str(v)) for k, v in c.items()}
+        if values - seen or route_key(c) not in routes or (not full and len(chosen) < 90):
+            chosen.append(c)
+            seen |= values
+            routes.add(route_key(c))
+        if len(seen) == all_values and routes == all_routes and (full or len(chosen) >= 90):
+            break
+    assert routes == all_routes, "the sample misses a kernel path"
     # The launch limits: more samples than the grid's y limit (emulated as 3
     # unless --full, where the real 65,535 is crossed), and many classes.
     chosen.append(dict(strategy="warp", dtype="f32", activation="softmax", target="label64", pixel_loss="cross_entropy",
@@ -341,6 +437,18 @@ def run_both_schedules(emu, fn, grid_y=65535, max_shared=ce.H100_SHARED_OPTIN):
     return outs[0]
 
 
+def assert_launched(log, expected, then=None):
+    """The launch log shows exactly the expected variant (and the kernel that follows it), or nothing."""
+    launches = kernel_launches.parse_all(log)
+    if expected is None:
+        assert not launches, f"expected no launch, got {[str(l) for l in launches]}"
+        return
+    launcher, params = expected
+    want = [launcher] + ([then] if then else [])
+    assert [l.launcher for l in launches] == want, f"launched {[str(l) for l in launches]}, expected {want}"
+    assert launches[0].matches(launcher, **params), f"launched {launches[0]}, expected {launcher} with {params}"
+
+
 def test_dice_stats_forward_and_backward(emu, stats_case, monkeypatch):
     c = stats_case
     monkeypatch.setenv("FASTDICE_CUDA_FORWARD", c["strategy"])
@@ -367,9 +475,12 @@ def test_dice_stats_forward_and_backward(emu, stats_case, monkeypatch):
     def run():
         xg, tg = emu.guarded_copy(x), emu.guarded_copy(t)
         mg = emu.guarded_copy(mask) if mask is not None else None
+        emu.take_launch_log(True)
         stats = emu.dice_stats(xg, tg, *args, mg, regions)
+        assert_launched(emu.take_launch_log(True), expected_forward_launch(c), then="reduce_partials")
         grad, grad_target = emu.dice_stats_backward(emu.guarded_copy(grad_stats), xg, tg, *args, target_grad, mg,
                                                     regions)
+        assert_launched(emu.take_launch_log(False), expected_backward_launch(c))
         return stats, grad, grad_target
 
     stats, grad, grad_target = run_both_schedules(emu, run, grid_y=c.get("grid_y", 65535))
@@ -379,9 +490,11 @@ def test_dice_stats_forward_and_backward(emu, stats_case, monkeypatch):
         grad_stats[clean], x[clean], t[clean], *args, target_grad, mask_clean, regions)
     grtol, gatol = RTOL[x.dtype]
     assert grad.stride() == ref_grad.stride() or grad.numel() == 0 or grad[clean].stride() == ref_grad.stride()
-    if c["activation"] == "softmax" and x.dim() > 1 and x.shape[1] == 1:
+    if (c["activation"] == "softmax" and x.dim() > 1 and x.shape[1] == 1
+            and c["pixel_loss"] != "binary_cross_entropy"):
         # Softmax over one class is 1 everywhere: both gradients are 0 up to rounding noise,
-        # which differs between the two summation orders.
+        # which differs between the two summation orders (the binary cross-entropy reads
+        # the logit itself, so its gradient is not 0).
         g_clean = grad[clean]
         limit = 1e-12 if x.dtype == torch.float64 else 1e-5
         assert (g_clean.double().abs().nan_to_num(0.0) <= limit).all() and torch.equal(

@@ -381,15 +381,52 @@ def test_cuda_matches_cpu_with_pixel_loss(target_kind, gamma, activation, pixel_
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("strategy", ["warp", "thread"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64], ids=str)
-@pytest.mark.parametrize("classes", [4, 14])
-@pytest.mark.parametrize("pixel_loss", ["none", "cross_entropy"])
-def test_cuda_forward_strategies_match_cpu_and_repeat_bitwise(strategy, dtype, classes, pixel_loss, monkeypatch):
-    """Both CUDA forward strategies (FASTDICE_CUDA_FORWARD) equal the CPU op and are deterministic."""
+@pytest.mark.parametrize("classes", [2, 4, 5, 14])  # the thread kernel: registers up to 4 classes, columns past it
+@pytest.mark.parametrize("pixel_loss,gamma", [("none", 0.0), ("cross_entropy", 0.0), ("cross_entropy", 2.0),
+                                              ("binary_cross_entropy", 0.0), ("binary_cross_entropy", 2.0)])
+def test_cuda_forward_strategies_match_cpu_and_repeat_bitwise(strategy, dtype, classes, pixel_loss, gamma,
+                                                              monkeypatch):
+    """Both CUDA forward strategies (FASTDICE_CUDA_FORWARD) equal the CPU op, are deterministic, and run their
+    own kernel: the thread strategy serves softmax with the basic statistics in 16/32-bit floats (registers up
+    to 4 classes); the launch log shows which variant ran."""
+    import kernel_launches
+
     monkeypatch.setenv("FASTDICE_CUDA_FORWARD", strategy)
     x = random_logits((3, classes, 37, 129), dtype, "cpu", "softmax")
     t = random_target("label", (3, classes, 37, 129), "cpu", ignore_index=classes + 1)
-    expected = fastdice.dice_stats(x, t, "softmax", True, classes + 1, pixel_loss=pixel_loss)
-    runs = [fastdice.dice_stats(x.cuda(), t.cuda(), "softmax", True, classes + 1, pixel_loss=pixel_loss).cpu()
-            for _ in range(2)]
+    args = ("softmax", False, classes + 1, pixel_loss, gamma)
+    expected = torch.ops.fastdice.dice_stats(x, t, *args)
+    torch.ops.fastdice_debug.launch_log(True)
+    runs = [torch.ops.fastdice.dice_stats(x.cuda(), t.cuda(), *args).cpu() for _ in range(2)]
+    launches = kernel_launches.parse_all(torch.ops.fastdice_debug.launch_log(False))
+    if strategy == "thread" and dtype != torch.float64:
+        variant = ("launch_per_thread", dict(kInRegisters=classes <= 4))
+    else:
+        variant = ("launch_dice_stats", dict(kPixel=pixel_loss != "none"))
+    assert [l.launcher for l in launches] == [variant[0], "reduce_partials"] * 2, [str(l) for l in launches]
+    assert launches[0].matches(variant[0], kAct="kSoftmax", kFull=False, **variant[1]), str(launches[0])
     assert torch.equal(runs[0], runs[1]), "not bitwise reproducible"
     assert_close(runs[0], expected, torch.float32 if dtype != torch.float64 else dtype, f"{strategy} stats")
+
+
+def test_launch_log_parser_reads_the_compilers_spelling():
+    """The entry nvcc 13 writes for a launcher (GCC's spelling, the anonymous namespace named by nvcc)."""
+    import kernel_launches
+
+    entry = ("dice_stats_thread_kernel.cu: at::Tensor fastdice::cuda::_GLOBAL__N__6202fa37_4_t_cu_main::"
+             "launch_per_thread(const at::Tensor&, const fastdice::DiceProblem&, const at::TensorOptions&) "
+             "[with scalar_t = c10::BFloat16; acc_t = float; fastdice::Activation kAct = "
+             "fastdice::Activation::kSoftmax; bool kFull = false; bool kInRegisters = true]")
+    launch = kernel_launches.parse(entry)
+    assert launch.file == "dice_stats_thread_kernel.cu" and launch.launcher == "launch_per_thread"
+    assert launch.params == dict(scalar_t="BFloat16", acc_t="float", kAct="kSoftmax", kFull="false",
+                                 kInRegisters="true")
+    assert launch.matches("launch_per_thread", kInRegisters=True, kAct="kSoftmax")
+    assert not launch.matches("launch_per_thread", kInRegisters=False)
+
+
+def test_launch_log_is_empty_for_cpu_ops():
+    """The launch log records CUDA launches only, and only while enabled."""
+    torch.ops.fastdice_debug.launch_log(True)
+    torch.ops.fastdice.dice_stats(torch.rand(1, 2, 5), torch.randint(0, 2, (1, 5)), "none", False, None, "none", 0.0)
+    assert list(torch.ops.fastdice_debug.launch_log(False)) == []

@@ -25,6 +25,8 @@
 
 #include <cub/block/block_reduce.cuh>
 
+#include "../launch_log.h"
+
 namespace fastdice {
 namespace cuda {
 
@@ -44,9 +46,12 @@ inline int64_t max_grid_y() { return 65535; }
 }  // namespace fastdice
 
 // Launches `kernel` (a variable holding the __global__ function, so that a
-// template id's commas stay out of the macro) and checks the launch.
+// template id's commas stay out of the macro) and checks the launch. The
+// launching function's name and template arguments go to the launch log
+// (launch_log.h) when a test has enabled it.
 #define FD_LAUNCH_KERNEL(kernel, grid, block, shared_bytes, stream, ...)        \
   do {                                                                          \
+    ::fastdice::LaunchLog::instance().record(__FILE__, __PRETTY_FUNCTION__);    \
     kernel<<<(grid), (block), (shared_bytes), (stream)>>>(__VA_ARGS__);         \
     C10_CUDA_KERNEL_LAUNCH_CHECK();                                             \
   } while (0)

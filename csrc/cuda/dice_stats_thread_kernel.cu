@@ -5,7 +5,9 @@
 // C <= kRegisterClasses (4): the sums live in registers, and for softmax the
 // logits of the thread's positions are loaded once into registers, turned
 // into exp(x - max) in place, and read back for the statistics: one exp per
-// logit (the cross-entropy re-reads its logits from cache for log p = x - shift).
+// logit. A pixel loss needs the logits themselves (the cross-entropy's
+// log p = x - shift, the binary cross-entropy's and focal term's z), so it
+// re-reads them from cache after the exps have replaced them.
 // Larger C: the sums live in a per-thread column of shared memory
 // ([C][slots][kThreads], conflict-free), and softmax takes the same two
 // passes over the classes as the warp strategy.
@@ -76,6 +78,9 @@ __global__ void __launch_bounds__(kThreads)
   constexpr bool in_registers = kInRegisters;
   const bool pixel = kAct != Activation::kNone && pr.pixel_loss != PixelLoss::kNone;
   const bool wants_shift = pixel && pr.pixel_loss == PixelLoss::kCrossEntropy;
+  // The softmax register path overwrites the logits with their exps: every
+  // pixel loss reads the logit, so it is loaded again.
+  const bool reload_logits = kAct == Activation::kSoftmax && pixel;
   const bool check_p = kAct == Activation::kNone && pr.check_probabilities;
   const int64_t step = int64_t(gridDim.x) * kThreads * kItems;
 
@@ -138,7 +143,7 @@ __global__ void __launch_bounds__(kThreads)
               p[i] = kAct == Activation::kSoftmax ? v[c][i] * inv[i] : activate<kAct>(v[c][i], acc_t(0), acc_t(0));
               z[i] = v[c][i];
             }
-            if (kAct == Activation::kSoftmax && wants_shift) load_input_items<kItems>(input, pr, b, c, s0, vectorized, z);
+            if (reload_logits) load_input_items<kItems>(input, pr, b, c, s0, vectorized, z);
             add_class_items<kItems, kFull>(reg[c], pr, labels, b, c, s0, p, z, shift, pixel, check_p, out_of_range);
           }
         }

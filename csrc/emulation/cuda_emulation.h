@@ -27,6 +27,8 @@
 #include <tuple>
 #include <type_traits>
 
+#include "../launch_log.h"
+
 // The float overloads that CUDA's math library has in the global namespace.
 using std::exp;
 using std::log;
@@ -309,8 +311,11 @@ inline int64_t max_grid_y() { return emu::device_limits().max_grid_y; }
 }  // namespace cuda
 }  // namespace fastdice
 
-#define FD_LAUNCH_KERNEL(kernel, grid, block, shared_bytes, stream, ...) \
-  ::fastdice::emu::launch(__FILE__, __LINE__, kernel, dim3(grid), dim3(block), (shared_bytes), (stream), __VA_ARGS__)
+#define FD_LAUNCH_KERNEL(kernel, grid, block, shared_bytes, stream, ...)                                          \
+  do {                                                                                                             \
+    ::fastdice::LaunchLog::instance().record(__FILE__, __PRETTY_FUNCTION__);                                       \
+    ::fastdice::emu::launch(__FILE__, __LINE__, kernel, dim3(grid), dim3(block), (shared_bytes), (stream), __VA_ARGS__); \
+  } while (0)
 
 #define FD_DYNAMIC_SHARED(type, name) type* const name = static_cast<type*>(::fastdice::emu::dynamic_shared_base())
 

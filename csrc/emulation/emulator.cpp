@@ -693,10 +693,15 @@ std::string take_report() {
   return s.str();
 }
 
+// The emulated launches since the last call (csrc/launch_log.h); recording
+// continues only if `enable`.
+std::vector<std::string> take_launch_log(bool enable) { return fastdice::LaunchLog::instance().take(enable); }
+
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(fastdice_emu, m) {
   m.def("configure(int schedule, int max_grid_y, int max_shared_optin, int poison) -> ()", &configure);
   m.def("guarded_copy(Tensor t) -> Tensor", &guarded_copy);
   m.def("take_report() -> str", &take_report);
+  m.def("take_launch_log(bool enable) -> str[]", &take_launch_log);
 }
