@@ -81,3 +81,13 @@ gpu-check:
 
 clean:
 	rm -rf build fastdice/_C*.so fastdice/_build_config.py
+
+# The GPU cost model, a model and not a measurement: every CUDA workload of `make bench` replayed on
+# the profiling build of the emulated GPU (fastdice_dev/emulation.py, profile=True), its memory
+# accesses counted as Nsight Compute counts them and a time predicted for an H100 SXM and an H200
+# (fastdice_dev/gpu_model.py); writes benchmarks/results/gpu_model_<date>.md / .json and prints it.
+# GPU_MODEL_ARGS="--only 3d_b2_c4_128^3 --max-blocks 96" for one workload or a larger sample.
+GPU_MODEL_ARGS ?=
+.PHONY: gpu-model
+gpu-model: build
+	$(PY) -m benchmarks.gpu_model $(GPU_MODEL_ARGS)

@@ -1,4 +1,4 @@
-"""Plants each bug of tests/test_emulation.py's MUTANTS in a copy of csrc/,
+"""Plants each bug of fastdice_dev/emulation_mutants.py's MUTANTS in a copy of csrc/,
 rebuilds the emulation library from the copy and runs the emulation tests
 against it: each mutant must make them fail.
 
@@ -20,9 +20,9 @@ import sys
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path.insert(0, str(ROOT))
 
-from test_emulation import MUTANTS  # noqa: E402
+from fastdice_dev.emulation_mutants import MUTANTS  # noqa: E402
 
 
 def main() -> int:

@@ -8,19 +8,23 @@
 # go to $OUT when set, else to benchmarks/results/. A summary is printed last.
 #
 #   scripts/gpu_check.sh [STAGE ...]
-#   stages: build strategies tests sanitize bench bench-metrics profile (default: all but profile)
+#   stages: build calibrate strategies tests sanitize bench bench-metrics profile (default: all but profile)
+#   calibrate: every workload of the GPU cost model (benchmarks/results/gpu_model_*.json)
+#   measured beside its prediction, with Nsight Compute's DRAM bytes, sectors and bank
+#   conflicts for the reference workloads when ncu is there (scripts/gpu_calibrate.py,
+#   about 2 minutes: gpu_calibration.md / .json).
 #   strategies: the two CUDA forward strategies (FASTDICE_CUDA_FORWARD=warp|thread)
 #   timed side by side on the reference workloads (benchmarks/bench.py STRATEGY_WORKLOADS).
 #
 # On the lent machines one command may run 10 minutes at most, and a session
 # has about 15 minutes of device time in all (machine start included): run
-# "build strategies tests bench" first (the benchmark saves its JSON / Markdown after
+# "build calibrate strategies tests bench" first (the benchmark saves its JSON / Markdown after
 # every workload, so a run stopped at the limit keeps what it measured), then
 # "build sanitize bench-metrics" (the build is incremental: seconds when
 # repeated on the same warm machine). The copied tree has no .git: pass the
 # commit as FASTDICE_COMMIT=<hash> for the results' metadata.
 set -uo pipefail
-STAGES="${*:-build strategies tests sanitize bench bench-metrics}"
+STAGES="${*:-build calibrate strategies tests sanitize bench bench-metrics}"
 want() { [[ " $STAGES " == *" $1 "* ]]; }
 cd "$(dirname "$0")/.."
 OUT_DIR="${OUT:-benchmarks/results}"
@@ -62,6 +66,10 @@ if want build; then
   { echo "=== kernel resources"; cat /tmp/fastdice_resources.txt; } >> "$OUT_DIR/gpu_build.log"
   summary+=("$(tail -n 1 /tmp/fastdice_resources.txt)")
 fi
+if want calibrate; then
+  NCU_FLAG=(); command -v ncu >/dev/null && NCU_FLAG=(--ncu)
+  step calibrate "$OUT_DIR/gpu_calibrate.log" timeout 300 $PY scripts/gpu_calibrate.py --out "$OUT_DIR" "${NCU_FLAG[@]}"
+fi
 if want strategies; then
   step strategies "$OUT_DIR/gpu_strategies.log" $PY -m benchmarks.bench --device cuda --providers fastdice fastdice_thread \
     --workloads strategies --out /tmp/fastdice_strategies  # its table ends the log (at most 8 files come back)
@@ -97,6 +105,7 @@ fi
 echo
 echo "== gpu_check summary ($(cat "$OUT_DIR/gpu_env.txt" | head -n 1))"
 printf '%s\n' "${summary[@]}"
+[ -f "$OUT_DIR/gpu_calibration.md" ] && grep -E "^\| " "$OUT_DIR/gpu_calibration.md" | head -n 40
 [ -f "$OUT_DIR/gpu_strategies.log" ] && grep -E "^\| " "$OUT_DIR/gpu_strategies.log" | head -n 20
 [ -f "$OUT_DIR/gpu_bench.log" ] && grep -E "^\| " "$OUT_DIR/gpu_bench.log" | head -n 60
 [ -f "$OUT_DIR/gpu_bench_metrics.log" ] && grep -E "^\| " "$OUT_DIR/gpu_bench_metrics.log" | head -n 30

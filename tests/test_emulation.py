@@ -1,5 +1,5 @@
 """Every CUDA kernel executed here: the .cu files run on the emulated GPU
-(tests/cuda_emulation.py, csrc/emulation/) through their own host wrappers,
+(fastdice_dev/emulation.py, csrc/emulation/) through their own host wrappers,
 against the CPU op, under two schedules that must agree bit for bit.
 
 What a pass shows: for each case, the launch configuration is legal (block
@@ -15,10 +15,9 @@ GPU's own math library and FMA contractions.
 The default matrix is a seeded sample of the full one plus the edge cases;
 ``pytest tests/test_emulation.py --full`` runs the whole matrix.
 
-Bugs planted on purpose to check that the tier catches them (MUTANTS below;
-``python scripts/emulation_mutants.py`` applies each to a copy of csrc/,
-rebuilds and expects this file to fail): see the list and the last recorded
-outcome of each.
+Bugs planted on purpose to check that the tier catches them:
+fastdice_dev/emulation_mutants.py's MUTANTS (``python scripts/emulation_mutants.py``
+applies each to a copy of csrc/, rebuilds and expects this file to fail).
 """
 
 from __future__ import annotations
@@ -30,84 +29,9 @@ import random
 import pytest
 import torch
 
-import cuda_emulation as ce
-import kernel_launches
+from fastdice_dev import emulation as ce
+from fastdice_dev import kernel_launches
 import fastdice  # noqa: F401  (loads torch.ops.fastdice, the CPU oracle)
-
-# (file under csrc/cuda, text, replacement, what it plants); the mutant runner
-# fails if a text is not found, so the list follows the sources.
-MUTANTS = [
-    ("dice_stats_kernel.cu",
-     "    for (int64_t i = threadIdx.x; i < slots; i += kThreads) warp_acc[i] = acc_t(0);\n    __syncthreads();",
-     "    for (int64_t i = threadIdx.x; i < slots; i += kThreads) warp_acc[i] = acc_t(0);",
-     "missing barrier after zeroing the warps' shared accumulators"),
-    ("cuda_utils.cuh",
-     "for (int offset = kWarpSize / 2; offset > 0; offset /= 2) v += __shfl_xor_sync(0xffffffffu, v, offset);",
-     "for (int offset = kWarpSize / 2; offset > 0; offset /= 2) v += __shfl_xor_sync(0x0000ffffu, v, offset);",
-     "a shuffle whose mask drops half the lanes"),
-    ("cuda_utils.cuh",
-     "out[i] = s0 + i < pr.spatial ? static_cast<acc_t>(input[pr.input_offset(b, c, s0 + i)]) : acc_t(0);",
-     "out[i] = s0 + i <= pr.spatial ? static_cast<acc_t>(input[pr.input_offset(b, c, s0 + i)]) : acc_t(0);",
-     "off-by-one read past the end of a row"),
-    ("dice_stats_kernel.cu",
-     "const size_t shared_bytes = size_t(kWarps) * pr.classes * kSlots * sizeof(acc_t);",
-     "const size_t shared_bytes = size_t(kWarps - 1) * pr.classes * kSlots * sizeof(acc_t);",
-     "dynamic shared memory one warp short"),
-    ("dice_loss_from_stats_kernel.cu",
-     "  const double total = BlockReduce(tmp).Sum(v);\n  if (threadIdx.x == 0) *broadcast = total;",
-     "  const double total = BlockReduce(tmp).Sum(v);\n  if (threadIdx.x == 1) *broadcast = total;",
-     "block-reduce result read in the wrong thread"),
-    ("dice_stats_kernel.cu",
-     "          const acc_t v = warp_sum(local[k]);",
-     "          const acc_t v = lane < 16 ? warp_sum(local[k]) : local[k];",
-     "lanes skipping a shuffle"),
-    ("dice_stats_backward_kernel.cu",
-     "  if (vectorized && s0 + kItems <= pr.spatial && base % kItems == 0) {",
-     "  if (vectorized && s0 + kItems <= pr.spatial) {",
-     "vector store without the row-alignment check (misaligned store)"),
-    ("dice_stats_backward_kernel.cu",
-     "    for (int i = 0; i < kItems; ++i) pack.v[i] = static_cast<scalar_t>(v[i]);",
-     "    for (int i = 0; i < kItems; ++i) pack.v[i] = static_cast<scalar_t>(v[kItems - 1 - i]);",
-     "vector lanes stored in reverse"),
-    ("dice_loss_from_stats_kernel.cu",
-     "  if (threadIdx.x == 0) *broadcast = total;\n  __syncthreads();\n  const double out = *broadcast;\n"
-     "  __syncthreads();  // tmp and broadcast are reused by the next call",
-     "  if (threadIdx.x == 0) *broadcast = total;\n  const double out = *broadcast;",
-     "block_sum without its barriers: cub temp storage reused, the broadcast read before it is written"),
-    ("confusion_counts_kernel.cu",
-     "      if (v != 0) atomicAdd(out + idx, v);",
-     "      if (v != 0 && idx + 1 < C * kNumCounts) atomicAdd(out + idx, v);",
-     "the last count of a sample never written"),
-    ("dice_stats_block.cuh",
-     "  __syncthreads();  // warp_acc, block_valid_count and the temp storage are reused for the next sample",
-     "",
-     "missing barrier before the next sample reuses the shared accumulators"),
-    ("confusion_counts_kernel.cu",
-     "  const size_t shared_bytes = size_t(kWarps) * pr.classes * kNumCounts * sizeof(unsigned int);\n  auto kernel = confusion_counts_kernel<scalar_t, acc_t, kMulticlass>;\n  set_dynamic_shared_memory(kernel, shared_bytes, device, pr.classes);",
-     "  const size_t shared_bytes = size_t(kWarps) * pr.classes * kNumCounts * sizeof(unsigned int);\n  auto kernel = confusion_counts_kernel<scalar_t, acc_t, kMulticlass>;",
-     "no shared-memory opt-in for a large launch"),
-    ("cuda_utils.cuh",
-     "      r.valid[i] = r.valid[i] && keep;",
-     "      r.valid[i] = r.valid[i];",
-     "the loss mask read but not applied"),
-    ("dice_stats_backward_kernel.cu",
-     "    out[i] = valid[i] ? g : acc_t(0);  // masked-out positions: zero",
-     "    out[i] = g;",
-     "a target gradient written at masked-out positions"),
-    ("cuda_utils.cuh",
-     "  if (pr.target.is_label) return pr.label_target<acc_t>(label, c);",
-     "  if (pr.target.is_label) return label == c ? acc_t(1) : acc_t(0);",
-     "region targets read as one-hot class labels"),
-    ("dice_stats_thread_kernel.cu",
-     "  const bool reload_logits = kAct == Activation::kSoftmax && pixel;",
-     "  const bool reload_logits = kAct == Activation::kSoftmax && wants_shift;",
-     "the thread kernel's register path computes the binary cross-entropy of exp(x - max), not of the logit"),
-    ("dice_stats_thread_kernel.cu",
-     "  if (pr.activation != Activation::kSoftmax || pr.full_stats) return partials;",
-     "  if (pr.activation != Activation::kSoftmax || pr.full_stats || pr.classes > 4) return partials;",
-     "the thread strategy silently handing its shared-memory path to the warp kernel"),
-]
-
 
 def pytest_generate_tests(metafunc):
     full = metafunc.config.getoption("--full")

@@ -323,11 +323,17 @@ inline int64_t max_grid_y() { return emu::device_limits().max_grid_y; }
   static const char fd_emu_tag_##name = 0; \
   type& name = *static_cast<type*>(::fastdice::emu::static_shared(&fd_emu_tag_##name, sizeof(type), alignof(type)))
 
+// The op namespace: fastdice_emu, or fastdice_emu_profile for the profiling
+// build (fastdice_dev/emulation.py), so that both libraries load in one process.
+#ifndef FD_EMU_NAMESPACE
+#define FD_EMU_NAMESPACE fastdice_emu
+#endif
+
 #define FD_EMU_CONCAT_(a, b) a##b
 #define FD_EMU_CONCAT(a, b) FD_EMU_CONCAT_(a, b)
 #define FD_REGISTER_DEVICE_KERNELS(m)                                                          \
   static void FD_EMU_CONCAT(fd_emu_register_, __LINE__)(::fastdice::emu::Registrar&);          \
-  TORCH_LIBRARY_FRAGMENT(fastdice_emu, lib) {                                                  \
+  TORCH_LIBRARY_FRAGMENT(FD_EMU_NAMESPACE, lib) {                                                \
     ::fastdice::emu::Registrar registrar(lib);                                                 \
     FD_EMU_CONCAT(fd_emu_register_, __LINE__)(registrar);                                      \
   }                                                                                            \

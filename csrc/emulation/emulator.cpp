@@ -20,6 +20,7 @@
 
 #include "cuda_emulation.h"
 #include "fiber.h"
+#include "profiler.h"
 
 uint3 threadIdx;
 uint3 blockIdx;
@@ -427,6 +428,7 @@ void run_block(Block& blk, uint3 bidx, dim3 block) {
   }
   int cursor = 0;
   if (sigsetjmp(g_fault_jump, 1)) {
+    profile::set_thread(-1);
     const Fiber* f = blk.current;
     const bool on_stack = [&] {
       for (char* s : blk.stacks) {
@@ -470,7 +472,9 @@ void run_block(Block& blk, uint3 bidx, dim3 block) {
     threadIdx = f->tid;
     ++g_counters.switches;
     g_in_block = 1;
+    profile::set_thread(f->linear);
     switch_fiber(blk.scheduler, f->ctx);
+    profile::set_thread(-1);
     g_in_block = 0;
     blk.current = nullptr;
     if (f->state == State::kFailed) launch_error(where(*f) + ": " + f->failure);
@@ -514,6 +518,7 @@ int block_barrier(int predicate, int mode, const char* file, int line) {
   f->line = line;
   f->mode = mode;
   f->bits = predicate != 0;
+  if (profile::enabled()) profile::on_collective();
   yield_to_scheduler();
   return int(f->result);
 }
@@ -529,6 +534,7 @@ uint64_t warp_collective(WarpOp op, unsigned mask, uint64_t bits, int param, int
   f->bits = bits;
   f->param = param;
   f->width = width;
+  if (profile::enabled()) profile::on_collective();
   yield_to_scheduler();
   return f->result;
 }
@@ -560,6 +566,8 @@ void* static_shared(const void* tag, size_t bytes, size_t align) {
   if (it == g_block->static_shared.end()) {
     // Shared memory starts undefined: poison it.
     it = g_block->static_shared.emplace(tag, std::vector<unsigned char>(bytes + align, g_config.poison)).first;
+    const auto p = reinterpret_cast<uintptr_t>(it->second.data());
+    if (profile::enabled()) profile::add_shared(reinterpret_cast<void*>((p + align - 1) / align * align), bytes);
   }
   auto p = reinterpret_cast<uintptr_t>(it->second.data());
   return reinterpret_cast<void*>((p + align - 1) / align * align);
@@ -613,20 +621,43 @@ void run_kernel(const char* file, int line, const void* kernel, dim3 grid, dim3 
   g_block = &blk;
   gridDim = grid;
   blockDim = block;
+  const int64_t count = int64_t(grid.x) * grid.y * grid.z;
+  // Profiling may run an even sample of the blocks (profiler.h): every stride-th, the middle one of each stride.
+  const int64_t stride = profile::block_stride(count);
+  const bool profiled = profile::enabled();
+  if (profiled) {
+    std::vector<profile::Range> global;
+    {
+      std::lock_guard<std::mutex> lock(g_regions_mutex);
+      for (const auto& [base, r] : g_regions) {
+        if (r.user == shared_region.user) continue;
+        const auto lo = reinterpret_cast<uintptr_t>(r.user);
+        global.push_back(profile::Range{lo, lo + r.bytes});
+      }
+    }
+    profile::begin_launch(file, line, kernel, grid, block, dynamic_shared, std::move(global),
+                          (count - stride / 2 + stride - 1) / stride);
+  }
   std::string error;
   try {
-    const int64_t count = int64_t(grid.x) * grid.y * grid.z;
     for (int64_t k = 0; k < count; ++k) {
+      if (stride > 1 && k % stride != stride / 2) continue;
       const int64_t q = g_config.schedule == 0 ? k : count - 1 - k;
       const uint3 bidx{unsigned(q % grid.x), unsigned(q / grid.x % grid.y), unsigned(q / (int64_t(grid.x) * grid.y))};
       if (dynamic_shared > 0) std::memset(blk.dynamic_shared, g_config.poison, dynamic_shared);
+      if (profiled) {
+        profile::begin_block(int(threads));
+        if (dynamic_shared > 0) profile::add_shared(blk.dynamic_shared, dynamic_shared);
+      }
       run_block(blk, bidx, block);
+      if (profiled) profile::end_block();
       ++g_counters.blocks;
       if (blk.static_shared_bytes > info.static_shared) info.static_shared = blk.static_shared_bytes;
     }
   } catch (const LaunchError& e) {
     error = e.message;
   }
+  if (profiled) profile::end_launch(info.static_shared, error);
   g_block = nullptr;
   ++g_counters.launches;
   std::string canary;
@@ -697,11 +728,23 @@ std::string take_report() {
 // continues only if `enable`.
 std::vector<std::string> take_launch_log(bool enable) { return fastdice::LaunchLog::instance().take(enable); }
 
+// Profiling (profiler.h; counts only in the library built with profile=True):
+// on or off, and at most max_blocks blocks per launch (0: all).
+void set_profiling(bool on, int64_t max_blocks) {
+  TORCH_CHECK(max_blocks >= 0, "max_blocks must be >= 0 (0: every block)");
+  fastdice::emu::profile::configure(on, max_blocks);
+}
+
+// One JSON object per profiled launch since the last call.
+std::vector<std::string> take_profile() { return fastdice::emu::profile::take(); }
+
 }  // namespace
 
-TORCH_LIBRARY_FRAGMENT(fastdice_emu, m) {
+TORCH_LIBRARY_FRAGMENT(FD_EMU_NAMESPACE, m) {
   m.def("configure(int schedule, int max_grid_y, int max_shared_optin, int poison) -> ()", &configure);
   m.def("guarded_copy(Tensor t) -> Tensor", &guarded_copy);
   m.def("take_report() -> str", &take_report);
   m.def("take_launch_log(bool enable) -> str[]", &take_launch_log);
+  m.def("set_profiling(bool on, int max_blocks) -> ()", &set_profiling);
+  m.def("take_profile() -> str[]", &take_profile);
 }
