@@ -96,27 +96,48 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// stats[b, r] = sum over blocks q of partials[b, q, r], in order of q.
+// stats[b, r] = sum over blocks q of partials[b, q, r]. A block of 32 x 32 threads per sample and 32
+// consecutive r: thread (x, y) sums the stripe q = y, y + 32, ... of column r0 + x in order (the 32
+// lanes of a warp read 32 consecutive r: one request), then thread (x, 0) sums the 32 stripes in
+// order. The order depends on the problem's size only, so every bit of the result is the same on
+// every GPU. Thirty-two stripes keep 32 loads per column in flight where one thread per (b, r)
+// walking every q in turn kept one: that loop over 512 blocks (2 x 14 x 128^3) waited on memory
+// latency about as long as the statistics kernel streams its 270 MB.
+constexpr int kReduceColumns = 32;
+constexpr int kReduceStripes = 32;
+
 template <typename acc_t>
-__global__ void reduce_partials_kernel(const acc_t* __restrict__ partials, int64_t blocks, int64_t row_size,
-                                       int64_t total, acc_t* __restrict__ stats) {
-  const int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (idx >= total) return;
-  const int64_t b = idx / row_size;
-  const int64_t r = idx % row_size;
+__global__ void __launch_bounds__(kReduceColumns * kReduceStripes)
+    reduce_partials_kernel(const acc_t* __restrict__ partials, int64_t blocks, int64_t row_size, int64_t tiles,
+                           acc_t* __restrict__ stats) {
+  using StripeSums = double[kReduceStripes][kReduceColumns];
+  FD_STATIC_SHARED(StripeSums, stripe_sums);
+  const int64_t b = blockIdx.x / tiles;
+  const int64_t r = (blockIdx.x % tiles) * kReduceColumns + threadIdx.x;
   double s = 0.0;
-  for (int64_t q = 0; q < blocks; ++q) s += static_cast<double>(partials[(b * blocks + q) * row_size + r]);
-  stats[idx] = static_cast<acc_t>(s);
+  if (r < row_size) {
+    for (int64_t q = threadIdx.y; q < blocks; q += kReduceStripes) {
+      s += static_cast<double>(partials[(b * blocks + q) * row_size + r]);
+    }
+  }
+  stripe_sums[threadIdx.y][threadIdx.x] = s;
+  __syncthreads();
+  if (threadIdx.y == 0 && r < row_size) {
+    double total = 0.0;
+    for (int y = 0; y < kReduceStripes; ++y) total += stripe_sums[y][threadIdx.x];
+    stats[b * row_size + r] = static_cast<acc_t>(total);
+  }
 }
 
 template <typename acc_t>
 void reduce_partials(const at::Tensor& partials, at::Tensor& stats) {
-  const int64_t total = stats.numel();
-  const int reduce_threads = 256;
+  const int64_t batch = partials.size(0);
+  const int64_t row_size = partials.size(2) * kNumStats;
+  const int64_t tiles = (row_size + kReduceColumns - 1) / kReduceColumns;
   auto reduce = reduce_partials_kernel<acc_t>;
-  FD_LAUNCH_KERNEL(reduce, unsigned((total + reduce_threads - 1) / reduce_threads), reduce_threads, 0,
-                   current_stream(stats.get_device()), partials.data_ptr<acc_t>(), partials.size(1),
-                   partials.size(2) * kNumStats, total, stats.data_ptr<acc_t>());
+  FD_LAUNCH_KERNEL(reduce, unsigned(batch * tiles), dim3(kReduceColumns, kReduceStripes), 0,
+                   current_stream(stats.get_device()), partials.data_ptr<acc_t>(), partials.size(1), row_size, tiles,
+                   stats.data_ptr<acc_t>());
 }
 
 template <typename scalar_t, typename acc_t, Activation kAct, bool kFull, bool kPixel>
