@@ -287,7 +287,17 @@ def main(argv=None) -> int:
     p.add_argument("--only", nargs="*", help="workload names")
     p.add_argument("--out", default=str(gm.ROOT / "benchmarks" / "results"))
     p.add_argument("--sampling-error", default="", help="the sentence on the sampling error for the notes")
+    p.add_argument("--render", type=pathlib.Path, help="rewrite the Markdown of this JSON (with --sampling-error)")
     args = p.parse_args(argv)
+    if args.render:
+        data = json.loads(args.render.read_text())
+        if args.sampling_error:
+            data["meta"]["sampling_error"] = args.sampling_error
+        args.render.write_text(json.dumps(data, indent=1))
+        md = markdown(data["workloads"], data["meta"])
+        args.render.with_suffix(".md").write_text(md)
+        print(md)
+        return 0
     torch.set_num_threads(1)
     results = run(args.only, args.max_blocks, log=lambda m: print(m, file=sys.stderr, flush=True))
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,

@@ -92,7 +92,8 @@ def ncu_counts(model_path, out_dir):
     if not ncu:
         return None
     report = pathlib.Path(out_dir) / "gpu_calibration_ncu.csv"
-    cmd = [ncu, "--clock-control", "none", "--csv", "--metrics", ",".join(NCU_METRICS), sys.executable,
+    cmd = [ncu, "--clock-control", "none", "--csv", "--print-units", "base", "--kernel-name", "regex:dice|reduce_partials",
+           "--metrics", ",".join(NCU_METRICS), sys.executable,
            str(pathlib.Path(__file__).resolve()), "--model", str(model_path), "--ncu-child"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=420)
     report.write_text(proc.stdout)
