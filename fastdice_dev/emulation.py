@@ -25,7 +25,9 @@ H100_SHARED_OPTIN = 232448
 
 def sources(csrc: pathlib.Path, profile: bool = False) -> list[str]:
     emu = csrc / "emulation"
-    files = [emu / "emulator.cpp", emu / "fiber.cpp", emu / "profiler.cpp", *sorted((emu / "kernels").glob("*.cpp"))]
+    files = [emu / f for f in ("guarded_memory.cpp", "scheduler.cpp", "runtime_shims.cpp", "control_ops.cpp", "fiber.cpp",
+                               "profiler.cpp")]
+    files += sorted((emu / "kernels").glob("*.cpp"))
     files += [csrc / "dice_problem.cpp", csrc / "dice_epilogue_host.cpp"]
     if profile:
         files.append(emu / "profile_test_kernels.cpp")

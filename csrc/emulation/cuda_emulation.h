@@ -1,7 +1,7 @@
 // The CUDA built-ins and runtime calls fastdice's kernels use, for a host C++
 // compiler: the emulation side of csrc/cuda/device_runtime.cuh.
 //
-// Each CUDA thread of a block runs as a fiber with its own stack (emulator.cpp).
+// Each CUDA thread of a block runs as a fiber with its own stack (scheduler.cpp).
 // __syncthreads, the warp shuffles and votes and cub::BlockReduce are real
 // rendezvous: a thread blocks until every thread it waits for has arrived at
 // the same call site, and the emulator reports divergence (threads at
@@ -144,7 +144,7 @@ void launch(const char* file, int line, void (*kernel)(Params...), dim3 grid, di
 
 // Registers a .cu file's host wrappers as ops of the emulation library
 // (fastdice_emu::<name>, CPU tensors). Each call runs with guarded, poisoned
-// allocations (emulator.cpp's DeviceMemoryScope).
+// allocations (guarded_memory.cpp's DeviceMemoryScope).
 struct DeviceMemoryScope {
   DeviceMemoryScope();
   ~DeviceMemoryScope();

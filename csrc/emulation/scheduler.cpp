@@ -1,10 +1,8 @@
-// The emulated GPU: launch checks, the block scheduler (one fiber per CUDA
-// thread, barriers and warp collectives as rendezvous), shared memory, guarded
-// and poisoned allocations, and the control ops of the fastdice_emu library.
-#include <c10/core/Allocator.h>
-#include <c10/core/CPUAllocator.h>
+// The block scheduler of the emulated GPU: one fiber per CUDA thread, blocks
+// run one after another, barriers and warp collectives as rendezvous that
+// report divergence and deadlock, shared memory, faults caught and named, and
+// the launch checks a driver makes.
 #include <c10/util/Exception.h>
-#include <torch/library.h>
 
 #include <setjmp.h>
 #include <signal.h>
@@ -12,13 +10,13 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstring>
 #include <map>
-#include <mutex>
 #include <sstream>
 #include <string>
 #include <vector>
 
-#include "cuda_emulation.h"
+#include "emulator_state.h"
 #include "fiber.h"
 #include "profiler.h"
 
@@ -29,133 +27,11 @@ dim3 gridDim;
 
 namespace fastdice {
 namespace emu {
+using namespace detail;
 namespace {
 
-constexpr size_t kPage = 4096;
 constexpr size_t kStackBytes = 256 * 1024;
-constexpr int kMaxThreadsPerBlock = 1024;
 constexpr int64_t kMaxGridX = 2147483647;
-
-size_t round_up(size_t n, size_t m) { return (n + m - 1) / m * m; }
-
-// ---- configuration -----------------------------------------------------------
-
-struct Config {
-  int schedule = 0;  // 0: blocks and threads in order, round robin; 1: reversed, one warp as far as it goes
-  DeviceLimits limits{65535, 232448, 48 * 1024};  // an H100's
-  unsigned char poison = 0xff;
-};
-Config g_config;
-
-struct Counters {
-  int64_t launches = 0, blocks = 0, switches = 0;
-};
-Counters g_counters;
-std::vector<std::string> g_violations;  // found outside a launch (allocation canaries)
-
-// ---- guarded memory ------------------------------------------------------------
-
-// A region of pages with an inaccessible page on each side.
-struct GuardedRegion {
-  char* map = nullptr;
-  size_t map_bytes = 0;
-  char* user = nullptr;  // the usable [user, user + bytes)
-  size_t bytes = 0;
-  unsigned char poison = 0;
-  std::string what;
-};
-
-std::mutex g_regions_mutex;
-std::map<uintptr_t, GuardedRegion> g_regions;  // by map address
-
-GuardedRegion map_guarded(size_t bytes, bool flush_end, size_t align, unsigned char poison, std::string what) {
-  const size_t inner = round_up(std::max<size_t>(bytes, 1) + align, kPage);
-  GuardedRegion r;
-  r.map_bytes = inner + 2 * kPage;
-  void* m = mmap(nullptr, r.map_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  TORCH_CHECK(m != MAP_FAILED, "emulator: mmap of ", r.map_bytes, " bytes failed");
-  r.map = static_cast<char*>(m);
-  TORCH_CHECK(mprotect(r.map, kPage, PROT_NONE) == 0 && mprotect(r.map + kPage + inner, kPage, PROT_NONE) == 0,
-              "emulator: mprotect failed");
-  std::memset(r.map + kPage, poison, inner);
-  char* lo = r.map + kPage;
-  char* hi = lo + inner;
-  // flush_end: the last byte touches the upper guard page (up to align - 1
-  // bytes of slack, checked as canaries); else the first byte touches the lower one.
-  r.user = flush_end ? reinterpret_cast<char*>(reinterpret_cast<uintptr_t>(hi - bytes) & ~uintptr_t(align - 1)) : lo;
-  r.bytes = bytes;
-  r.poison = poison;
-  r.what = std::move(what);
-  std::lock_guard<std::mutex> lock(g_regions_mutex);
-  g_regions[reinterpret_cast<uintptr_t>(r.map)] = r;
-  return r;
-}
-
-// Bytes of the region outside [user, user + bytes) that are no longer poison.
-std::string check_canaries(const GuardedRegion& r) {
-  const char* lo = r.map + kPage;
-  const char* hi = r.map + r.map_bytes - kPage;
-  for (const char* p = lo; p < hi; ++p) {
-    if (p >= r.user && p < r.user + r.bytes) continue;
-    if (static_cast<unsigned char>(*p) != r.poison) {
-      std::ostringstream s;
-      s << "write " << (p < r.user ? "before the start" : "past the end") << " of " << r.what << " ("
-        << r.bytes << " bytes) at offset " << (p - r.user);
-      return s.str();
-    }
-  }
-  return {};
-}
-
-void unmap_guarded(const GuardedRegion& r) {
-  {
-    std::lock_guard<std::mutex> lock(g_regions_mutex);
-    g_regions.erase(reinterpret_cast<uintptr_t>(r.map));
-  }
-  munmap(r.map, r.map_bytes);
-}
-
-// Describes an address that hit a guard page.
-std::string describe_address(uintptr_t a) {
-  std::lock_guard<std::mutex> lock(g_regions_mutex);
-  for (const auto& [base, r] : g_regions) {
-    if (a < base || a >= base + r.map_bytes) continue;
-    std::ostringstream s;
-    const auto user = reinterpret_cast<uintptr_t>(r.user);
-    if (a < user) s << (user - a) << " bytes before the start of " << r.what << " (" << r.bytes << " bytes)";
-    else s << (a - user - r.bytes) << " bytes past the end of " << r.what << " (" << r.bytes << " bytes)";
-    return s.str();
-  }
-  return "an address outside every emulated allocation";
-}
-
-// The CPU allocator while an emulated op runs: every tensor in its own
-// guarded region, poisoned.
-struct GuardedAllocator final : c10::Allocator {
-  static void deleter(void* ctx) {
-    auto* r = static_cast<GuardedRegion*>(ctx);
-    const std::string bad = check_canaries(*r);
-    if (!bad.empty()) g_violations.push_back(bad);
-    unmap_guarded(*r);
-    delete r;
-  }
-  c10::DataPtr allocate(size_t n) override {
-    auto* r = new GuardedRegion(map_guarded(n, g_config.schedule == 0, 16, g_config.poison, "a tensor"));
-    return {r->user, r, &deleter, c10::Device(c10::DeviceType::CPU)};
-  }
-  void copy_data(void* dest, const void* src, std::size_t count) const override { std::memcpy(dest, src, count); }
-};
-GuardedAllocator g_guarded_allocator;
-int g_scope_depth = 0;
-c10::Allocator* g_saved_allocator = nullptr;
-
-// ---- kernels' attributes -------------------------------------------------------
-
-struct KernelInfo {
-  size_t static_shared = 0;      // measured at its launches
-  int max_dynamic_shared = -1;   // opt-in; -1: the default
-};
-std::map<const void*, KernelInfo> g_kernels;
 
 // ---- the block scheduler ---------------------------------------------------------
 
@@ -494,10 +370,6 @@ void run_block(Block& blk, uint3 bidx, dim3 block) {
 
 }  // namespace
 
-// ---- the interface of cuda_emulation.h ---------------------------------------
-
-const DeviceLimits& device_limits() { return g_config.limits; }
-
 int linear_thread_index() {
   TORCH_CHECK(g_block && g_block->current, "emulator: a device function called outside a kernel");
   return g_block->current->linear;
@@ -573,23 +445,6 @@ void* static_shared(const void* tag, size_t bytes, size_t align) {
   return reinterpret_cast<void*>((p + align - 1) / align * align);
 }
 
-cudaError_t func_attributes(cudaFuncAttributes* attr, const void* kernel) {
-  const KernelInfo& k = g_kernels[kernel];
-  std::memset(attr, 0, sizeof(*attr));
-  attr->sharedSizeBytes = k.static_shared;
-  attr->maxThreadsPerBlock = kMaxThreadsPerBlock;
-  attr->maxDynamicSharedSizeBytes = k.max_dynamic_shared < 0 ? int(g_config.limits.default_shared) : k.max_dynamic_shared;
-  return cudaSuccess;
-}
-
-cudaError_t set_func_attribute(const void* kernel, cudaFuncAttribute attr, int value) {
-  if (attr != cudaFuncAttributeMaxDynamicSharedMemorySize) return cudaErrorInvalidValue;
-  KernelInfo& k = g_kernels[kernel];
-  if (value < 0 || int64_t(value) + int64_t(k.static_shared) > g_config.limits.max_shared_optin) return cudaErrorInvalidValue;
-  k.max_dynamic_shared = value;
-  return cudaSuccess;
-}
-
 void run_kernel(const char* file, int line, const void* kernel, dim3 grid, dim3 block, size_t dynamic_shared,
                 ThreadBody body, void* context) {
   TORCH_CHECK(g_block == nullptr, "emulator: a kernel launched from inside a kernel");
@@ -601,7 +456,7 @@ void run_kernel(const char* file, int line, const void* kernel, dim3 grid, dim3 
                   grid.z >= 1 && int64_t(grid.z) <= g_config.limits.max_grid_y,
               at, "invalid grid (", grid.x, ",", grid.y, ",", grid.z, "); gridDim.y and .z are at most ",
               g_config.limits.max_grid_y);
-  KernelInfo& info = g_kernels[kernel];
+  KernelInfo& info = kernel_info(kernel);
   const int64_t allowed_dynamic = info.max_dynamic_shared < 0 ? g_config.limits.default_shared : info.max_dynamic_shared;
   TORCH_CHECK(int64_t(dynamic_shared) <= allowed_dynamic, at, dynamic_shared,
               " bytes of dynamic shared memory without cudaFuncSetAttribute(MaxDynamicSharedMemorySize) opting in to ",
@@ -626,15 +481,7 @@ void run_kernel(const char* file, int line, const void* kernel, dim3 grid, dim3 
   const int64_t stride = profile::block_stride(count);
   const bool profiled = profile::enabled();
   if (profiled) {
-    std::vector<profile::Range> global;
-    {
-      std::lock_guard<std::mutex> lock(g_regions_mutex);
-      for (const auto& [base, r] : g_regions) {
-        if (r.user == shared_region.user) continue;
-        const auto lo = reinterpret_cast<uintptr_t>(r.user);
-        global.push_back(profile::Range{lo, lo + r.bytes});
-      }
-    }
+    std::vector<profile::Range> global = guarded_ranges(shared_region.user);
     profile::begin_launch(file, line, kernel, grid, block, dynamic_shared, std::move(global),
                           (count - stride / 2 + stride - 1) / stride);
   }
@@ -670,81 +517,5 @@ void run_kernel(const char* file, int line, const void* kernel, dim3 grid, dim3 
   TORCH_CHECK(canary.empty(), at, canary);
 }
 
-DeviceMemoryScope::DeviceMemoryScope() {
-  if (g_scope_depth++ == 0) {
-    g_saved_allocator = c10::GetCPUAllocator();
-    c10::SetCPUAllocator(&g_guarded_allocator, /*priority=*/255);
-  }
-}
-
-DeviceMemoryScope::~DeviceMemoryScope() {
-  if (--g_scope_depth == 0) c10::SetCPUAllocator(g_saved_allocator, /*priority=*/255);
-}
-
 }  // namespace emu
 }  // namespace fastdice
-
-// ---- control ops -------------------------------------------------------------------
-
-namespace {
-
-using namespace fastdice::emu;
-
-// schedule 0 or 1 (see pick), the device limits the host code sees, and the
-// poison byte of fresh allocations and shared memory.
-void configure(int64_t schedule, int64_t max_grid_y, int64_t max_shared_optin, int64_t poison) {
-  TORCH_CHECK(schedule == 0 || schedule == 1, "schedule must be 0 or 1");
-  TORCH_CHECK(max_grid_y >= 1 && max_grid_y <= 65535, "max_grid_y must be in [1, 65535]");
-  TORCH_CHECK(max_shared_optin >= 48 * 1024, "max_shared_optin must be at least 48 KiB");
-  g_config.schedule = int(schedule);
-  g_config.limits.max_grid_y = max_grid_y;
-  g_config.limits.max_shared_optin = max_shared_optin;
-  g_config.poison = static_cast<unsigned char>(poison);
-}
-
-// A copy of t (same sizes, strides and storage offset) in guarded memory.
-at::Tensor guarded_copy(const at::Tensor& t) {
-  DeviceMemoryScope scope;
-  if (t.numel() == 0) return at::empty_strided(t.sizes(), t.strides(), t.options());
-  int64_t extent = 1;
-  for (int64_t d = 0; d < t.dim(); ++d) extent += (t.size(d) - 1) * t.stride(d);
-  const int64_t need = t.storage_offset() + extent;
-  at::Tensor base = at::empty({need}, t.options());
-  if (need > 0) base.copy_(t.as_strided({need}, {1}, 0));
-  return base.as_strided(t.sizes(), t.strides(), t.storage_offset());
-}
-
-// Problems found outside launches (allocation canaries) since the last call,
-// one per line, and the counters.
-std::string take_report() {
-  std::ostringstream s;
-  for (const auto& v : g_violations) s << "violation: " << v << "\n";
-  g_violations.clear();
-  s << "launches=" << g_counters.launches << " blocks=" << g_counters.blocks << " switches=" << g_counters.switches;
-  return s.str();
-}
-
-// The emulated launches since the last call (csrc/launch_log.h); recording
-// continues only if `enable`.
-std::vector<std::string> take_launch_log(bool enable) { return fastdice::LaunchLog::instance().take(enable); }
-
-// Profiling (profiler.h; counts only in the library built with profile=True):
-// on or off, and at most max_blocks blocks per launch (0: all).
-void set_profiling(bool on, int64_t max_blocks) {
-  TORCH_CHECK(max_blocks >= 0, "max_blocks must be >= 0 (0: every block)");
-  fastdice::emu::profile::configure(on, max_blocks);
-}
-
-// One JSON object per profiled launch since the last call.
-std::vector<std::string> take_profile() { return fastdice::emu::profile::take(); }
-
-}  // namespace
-
-TORCH_LIBRARY_FRAGMENT(FD_EMU_NAMESPACE, m) {
-  m.def("configure(int schedule, int max_grid_y, int max_shared_optin, int poison) -> ()", &configure);
-  m.def("guarded_copy(Tensor t) -> Tensor", &guarded_copy);
-  m.def("take_report() -> str", &take_report);
-  m.def("take_launch_log(bool enable) -> str[]", &take_launch_log);
-  m.def("set_profiling(bool on, int max_blocks) -> ()", &set_profiling);
-  m.def("take_profile() -> str[]", &take_profile);
-}
