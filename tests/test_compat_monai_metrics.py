@@ -8,6 +8,7 @@ MONAI's own metric tests run against these classes in tests/monai_upstream_metri
 """
 
 import itertools
+import os
 
 import pytest
 import torch
@@ -119,3 +120,39 @@ def test_bad_input_is_named():
         fm.MeanIoU()(torch.zeros(2, 3, 4, 4), torch.zeros(2, 1, 4, 4))
     with pytest.raises(ValueError, match="must be PyTorch Tensor"):
         metric.aggregate()  # nothing buffered
+
+
+def _ddp_worker(rank, world, port, out_dir):
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        gen = torch.Generator().manual_seed(100 + rank)
+        batch = 2 + rank  # uneven: 2 and 3 samples
+        labels = torch.randint(0, C, (batch, 1, 5, 6), generator=gen)
+        y_pred = one_hot(torch.randint(0, C, (batch, 1, 5, 6), generator=gen), C)
+        metric = fm.DiceMetric(include_background=False, reduction="mean_batch")
+        metric(y_pred, labels.float())
+        torch.save({"y_pred": y_pred, "labels": labels, "buffer": metric.get_buffer(),
+                    "aggregate": metric.aggregate()}, os.path.join(out_dir, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ddp_gathers_every_ranks_scores(tmp_path):
+    """Two processes (gloo) with 2 and 3 samples: each rank's buffer and aggregate are those of
+    MONAI's DiceMetric run in one process on all 5 samples."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_ddp_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    parts = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    oracle = monai_metrics.DiceMetric(include_background=False, reduction="mean_batch")
+    oracle(torch.cat([p["y_pred"] for p in parts]), torch.cat([p["labels"] for p in parts]).float())
+    for rank, part in enumerate(parts):
+        _same(part["buffer"], oracle.get_buffer(), f"rank {rank} buffer")
+        _same(part["aggregate"], oracle.aggregate(), f"rank {rank} aggregate")
