@@ -21,10 +21,13 @@ from one pass of ``torch.ops.fastdice.confusion_counts`` over ``y_pred`` (B, C,
 (float, as ``LoadImage`` gives, or integer) or a one-hot (B, C, *spatial) tensor.
 ``y_pred`` holds binarized predictions, as MONAI requires (``AsDiscrete`` /
 one-hot); a position is predicted for class c where ``y_pred[:, c] > 0`` (MONAI's
-``.bool()``; the same for the 0/1 values MONAI expects). Rarer input layouts
-(a label-map ``y_pred`` with ``num_classes``, a single channel, ``ignore_index``
-with a one-hot ``y`` where MONAI masks positions) take an unfused torch path with
-MONAI's semantics; ``per_component=True`` calls MONAI's own ``DiceHelper``
+``.bool()``; the same for the 0/1 values MONAI expects; MeanIoU and
+GeneralizedDiceScore of a soft, non-binarized ``y_pred`` differ from MONAI's
+``sum(y * y_pred)``). Label-map predictions with ``num_classes`` take one
+histogram of (sample, predicted, true) labels. Rarer inputs take an unfused torch
+path with MONAI's semantics: a single channel, ``ignore_index`` with a one-hot
+``y`` (MONAI masks positions), a label outside [0, C) in ``y`` (no class for
+MONAI), a soft ``y``. ``per_component=True`` calls MONAI's own ``DiceHelper``
 (connected components are not a count; it needs monai installed).
 
 Under torch.distributed, ``get_buffer`` / ``aggregate`` gather every rank's
@@ -84,6 +87,10 @@ def _fused_sums(y_pred: torch.Tensor, y: torch.Tensor, ignore_index):
     scores = y_pred if y_pred.is_floating_point() else y_pred.float()
     target = y.long() if y.shape[1] == 1 and y_pred.shape[1] > 1 else y
     counts = _counts_op(scores, target, "multilabel", 0.0, ignore_index)
+    # The CPU kernel raises ValueError on a target it cannot count; the CUDA kernel marks the
+    # sample with negative counts instead (no sync in the op): the same answer here.
+    if counts.is_cuda and bool((counts < 0).any()):
+        raise ValueError("fastdice: a label outside [0, C) or a one-hot target value other than 0 or 1")
     tp, fp, fn = counts[..., TP], counts[..., FP], counts[..., FN]
     return tp, tp + fn, tp + fp
 
@@ -116,6 +123,23 @@ def _label_map_sums(y_pred: torch.Tensor, y: torch.Tensor, num_classes: int, ign
     pred_sum = confusion.sum(2)
     y_sum = hist.reshape(pred.shape[0], bins, bins)[:, :, :num_classes].sum(1)
     return tp, y_sum, pred_sum
+
+
+def _product_sums(y_pred: torch.Tensor, y: torch.Tensor, mask=None):
+    """MONAI's own sums for IoU and generalized Dice: ``sum(y * y_pred)``, ``sum(y)``,
+    ``sum(y_pred)`` (soft values as they are), after its ignore mask."""
+    if mask is not None:
+        y_pred, y = y_pred * mask, y * mask
+    return _spatial_sum(y * y_pred), _spatial_sum(y), _spatial_sum(y_pred)
+
+
+def _fused_or_product_sums(y_pred: torch.Tensor, y: torch.Tensor):
+    """The fused sums of a 0/1 (one-hot) y; MONAI's products where y holds other values (soft
+    labels), which the op refuses."""
+    try:
+        return _fused_sums(y_pred, y, None)
+    except ValueError:
+        return _product_sums(y_pred, y)
 
 
 def _ignore_mask(y: torch.Tensor, ignore_index):
@@ -167,9 +191,12 @@ def _dice_sums(y_pred, y, include_background, num_classes, ignore_index):
     if n_pred_ch > 1 and y_pred.shape[1] == n_pred_ch and y.shape[1] in (1, n_pred_ch) and (
         ignore_index is None or y.shape[1] == 1
     ):
-        tp, y_sum, pred_sum = _fused_sums(y_pred, y, ignore_index)
-        first = 0 if include_background else 1
-        return tp[:, first:], y_sum[:, first:], pred_sum[:, first:]
+        try:
+            tp, y_sum, pred_sum = _fused_sums(y_pred, y, ignore_index)
+            first = 0 if include_background else 1
+            return tp[:, first:], y_sum[:, first:], pred_sum[:, first:]
+        except ValueError:
+            pass  # a label outside [0, C) (no class for MONAI) or a soft one-hot y: MONAI's rules below
     if n_pred_ch > 1 and y_pred.shape[1] == 1 and y.shape[1] == 1:
         tp, y_sum, pred_sum = _label_map_sums(y_pred, y, n_pred_ch, ignore_index)
         first = 0 if include_background else 1
@@ -239,17 +266,14 @@ def compute_iou(
     if shape_pred != shape_y:
         raise ValueError(f"y_pred and y should have same shapes, got {torch.Size(shape_pred)} and {torch.Size(shape_y)}.")
     first = 0 if include_background or n == 1 else 1
-    if ignore_index is not None and 0 <= ignore_index < n:
-        # A class index: that class's channel counts nothing (MONAI zeroes it), nothing else changes.
-        tp, y_sum, pred_sum = _fused_sums(y_pred, y, None)
-        keep = torch.arange(n, device=tp.device) != ignore_index
-        tp, y_sum, pred_sum = tp * keep, y_sum * keep, pred_sum * keep
-    elif ignore_index is None:
-        tp, y_sum, pred_sum = _fused_sums(y_pred, y, None)
+    if ignore_index is None or 0 <= ignore_index < n:
+        tp, y_sum, pred_sum = _fused_or_product_sums(y_pred, y)
+        if ignore_index is not None:
+            # A class index: that class's channel counts nothing (MONAI zeroes it), nothing else changes.
+            keep = torch.arange(n, device=tp.device) != ignore_index
+            tp, y_sum, pred_sum = tp * keep, y_sum * keep, pred_sum * keep
     else:  # a sentinel: positions where y is all zero count nowhere
-        mask = _ignore_mask(y, ignore_index).bool()
-        pred, truth = y_pred.bool() & mask, y.bool() & mask
-        tp, y_sum, pred_sum = _spatial_sum(truth & pred), _spatial_sum(truth), _spatial_sum(pred)
+        tp, y_sum, pred_sum = _product_sums(y_pred, y, _ignore_mask(y, ignore_index))
     tp, y_sum, pred_sum = tp[:, first:], y_sum[:, first:], pred_sum[:, first:]
     dtype = _overlap_dtype(y_pred, y)
     tp, y_sum, pred_sum = tp.to(dtype), y_sum.to(dtype), pred_sum.to(dtype)
@@ -283,11 +307,9 @@ def compute_generalized_dice(
     if not channels:
         return torch.zeros(y_pred.shape[0], 1, device=y_pred.device)
     if ignore_index is None:
-        tp, y_sum, pred_sum = _fused_sums(y_pred, y, None)
+        tp, y_sum, pred_sum = _fused_or_product_sums(y_pred, y)
     else:  # MONAI masks positions (those of the ignored class, or where y is all zero)
-        mask = _ignore_mask(y, ignore_index).bool()
-        pred, truth = y_pred.bool() & mask, y.bool() & mask
-        tp, y_sum, pred_sum = _spatial_sum(truth & pred), _spatial_sum(truth), _spatial_sum(pred)
+        tp, y_sum, pred_sum = _product_sums(y_pred, y, _ignore_mask(y, ignore_index))
     dtype = _overlap_dtype(y_pred, y)
     index = torch.tensor(channels, device=tp.device)
     tp, y_sum, pred_sum = (t.index_select(1, index).to(dtype) for t in (tp, y_sum, pred_sum))
