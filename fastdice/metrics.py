@@ -461,7 +461,9 @@ class DiceScore(nn.Module):
         guards on it would recompile ``update`` every call under ``torch.compile``; only
         the fused count is traced."""
         if self._synced:
-            raise RuntimeError("fastdice: update() after sync(): the state holds every rank's counts; call reset() first")
+            raise RuntimeError(
+                "fastdice: update() after sync(): the state holds every rank's counts; call reset() first"
+            )
         _check_num_classes_matches(self._classes, input, inferred=self.num_classes is None)
         if self._device is not None and counts.device != self._device:
             raise ValueError(f"fastdice: this metric's state is on {self._device}, but the input is on {counts.device}")

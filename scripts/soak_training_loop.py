@@ -117,7 +117,8 @@ def main(argv=None) -> int:
     summary["rss_growth_after_warm_up_mib"] = round(growth, 2)
     summary["flat"] = (summary["live_tensors_after_warm_up"]["min"] == summary["live_tensors_after_warm_up"]["max"]
                        and summary["rss_mib_after_warm_up"]["max"] - summary["rss_mib_after_warm_up"]["min"] < 8.0)
-    env = {"torch": torch.__version__, "fastdice": fastdice.__version__, "commit": commit(), "python": sys.version.split()[0],
+    env = {"torch": torch.__version__, "fastdice": fastdice.__version__, "commit": commit(),
+           "python": sys.version.split()[0],
            "machine": platform.machine(), "threads": args.threads,
            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     result = {"benchmark": "soak_training_loop", "steps": args.steps, "steps_per_epoch": args.steps_per_epoch,

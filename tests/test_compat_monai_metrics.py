@@ -107,7 +107,7 @@ def test_return_with_label_and_aggregate_override():
     ours, theirs = fm.DiceMetric(reduction="mean_batch"), monai_metrics.DiceMetric(reduction="mean_batch")
     ours(y_pred, y)
     theirs(y_pred, y)
-    _same(ours.aggregate("sum_channel"), theirs.aggregate("sum_channel"), "aggregate's reduction over the constructor's")
+    _same(ours.aggregate("sum_channel"), theirs.aggregate("sum_channel"), "aggregate's reduction first")
 
 
 def test_reexported_by_compat_monai():

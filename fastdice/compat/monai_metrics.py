@@ -264,7 +264,9 @@ def compute_iou(
     shape_pred = (y_pred.shape[0], n - 1 if not include_background and n > 1 else n, *y_pred.shape[2:])
     shape_y = (y.shape[0], y.shape[1] - 1 if not include_background and y.shape[1] > 1 else y.shape[1], *y.shape[2:])
     if shape_pred != shape_y:
-        raise ValueError(f"y_pred and y should have same shapes, got {torch.Size(shape_pred)} and {torch.Size(shape_y)}.")
+        raise ValueError(
+            f"y_pred and y should have same shapes, got {torch.Size(shape_pred)} and {torch.Size(shape_y)}."
+        )
     first = 0 if include_background or n == 1 else 1
     if ignore_index is None or 0 <= ignore_index < n:
         tp, y_sum, pred_sum = _fused_or_product_sums(y_pred, y)
@@ -303,7 +305,7 @@ def compute_generalized_dice(
     if y.shape != y_pred.shape:
         raise ValueError(f"y_pred - {y_pred.shape} - and y - {y.shape} - should have the same shapes.")
     n = y_pred.shape[1]
-    channels = [c for c in range(0 if include_background else 1, n) if not (ignore_index is not None and c == ignore_index)]
+    channels = [c for c in range(0 if include_background else 1, n) if c != ignore_index]
     if not channels:
         return torch.zeros(y_pred.shape[0], 1, device=y_pred.device)
     if ignore_index is None:

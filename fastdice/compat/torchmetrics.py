@@ -232,7 +232,9 @@ class MeanIoU(_TMMeanIoU):
             raise ValueError(f"fastdice: cannot read the number of classes from shape {tuple(one_hot.shape)}")
         self.num_classes = one_hot.shape[1]
         classes = self.num_classes - 1 if not self.include_background else self.num_classes
-        self.add_state("score", default=torch.zeros(classes, device=self.device, dtype=self.dtype), dist_reduce_fx="sum")
+        self.add_state(
+            "score", default=torch.zeros(classes, device=self.device, dtype=self.dtype), dist_reduce_fx="sum"
+        )
         self.add_state(
             "num_batches", default=torch.zeros(classes, device=self.device, dtype=torch.int32), dist_reduce_fx="sum"
         )

@@ -96,7 +96,8 @@ def export_lines(environ=None) -> str:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m fastdice.nnunet", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("command", nargs="?", default="env", choices=["env", "install-trainer", "uninstall-trainer", "ext-path"])
+    p.add_argument("command", nargs="?", default="env",
+                   choices=["env", "install-trainer", "uninstall-trainer", "ext-path"])
     p.add_argument("--target", help="folder to write to / remove from (default: nnU-Net's trainer folder)")
     args = p.parse_args(argv)
     if args.command == "env":

@@ -44,6 +44,19 @@ MONAI_OBJECTS = {name: getattr(monai.metrics, name) for name in PATCHED}
 FASTDICE_OBJECTS = {name: getattr(fastdice_metrics, name) for name in PATCHED}
 
 
+# Tests of file revisions that do not fit MONAI 1.6.1: they fail against the installed MONAI
+# itself (FASTDICE_MONAI_TESTS_AGAINST=monai), so they are expected to fail here too (strict:
+# one that passes is reported). The generalized-Dice file predates 1.6's GeneralizedDiceScore;
+# the per-component Dice case expects a later result shape. See README.md.
+NOT_MONAI_1_6_1 = {
+    "test_compute_generalized_dice.py": {
+        "test_nans_0", "test_nans_class_0", "test_nans_class_1", "test_value_0", "test_value_1", "test_value_2",
+        "test_value_3", "test_value_4", "test_value_5", "test_value_class_1",
+    },
+    "test_compute_meandice.py": {"test_cc_dice_value_0"},
+}
+
+
 def _defining_modules(name: str):
     """monai.metrics and the monai.metrics submodule that defines ``name``."""
     yield monai.metrics
@@ -81,6 +94,11 @@ def pytest_collection_modifyitems(config, items):
         for module in _defining_modules(name):
             if getattr(module, name) is not obj:
                 raise pytest.UsageError(f"{module.__name__}.{name} was left patched by {__file__}")
+    for item in items:
+        path = Path(str(item.path)).resolve()
+        if path.parent == HERE and item.name in NOT_MONAI_1_6_1.get(path.name, ()):
+            item.add_marker(pytest.mark.xfail(strict=True, reason="this revision of MONAI's test does not fit "
+                                              "MONAI 1.6.1: it fails against the installed MONAI too"))
     expected = FASTDICE_OBJECTS if AGAINST == "fastdice" else MONAI_OBJECTS
     checked = set()
     for item in items:
