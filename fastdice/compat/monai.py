@@ -1300,3 +1300,4 @@ class GeneralizedDiceFocalLoss(_Loss):
                 label_target = True
         focal = _focal_term(self, input, target, raw, label_target, focal_in_torch)
         return self.lambda_gdl * gdl_loss + self.lambda_focal * focal
+from .monai_metrics import DiceMetric, GeneralizedDiceScore, MeanIoU  # noqa: E402,F401
