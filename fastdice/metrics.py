@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from . import _api, _ops
+from .errors import LabelOutOfRangeError
 from .options import ACTIVATIONS, check_bool, check_choice, check_ignore_index
 
 __all__ = [
@@ -614,12 +615,9 @@ def _as_tensor(name, value):
 
 
 def _counts_op(input, target, mode, threshold, ignore_index):
-    """fastdice::confusion_counts, with the CPU kernel's out-of-range label error
-    rewritten to name the target index and spatial coordinates."""
+    """fastdice::confusion_counts; a label outside its range raises LabelOutOfRangeError
+    (the extension's IndexError, its message complete)."""
     try:
         return torch.ops.fastdice.confusion_counts(input, target, mode, threshold, ignore_index)
-    except ValueError as e:
-        better = _ops.explain_target_error(str(e), input, target)
-        if better is None:
-            raise
-        raise ValueError(better) from None
+    except IndexError as error:
+        raise LabelOutOfRangeError(str(error)) from None

@@ -84,9 +84,9 @@ from collections.abc import Callable, Sequence
 import torch
 from torch.nn.modules.loss import _Loss
 
-from .. import _api, _ops
-from ..combined import pixel_loss_from_stats
-from ..options import LABEL_DTYPES
+from .. import _api
+from .. import functional as fd
+from ..options import LABEL_DTYPES, W_TYPES
 
 __all__ = [
     "DiceLoss", "MaskedDiceLoss", "GeneralizedDiceLoss", "TverskyLoss", "DiceCELoss", "DiceFocalLoss",
@@ -94,7 +94,6 @@ __all__ = [
 ]
 
 _REDUCTIONS = ("none", "mean", "sum")
-_W_TYPES = ("square", "simple", "uniform")
 
 
 # --------------------------------------------------------------------------
@@ -113,9 +112,9 @@ def _lookup_reduction(reduction) -> str:
 def _lookup_w_type(w_type) -> str:
     """MONAI's ``look_up_option(w_type, Weight)``: surrounding blanks stripped, ValueError otherwise."""
     value = w_type.value if isinstance(w_type, enum.Enum) else w_type
-    if isinstance(value, str) and value.strip() in _W_TYPES:
+    if isinstance(value, str) and value.strip() in W_TYPES:
         return value.strip()
-    raise ValueError(f"Unsupported option '{w_type}', Available options are {set(_W_TYPES)}.")
+    raise ValueError(f"Unsupported option '{w_type}', Available options are {set(W_TYPES)}.")
 
 
 # --------------------------------------------------------------------------
@@ -418,7 +417,7 @@ def _monai_stats(
     """MONAI's validation and preprocessing of ``module``'s settings, then the fused statistics.
 
     Returns ``(stats, pixel)``: ``stats`` the op's unpooled statistics ``[B, C, 11]``
-    (last axis: ``fastdice._ops.STAT_NAMES``) of ``activation(input)`` and the (one-hot,
+    (last axis: ``fastdice.STAT_NAMES``) of ``activation(input)`` and the (one-hot,
     ignore-masked) target over all C classes (``module._pooled`` drops the background and
     pools them as MONAI does); ``pixel`` the same tensor when ``pixel_loss`` (DiceCE /
     DiceFocal) rode along in the same pass (its activation family matches the Dice
@@ -474,8 +473,8 @@ def _monai_stats(
         pixel_loss, focal_gamma = "none", 0.0
     if loss_mask is not None:
         assert module.other_act is None and ignore_index is None, "the op's mask replaces no PyTorch fallback"
-    stats = _ops.dice_stats(
-        input, target, _ops.as_peer_activation(activation), module._full_stats(), op_ignore, pixel_loss, focal_gamma,
+    stats = fd.dice_stats(
+        input, target, fd.peer_activation(activation), module._full_stats(), op_ignore, pixel_loss, focal_gamma,
         loss_mask,
     )
     return stats, (stats if fused_pixel else None)
@@ -497,24 +496,11 @@ def _pool_monai(stats: torch.Tensor, drop_background: bool, batch: bool, input_d
 # --------------------------------------------------------------------------
 
 
-def _tp_fp_fn(stats: torch.Tensor, squared: bool, soft_label: bool):
-    """``monai.losses.utils.compute_tp_fp_fn`` from the statistics.
-
-    ord 1, hard: tp = sum p*t, fp = sum p - tp, fn = sum t - tp (equal to
-    Tversky's sum p*(1-t) and sum (1-p)*t). ord 2 (squared_pred): tp = sum p*t
-    (MONAI's (|p|^2 + |t|^2 - |p-t|^2)/2), fp = sum p^2 - tp, fn = sum t^2 - tp.
-    ord 1, soft: tp = (|p|_1 + |t|_1 - |p-t|_1)/2, fp = |p|_1 - tp, fn = |t|_1 - tp.
-    """
-    if squared:
-        tp = stats[..., _ops.TP]
-        pred_o, ground_o = stats[..., _ops.SUM_P2], stats[..., _ops.SUM_T2]
-    elif soft_label:
-        pred_o, ground_o = stats[..., _ops.SUM_ABS_P], stats[..., _ops.SUM_ABS_T]
-        tp = (pred_o + ground_o - stats[..., _ops.SUM_ABS_DIFF]) / 2
-    else:
-        tp = stats[..., _ops.TP]
-        pred_o, ground_o = stats[..., _ops.SUM_P], stats[..., _ops.SUM_T]
-    return tp, pred_o - tp, ground_o - tp
+def _form(squared: bool, soft_label: bool) -> str:
+    """The fastdice form of ``monai.losses.utils.compute_tp_fp_fn``'s sums: ord 2
+    (squared_pred) sums p^2 and t^2; soft_label takes (|p|_1 + |t|_1 - |p - t|_1) / 2
+    for tp (see fastdice.functional.tp_fp_fn)."""
+    return "squared" if squared else "soft_label" if soft_label else "plain"
 
 
 def _has_negative(module, name: str, weight: torch.Tensor) -> bool:
@@ -573,54 +559,27 @@ def _num_classes_after_background(input: torch.Tensor, include_background: bool)
 
 
 def _generalized_dice_epilogue(
-    stats: torch.Tensor, *, w_type: str, soft_label: bool, smooth_nr: float, smooth_dr: float, batch: bool
+    stats: torch.Tensor, *, w_type: str, soft_label: bool, smooth_nr: float, smooth_dr: float
 ) -> torch.Tensor:
-    """MONAI GeneralizedDiceLoss' unreduced loss: (B, 1), or (1,) with batch=True."""
-    tp, fp, fn = _tp_fp_fn(stats, False, soft_label)
-    fp = fp * 0.5
-    fn = fn * 0.5
-    denominator = 2 * (tp + fp + fn)
-
-    # Weights from the target volume, in float32 as MONAI (ground_o.float()), with
-    # MONAI's values. Differentiable when the target requires grad: MONAI's own
-    # in-place `w[infs] = 0` makes autograd fail there; here the replacement is
-    # out of place and the infinite weights are recomputed from 1, so their
-    # (unselected) gradient is 0 rather than 0 * inf = NaN.
-    ground_o = stats[..., _ops.SUM_T].float()
-
-    def weights(g: torch.Tensor) -> torch.Tensor:
-        if w_type == "simple":
-            return torch.reciprocal(g)
-        if w_type == "square":
-            return torch.reciprocal(g * g)
-        return torch.ones_like(g)
-
-    with torch.no_grad():
-        infs = torch.isinf(weights(ground_o.detach()))
-    w = weights(torch.where(infs, torch.ones_like(ground_o), ground_o))
-    w = torch.where(infs, torch.zeros_like(w), w)
-    if batch:
-        w = w + infs * torch.max(w)
-    else:
-        max_values = torch.max(w, dim=1)[0].unsqueeze(dim=1)
-        w = w + infs * max_values
-
-    final_reduce_dim = 0 if batch else 1
-    numer = 2.0 * (tp * w).sum(final_reduce_dim, keepdim=True) + smooth_nr
-    denom = (denominator * w).sum(final_reduce_dim, keepdim=True) + smooth_dr
-    return 1.0 - (numer / denom)
+    """MONAI GeneralizedDiceLoss' unreduced loss from pooled statistics: (B, 1), or (1,)
+    pooled over the batch. MONAI's denominator 2 (tp + fp/2 + fn/2) and its weights
+    from the float32 target volumes (``ground_o.float()``); the weights are
+    differentiable when the target requires grad (MONAI's own in-place
+    ``w[infs] = 0`` makes autograd fail there)."""
+    tp, fp, fn = fd.tp_fp_fn(stats, _form(False, soft_label))
+    if tp.dim() == 0:  # no spatial axes without batch: MONAI's max over dim 1 of a 0-dim tensor raises
+        tp.max(dim=1)  # torch's IndexError, MONAI's
+    denominator = 2 * (tp + fp * 0.5 + fn * 0.5)
+    w = fd.generalized_dice_weights(stats[..., fd.SUM_T].float(), w_type)
+    return 1.0 - fd.generalized_dice_score(tp, denominator, w, smooth_nr, smooth_dr, keepdim=True)
 
 
 def _tversky_epilogue(
     stats: torch.Tensor, *, alpha: float, beta: float, soft_label: bool, smooth_nr: float, smooth_dr: float
 ) -> torch.Tensor:
-    """MONAI TverskyLoss' unreduced score (shape ``stats.shape[:-1]``)."""
-    tp, fp, fn = _tp_fp_fn(stats, False, soft_label)
-    fp = fp * alpha
-    fn = fn * beta
-    numerator = tp + smooth_nr
-    denominator = tp + fp + fn + smooth_dr
-    return 1.0 - numerator / denominator
+    """MONAI TverskyLoss' unreduced loss (shape ``stats.shape[:-1]``)."""
+    tp, fp, fn = fd.tp_fp_fn(stats, _form(False, soft_label))
+    return 1.0 - fd.tversky_score(tp, fp, fn, alpha, beta, smooth_nr, smooth_dr)
 
 
 # --------------------------------------------------------------------------
@@ -695,18 +654,17 @@ class DiceLoss(_MonaiLoss):
         half = 0.5 if self.jaccard else 1.0
         options = dict(
             pooling="batch" if self.batch else "sample", include_background=self.include_background,
-            form="squared" if self.squared_pred else "soft_label" if self.soft_label else "plain",
-            jaccard=self.jaccard, smooth_nr=self.smooth_nr * half, smooth_dr=self.smooth_dr * half,
-            reduction=self.reduction,
+            form=_form(self.squared_pred, self.soft_label), jaccard=self.jaccard, smooth_nr=self.smooth_nr * half,
+            smooth_dr=self.smooth_dr * half, reduction=self.reduction,
         )
         pooled_all = input.dim() == 2 and not self.batch
         if not pooled_all and not (weight is not None and weight.requires_grad) and self.reduction in ("mean", "sum", "none"):
-            f = _ops.dice_loss_from_stats(stats, weight, None, **options)
+            f = fd.dice_loss_from_stats(stats, weight, None, **options)
             return f if self.reduction != "none" else _reduce_broadcast(f, "none", input.dim())
         if pooled_all:  # one ratio of the sums over samples and classes
             stats = self._pooled(stats, input).reshape(1, 1, -1)
             options.update(pooling="global", include_background=True)
-        f = _ops.dice_loss_from_stats(stats, None, None, **dict(options, reduction="none"))
+        f = fd.dice_loss_from_stats(stats, None, None, **dict(options, reduction="none"))
         f, class_weight = _apply_class_weight(f, self.class_weight, num_classes, self)
         if class_weight is not self.class_weight:
             self.class_weight = class_weight
@@ -861,7 +819,6 @@ class GeneralizedDiceLoss(_MonaiLoss):
             soft_label=self.soft_label,
             smooth_nr=self.smooth_nr,
             smooth_dr=self.smooth_dr,
-            batch=self.batch,
         )
         return _reduce_broadcast(f, self.reduction, input.dim())
 
@@ -1032,10 +989,10 @@ class DiceCELoss(_Loss):
             if raw is None:  # the Dice pass used another activation: a second fused pass
                 ce_target = _as_label_map(target) if label_target else target
                 activation = "softmax" if family == "cross_entropy" else "sigmoid"
-                raw = _ops.dice_stats(input, ce_target, activation, False, None, family)
+                raw = fd.dice_stats(input, ce_target, activation, False, None, family)
             positions = input.shape[0] * math.prod(input.shape[2:])
             weight = ce_weight.to(device=raw.device, dtype=raw.dtype) if ce_weight is not None else None
-            ce_loss = pixel_loss_from_stats(
+            ce_loss = fd.pixel_loss_from_stats(
                 raw,
                 family=family,
                 label_map=label_target,
@@ -1200,7 +1157,7 @@ def _focal_term(
             return loss.mean()
         return loss
     if raw is None:  # the Dice pass had no logits activation: a second fused pass
-        raw = _ops.dice_stats(input, focal_target, "sigmoid", False, None, "binary_cross_entropy", gamma)
+        raw = fd.dice_stats(input, focal_target, "sigmoid", False, None, "binary_cross_entropy", gamma)
     if drop_background:
         raw = raw[:, 1:]
     # The (B, C') epilogue in float64, rounded once at the end: the alpha
@@ -1208,9 +1165,9 @@ def _focal_term(
     # cost up to ~3 ulps (more than MONAI's own float32 rounding of the term).
     result_dtype = raw.dtype
     raw = raw.double()
-    per_class = raw[..., _ops.PIXEL_LOSS]
+    per_class = raw[..., fd.PIXEL_LOSS]
     if alpha is not None:
-        per_class = (1 - alpha) * per_class + (2 * alpha - 1) * raw[..., _ops.PIXEL_LOSS_TARGET]
+        per_class = (1 - alpha) * per_class + (2 * alpha - 1) * raw[..., fd.PIXEL_LOSS_TARGET]
     per_class = _focal_class_weight(module, per_class)  # (B, C')
     spatial = math.prod(input.shape[2:])
     if reduction == "sum" and input.dim() > 2:
