@@ -94,11 +94,30 @@ class DiceCELoss(NativeLoss):
             gamma_name=self._gamma_name,
         )
         super().__init__(opts, process_group, weight=weight, ce_weight=ce_weight)
-        self.lambda_dice = ce.lambda_dice
-        self.lambda_ce = ce.lambda_ce
-        self.label_smoothing = ce.label_smoothing
-        self.focal_gamma = ce.focal_gamma
-        self.return_terms = ce.return_terms
+        self._ce = ce
+
+    # The second term's options are one CEOptions (passed to functional as it is); each
+    # reads and writes as an attribute of the module.
+    def _ce_option(name: str):  # noqa: N805  (a property factory run in the class body)
+        def get(self):
+            return getattr(self._ce, name)
+
+        def set_(self, value):
+            self._ce = self._ce._replace(**{name: value})
+
+        return property(get, set_, doc=f"The second term's {name} (see the class docstring).")
+
+    lambda_dice = _ce_option("lambda_dice")
+    lambda_ce = _ce_option("lambda_ce")
+    label_smoothing = _ce_option("label_smoothing")
+    focal_gamma = _ce_option("focal_gamma")
+    return_terms = _ce_option("return_terms")
+    del _ce_option
+
+    def __setstate__(self, state: dict) -> None:
+        if "_ce" not in state:  # pickled with the second term's options as plain attributes
+            state["_ce"] = CEOptions(*(state.pop(name) for name in CEOptions._fields))
+        super().__setstate__(state)
 
     def _constructor_values(self) -> dict:
         return dict(
@@ -109,9 +128,8 @@ class DiceCELoss(NativeLoss):
     def forward(self, input: torch.Tensor, target: torch.Tensor, mask: Optional[torch.Tensor] = None):
         """The loss (a scalar); ``(loss, dice, ce)`` with ``return_terms=True``. ``mask``: see
         :meth:`fastdice.DiceLoss.forward`; the second term's mean is then over the positions it keeps."""
-        ce = CEOptions(self.lambda_dice, self.lambda_ce, self.label_smoothing, self.focal_gamma, self.return_terms)
         return functional.dice_ce_loss_with_options(
-            input, target, self.opts, ce, weight=self._weight_numbers["weight"], weight_buffer=self.weight,
+            input, target, self.opts, self._ce, weight=self._weight_numbers["weight"], weight_buffer=self.weight,
             ce_weight=self._weight_numbers["ce_weight"], ce_weight_buffer=self.ce_weight,
             process_group=self.process_group, mask=mask, name=type(self).__name__, terms=self._terms,
         )
