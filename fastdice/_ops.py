@@ -127,7 +127,8 @@ def dice_stats(
 ) -> torch.Tensor:
     """Per-(sample, class) statistics ``[B, C, NUM_STATS]`` of ``activation(input)`` and ``target``.
 
-    One fused pass; differentiable with respect to ``input`` and a dense float
+    One fused pass; a label outside its range raises :class:`fastdice.LabelOutOfRangeError`
+    (the bare op raises it as an IndexError); differentiable with respect to ``input`` and a dense float
     ``target``. See ``STAT_NAMES``. ``activation``: ``'none'`` (probabilities:
     a value outside [0, 1] raises on CPU and makes its sample NaN on CUDA),
     ``'identity'`` (the input as it is, unchecked), ``'sigmoid'``, ``'softmax'``.

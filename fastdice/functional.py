@@ -25,8 +25,9 @@ The statistics and the formulas on them (each written once):
     indices ``TP``, ``SUM_P``, ... as the extension defines them.
 """
 
+import functools
 import math
-from typing import Literal, NamedTuple, Optional, Sequence
+from typing import Literal, NamedTuple, Optional
 
 import torch
 
@@ -75,24 +76,14 @@ from .options import (
 # ---------------------------------------------------------------------------
 
 
-def dice_stats(
-    input: torch.Tensor,
-    target: torch.Tensor,
-    activation: str = "none",
-    full_stats: bool = False,
-    ignore_index: Optional[int] = None,
-    pixel_loss: str = "none",
-    focal_gamma: float = 0.0,
-    mask: Optional[torch.Tensor] = None,
-    regions: Optional[Sequence[int]] = None,
-) -> torch.Tensor:
-    """Per-(sample, class) statistics ``[B, C, NUM_STATS]`` of ``activation(input)``
-    and ``target`` in one fused pass (see ``fastdice._ops.dice_stats`` for the
-    arguments). A label outside its range raises :class:`fastdice.LabelOutOfRangeError`
-    (a ValueError, and the RuntimeError MONAI, smp and nnU-Net raise there)."""
+@functools.wraps(_ops.dice_stats)
+def dice_stats(*args, **kwargs) -> torch.Tensor:
+    # The op wrapper's signature and docstring; a label outside its range (the extension's
+    # IndexError) raises fastdice.LabelOutOfRangeError, a ValueError and the RuntimeError
+    # MONAI, smp and nnU-Net raise there.
     try:
-        return _ops.dice_stats(input, target, activation, full_stats, ignore_index, pixel_loss, focal_gamma, mask, regions)
-    except IndexError as error:  # the extension's type for a label outside its range
+        return _ops.dice_stats(*args, **kwargs)
+    except IndexError as error:
         raise LabelOutOfRangeError(str(error)) from None
 
 

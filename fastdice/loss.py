@@ -31,21 +31,25 @@ class NativeLoss(nn.Module):
     ``weights``: name -> value of each per-class weight the loss takes. A
     sequence or tensor becomes the buffer ``name`` (float64, flattened; it
     follows ``.to()`` and ``state_dict``), a number stays a number (the
-    buffer is None)."""
-
-    #: True where the loss needs (B, C, *spatial) input whatever the options.
-    needs_class_axis = False
+    buffer is None). ``repr`` shows a weight at the precision it was given in
+    (a float32 tensor's 0.1 as 0.1, not as its float64 value), and two losses
+    are equal (``==``) when their reprs' arguments are: ``eval(repr(loss)) == loss``.
+    TorchScript cannot compile the Python around the ops: ``torch.jit.script``
+    raises and names torch.compile and torch.export, which trace the ops."""
 
     def __init__(self, opts: DiceOptions, process_group=None, **weights) -> None:
         super().__init__()
         self.opts = opts
         self.process_group = process_group
         self._weight_numbers = {}
+        self._weight_dtypes = {}  # the floating dtype a weight was given in, for repr
         for name, value in weights.items():
             check_weight_values(value)
             number = value is None or isinstance(value, (int, float))
             self.register_buffer(name, None if number else torch.as_tensor(value, dtype=WEIGHT_DTYPE).flatten().clone())
             self._weight_numbers[name] = value if number else None
+            given = torch.as_tensor(value).dtype if isinstance(value, torch.Tensor) or hasattr(value, "dtype") else None
+            self._weight_dtypes[name] = given if given is not None and given.is_floating_point else None
 
     def __getstate__(self):
         state = self.__dict__.copy()
@@ -53,15 +57,32 @@ class NativeLoss(nn.Module):
         return state
 
     def _constructor_values(self) -> dict:
-        """The constructor arguments as they are now (for extra_repr); a subclass adds its own."""
+        """The constructor arguments as they are now (for repr and ==), a weight buffer as
+        the list of its values at the precision it was given in; a subclass adds its own."""
         values = {f.name: getattr(self.opts, f.name) for f in fields(self.opts) if f.name != "weight"}
+        dtypes = self.__dict__.get("_weight_dtypes", {})
         for name, number in self._weight_numbers.items():
             buffer = getattr(self, name)
-            values[name] = buffer if buffer is not None else number
+            values[name] = number if buffer is None else _api.shortest_values(buffer, dtypes.get(name))
         return values
 
     def extra_repr(self) -> str:
         return _api.constructor_repr(self)
+
+    def __eq__(self, other) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return self._constructor_values() == other._constructor_values()
+
+    # Modules live in sets and dicts by identity (named_modules, optimizers, hooks).
+    __hash__ = nn.Module.__hash__
+
+    def __prepare_scriptable__(self):
+        raise RuntimeError(
+            f"torch.jit.script: fastdice.{type(self).__name__} is not scriptable (TorchScript cannot compile the "
+            "Python around its fused ops); use torch.compile(model) or torch.export.export(model, ...), which "
+            "trace the ops, or call the loss outside the scripted model"
+        )
 
 
 class DiceLoss(NativeLoss):
