@@ -15,7 +15,7 @@ import torch
 
 from . import functional
 from ._api import native_arguments
-from .functional import DiceCETerms, DiceFocalTerms, is_label_map, pixel_loss_from_stats  # noqa: F401
+from .functional import DiceCETerms, DiceFocalTerms
 from .loss import NativeLoss
 from .options import CEOptions, Pooling, RegionsLike, WeightLike, ce_options
 

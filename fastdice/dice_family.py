@@ -9,8 +9,7 @@ import torch
 from . import functional
 from ._api import native_arguments
 from .loss import NativeLoss
-from .options import (  # noqa: F401  (W_TYPES: the class weights GeneralizedDiceLoss takes)
-    W_TYPES,
+from .options import (
     Activation,
     Pooling,
     Reduction,

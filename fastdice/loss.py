@@ -13,7 +13,6 @@ from torch import nn
 
 from . import _api, functional
 from ._api import native_arguments
-from .functional import dice_loss  # noqa: F401  (fastdice.dice_loss, the functional form)
 from .options import Activation, DiceOptions, Pooling, Reduction, RegionsLike, WeightLike, check_weight_values
 
 #: The dtype of the per-class weight buffers of every native loss (the user's
