@@ -145,3 +145,14 @@ def test_label_out_of_range_is_one_class():
     assert smp.LabelOutOfRangeError is nnunet.LabelOutOfRangeError is fastdice.LabelOutOfRangeError
     assert issubclass(fastdice.LabelOutOfRangeError, ValueError)
     assert issubclass(fastdice.LabelOutOfRangeError, RuntimeError)
+    assert issubclass(fastdice.LabelOutOfRangeError, IndexError)
+
+
+def test_label_out_of_range_under_torch_compile():
+    """In a compiled graph the extension's IndexError arrives as it is, its message complete."""
+    loss = torch.compile(fastdice.DiceLoss(activation="softmax"), fullgraph=True, backend="eager")
+    x, t = torch.randn(2, 3, 4, 4), torch.randint(0, 3, (2, 4, 4))
+    loss(x, t)
+    t[1, 2, 3] = 5
+    with pytest.raises(IndexError, match=r"target label 5 at target\[1, 2, 3\] \(sample 1, spatial position \(2, 3\)"):
+        loss(x, t)
