@@ -87,3 +87,25 @@ def test_the_checker_catches_a_stale_name():
     text = source_text()
     assert not defines(text, "native_stats") and not defines(text, "explain_target_error")
     assert defines(text, "dice_loss_with_options") and defines(text, "FD_EPILOGUE_OPTIONS")
+
+
+def test_only_functional_calls_the_ops_for_losses():
+    """The layering the document describes: no compat module imports fastdice._ops, and of the
+    loss modules only fastdice/functional.py does."""
+    import ast
+
+    def imports_ops(path: pathlib.Path) -> bool:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").endswith("_ops"):
+                return True
+            if isinstance(node, ast.ImportFrom) and any(alias.name == "_ops" for alias in node.names):
+                return True
+            if isinstance(node, ast.Import) and any(alias.name.endswith("._ops") for alias in node.names):
+                return True
+        return False
+
+    compat = sorted((ROOT / "fastdice" / "compat").rglob("*.py"))
+    losses = [ROOT / "fastdice" / name for name in ("loss.py", "combined.py", "dice_family.py")]
+    offenders = [str(p.relative_to(ROOT)) for p in compat + losses if imports_ops(p)]
+    assert not offenders, f"these modules call fastdice._ops instead of fastdice.functional: {offenders}"
+    assert imports_ops(ROOT / "fastdice" / "functional.py")
