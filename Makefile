@@ -67,7 +67,7 @@ test-asan: deps
 # Train a small UNet with fastdice on generated, class-imbalanced data
 # (about 1.5 minutes on 2 CPU cores); outputs in demo_out/.
 demo: build
-	$(PY) -m fastdice.demo $(DEMO_ARGS)
+	PYTHONPATH=$(CURDIR) $(PY) examples/demo.py $(DEMO_ARGS)
 
 bench: build
 	$(PY) -m benchmarks.bench $(BENCH_ARGS)

@@ -122,7 +122,7 @@ def _monai(w, dice_metric=None):
 
 
 def _compat_monai(w):
-    from fastdice.compat.monai_metrics import DiceMetric
+    from fastdice.compat.monai.metrics import DiceMetric
 
     return _monai(w, DiceMetric)
 

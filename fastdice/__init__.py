@@ -1,12 +1,17 @@
 """fastdice: a fused Dice loss for PyTorch (one pass forward, one pass backward)."""
 
-from . import metrics, reference
-from ._ops import NUM_STATS, STAT_NAMES, dice_stats
+from . import functional, metrics, reference
 from .combined import DiceCELoss, DiceCETerms, DiceFocalLoss, DiceFocalTerms
 from .dice_family import GeneralizedDiceLoss, TverskyLoss
-from .loss import DiceLoss, dice_loss
+from .errors import LabelOutOfRangeError
+from .functional import NUM_STATS, STAT_NAMES, dice_loss, dice_stats
+from .loss import DiceLoss
 
-__all__ = ["DiceLoss", "dice_loss", "DiceCELoss", "DiceFocalLoss", "DiceCETerms", "DiceFocalTerms", "GeneralizedDiceLoss", "TverskyLoss", "dice_stats", "metrics", "reference", "NUM_STATS", "STAT_NAMES", "build_config"]
+__all__ = [
+    "DiceLoss", "dice_loss", "DiceCELoss", "DiceFocalLoss", "DiceCETerms", "DiceFocalTerms", "GeneralizedDiceLoss",
+    "TverskyLoss", "dice_stats", "functional", "metrics", "reference", "NUM_STATS", "STAT_NAMES",
+    "LabelOutOfRangeError", "build_config",
+]
 __version__ = "0.1.0"
 
 

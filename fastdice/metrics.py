@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from . import _api, _ops
+from .errors import LabelOutOfRangeError
 from .options import ACTIVATIONS, check_bool, check_choice, check_ignore_index
 
 __all__ = [
@@ -646,13 +647,10 @@ def _check_label_map_dtype(input, target):
 
 
 def _counts_op(input, target, mode, threshold, ignore_index):
-    """fastdice::confusion_counts, with the CPU kernel's out-of-range label error
-    rewritten to name the target index and spatial coordinates."""
+    """fastdice::confusion_counts; a label outside its range raises LabelOutOfRangeError
+    (the extension's IndexError, its message complete)."""
     _check_label_map_dtype(input, target)
     try:
         return torch.ops.fastdice.confusion_counts(input, target, mode, threshold, ignore_index)
-    except ValueError as e:
-        better = _ops.explain_target_error(str(e), input, target)
-        if better is None:
-            raise
-        raise ValueError(better) from None
+    except IndexError as error:
+        raise LabelOutOfRangeError(str(error)) from None

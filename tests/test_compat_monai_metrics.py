@@ -17,7 +17,7 @@ monai_metrics = pytest.importorskip("monai.metrics")
 from monai.networks import one_hot  # noqa: E402
 
 from fastdice.compat import monai as fastdice_monai  # noqa: E402
-from fastdice.compat import monai_metrics as fm  # noqa: E402
+from fastdice.compat.monai import metrics as fm  # noqa: E402
 
 C = 4
 REDUCTIONS = ["mean", "sum", "mean_batch", "sum_batch", "mean_channel", "sum_channel", "none"]

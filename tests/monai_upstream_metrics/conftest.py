@@ -1,8 +1,8 @@
 """Runs MONAI's own metric tests (test_*.py in this folder, see README.md) against
-fastdice.compat.monai_metrics.
+fastdice.compat.monai.metrics.
 
 While pytest imports a test module of this folder, and only then, the names of
-``fastdice.compat.monai_metrics.PATCHED`` in ``monai.metrics`` (and in the monai
+``fastdice.compat.monai.metrics.PATCHED`` in ``monai.metrics`` (and in the monai
 submodule that defines each) are fastdice's, so the module's
 ``from monai.metrics import DiceHelper, DiceMetric, compute_dice`` binds fastdice's
 ``DiceMetric`` and ``compute_dice`` and MONAI's ``DiceHelper``. Everything else
@@ -25,7 +25,7 @@ import pytest
 
 import monai
 import monai.metrics
-from fastdice.compat import monai_metrics as fastdice_metrics
+from fastdice.compat.monai import metrics as fastdice_metrics
 
 # MONAI's test files import `parameterized`: without it the copied files are left out.
 try:

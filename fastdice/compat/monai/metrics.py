@@ -41,7 +41,7 @@ from typing import Sequence
 
 import torch
 
-from ..metrics import TP, FP, FN, _counts_op
+from ...metrics import TP, FP, FN, _counts_op
 
 __all__ = [
     "DiceMetric",
