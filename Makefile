@@ -119,11 +119,13 @@ $(VENV)/.deps-docs: requirements-docs.txt $(VENV)/.deps
 	$(PY) -m pip install -q -r requirements-docs.txt
 	touch $@
 
+# DOCS_EXAMPLES=0 skips the examples (CI: make test has run tests/test_docs.py already).
+DOCS_EXAMPLES ?= 1
 docs: build $(VENV)/.deps-docs
 	rm -rf build/docs
 	$(PY) -m sphinx -b html -W -n --keep-going -q docs build/docs/html
 	$(PY) scripts/check_html_links.py build/docs/html
-	$(PY) -m pytest -q -p no:cacheprovider tests/test_docs.py
+	$(if $(filter 0,$(DOCS_EXAMPLES)),,$(PY) -m pytest -q -p no:cacheprovider tests/test_docs.py)
 
 # The README's benchmark table, rewritten from the newest committed run in benchmarks/results/.
 readme-table:

@@ -12,17 +12,18 @@ and characters such as ``*spatial`` or ``|p - t|`` are markup errors. This hook 
   in bold;
 * a ``::`` block and a ``>>>`` example stay as they are;
 * ``*``, ``|`` and a word's trailing ``_`` outside literals are escaped, and a single-backtick
-  `name` becomes a literal.
+  `name` becomes a literal (a Sphinx role such as :class:`X` stays a role).
 """
 
 import re
 
-_LITERAL = re.compile(r"(``.+?``)")
+# Kept as they are: ``literals`` and the few Sphinx roles the docstrings use (:class:`DiceLoss`).
+_LITERAL = re.compile(r"(``.+?``|:(?:class|func|meth|mod|attr|data):`[^`]+`)")
 _OPTION = re.compile(r"^((?:[A-Za-z_][\w.]*)(?:, [A-Za-z_][\w.]*)*): (.*)$")
 
 
 def _escape(text: str) -> str:
-    """Escape reST inline markup outside ``literals``; `single` backticks become literals."""
+    """Escape reST inline markup outside ``literals`` and roles; `single` backticks become literals."""
     parts = _LITERAL.split(text)
     for i in range(0, len(parts), 2):
         part = parts[i]
