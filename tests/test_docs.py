@@ -94,3 +94,31 @@ def test_api_page_of_fastdice_lists_every_public_name():
     missing = [n for n in fastdice.__all__ if n not in modules and f"fastdice.{n}\n" not in page
                and f"fastdice.{n} " not in page]
     assert not missing, f"docs/api/fastdice.md does not document {missing}"
+
+
+def test_link_checker_finds_a_missing_page_and_a_missing_anchor(tmp_path):
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from check_html_links import broken_links
+
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "index.html").write_text('<a href="sub/page.html#there">ok</a> <a href="missing.html">no</a>'
+                                         '<a href="sub/page.html#nowhere">no</a> <a href="https://example.org/x">out</a>'
+                                         '<img src="_images/plot.png">')
+    (tmp_path / "sub" / "page.html").write_text('<h2 id="there">T</h2><a href="../index.html">up</a>')
+    broken = broken_links(str(tmp_path))
+    assert len(broken) == 3, broken
+    assert any("missing.html" in b for b in broken) and any("'nowhere'" in b for b in broken)
+    assert any("_images/plot.png" in b for b in broken)
+
+
+def test_docstring_layout_renders_plain_text_as_rest():
+    sys.path.insert(0, str(DOCS / "_ext"))
+    from docstring_layout import convert
+
+    lines = ["Summary over ``input`` of shape (B, C, *spatial).", "", "Options:", "  alpha: the weight,",
+             "    continued.", "  beta_x: |p - t| sums, see `gamma`.", "", "Formula::", "", "    I = sum p*t", "",
+             "* one", "  more", "* two"]
+    assert convert(lines) == [
+        "Summary over ``input`` of shape (B, C, \\*spatial).", "", "Options:", "",
+        "* **alpha**: the weight, continued.", "* **beta_x**: \\|p - t\\| sums, see ``gamma``.", "",
+        "Formula::", "", "    I = sum p*t", "", "* one more", "* two"]

@@ -98,6 +98,8 @@ def convert(lines):
                 i += 1
             while block and not block[-1].strip():
                 block.pop()
+            while block and not block[0].strip():
+                block.pop(0)
             depth = min(_indent(b) for b in block if b.strip()) if block else 0
             emit_block(["    " + b[depth:] if b.strip() else "" for b in block])
             continue
