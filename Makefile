@@ -108,7 +108,8 @@ test-sdist:
 	$(PYTHON_SYSTEM) -m venv $(SDIST_VENV)
 	$(SDIST_VENV)/bin/python -m pip install -q --upgrade pip setuptools wheel
 	$(SDIST_VENV)/bin/python -m pip install -q torch==$(SDIST_TORCH) -r requirements-core-tests.txt
-	FASTDICE_CUDA=0 $(SDIST_VENV)/bin/python -m pip install -q --no-build-isolation $(DIST)/fastdice-*.tar.gz
+	PATH="$(CURDIR)/$(SDIST_VENV)/bin:$$PATH" FASTDICE_CUDA=0 \
+	  $(SDIST_VENV)/bin/python -m pip install -q --no-build-isolation $(DIST)/fastdice-*.tar.gz
 	cd $(SDIST_VENV) && FASTDICE_INSTALLED=1 FASTDICE_CUDA=0 TORCHINDUCTOR_CACHE_DIR=$(CURDIR)/$(SDIST_VENV)/inductor-cache \
 	  bin/python -m pytest -q -p no:cacheprovider $(addprefix $(CURDIR)/,$(SDIST_TESTS))
 
