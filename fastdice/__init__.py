@@ -1,6 +1,7 @@
 """fastdice: a fused Dice loss for PyTorch (one pass forward, one pass backward)."""
 
 from . import functional, metrics, reference
+from ._version import __version__
 from .combined import DiceCELoss, DiceCETerms, DiceFocalLoss, DiceFocalTerms
 from .dice_family import GeneralizedDiceLoss, TverskyLoss
 from .errors import LabelOutOfRangeError
@@ -12,13 +13,13 @@ __all__ = [
     "TverskyLoss", "dice_stats", "functional", "metrics", "reference", "NUM_STATS", "STAT_NAMES",
     "LabelOutOfRangeError", "build_config",
 ]
-__version__ = "0.1.0"
 
 
 def build_config() -> dict:
-    """How the extension was built: CUDA kernels or not, architectures, torch version."""
+    """How the extension was built: fastdice's version, CUDA kernels or not, architectures, torch version."""
     try:
         from . import _build_config as c
     except ImportError:  # built by a tool that did not run setup.py
-        return {"cuda": None, "cuda_arch_list": None, "torch_version": None, "sanitize": None}
-    return {"cuda": c.CUDA, "cuda_arch_list": c.CUDA_ARCH_LIST, "torch_version": c.TORCH_VERSION, "sanitize": c.SANITIZE}
+        return {"version": None, "cuda": None, "cuda_arch_list": None, "torch_version": None, "sanitize": None}
+    return {"version": getattr(c, "VERSION", None), "cuda": c.CUDA, "cuda_arch_list": c.CUDA_ARCH_LIST,
+            "torch_version": c.TORCH_VERSION, "sanitize": c.SANITIZE}

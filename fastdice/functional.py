@@ -152,6 +152,7 @@ def pool_stats(stats: torch.Tensor, opts: DiceOptions, weight: Optional[torch.Te
 
 
 def reduce_losses(loss: torch.Tensor, reduction: str) -> torch.Tensor:
+    """The losses reduced as ``reduction`` says: ``"mean"``, ``"sum"``, or ``"none"`` (unchanged)."""
     if reduction == "mean":
         return loss.mean()
     if reduction == "sum":

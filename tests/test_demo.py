@@ -137,7 +137,7 @@ def test_optional_dependencies_are_declared_as_extras():
     assert {"demo", "test", "bench"} <= set(extras)
     assert any(d.startswith("matplotlib") for d in extras["demo"])
     assert any(d.startswith("monai") for d in extras["test"]) and any(d.startswith("exacta") for d in extras["bench"])
-    assert meta["license"] and any(c.startswith("License ::") for c in meta["classifiers"])
+    assert meta["license"] == "BSD-3-Clause" and "LICENSE" in meta["license-files"]  # SPDX (PEP 639)
 
 
 def test_python_m_fastdice_demo_runs_the_example():
