@@ -12,7 +12,8 @@ export MAX_JOBS ?= 2
 export TORCHINDUCTOR_CACHE_DIR ?= $(CURDIR)/build/inductor-cache
 PYTEST_ARGS ?=
 
-.PHONY: all deps build test test-nnunet-e2e test-asan test-emulation emulation-mutants demo bench bench-metrics gpu-check clean
+.PHONY: all deps build test test-nnunet-e2e test-asan test-emulation emulation-mutants demo bench bench-metrics gpu-check \
+  package test-sdist docs readme-table clean
 
 all: test
 
@@ -67,7 +68,7 @@ test-asan: deps
 # Train a small UNet with fastdice on generated, class-imbalanced data
 # (about 1.5 minutes on 2 CPU cores); outputs in demo_out/.
 demo: build
-	$(PY) -m fastdice.demo $(DEMO_ARGS)
+	PYTHONPATH=$(CURDIR) $(PY) examples/demo.py $(DEMO_ARGS)
 
 bench: build
 	$(PY) -m benchmarks.bench $(BENCH_ARGS)
@@ -79,8 +80,57 @@ bench-metrics: build
 gpu-check:
 	bash scripts/gpu_check.sh
 
-clean:
-	rm -rf build fastdice/_C*.so fastdice/_build_config.py
+# The sdist and the wheel, built the way a packager does (python -m build --no-isolation:
+# the wheel is built from the sdist, against this venv's torch) and checked: twine's metadata
+# check, check-wheel-contents, and tests/test_packaging.py's listing of both archives.
+# FASTDICE_CUDA=0 for a CPU-only wheel (CI); unset, the wheel has CUDA kernels when it can.
+DIST ?= dist
+$(VENV)/.deps-package: requirements-package.txt $(VENV)/.deps
+	$(PY) -m pip install -q -r requirements-package.txt
+	touch $@
+
+package: $(VENV)/.deps-package
+	rm -rf $(DIST)
+	$(PY) -m build --no-isolation --outdir $(DIST) .
+	$(PY) -m twine check --strict $(DIST)/*
+	$(PY) -m check_wheel_contents $(DIST)/*.whl
+	FASTDICE_DIST_DIR=$(DIST) $(PY) -m pytest -q -p no:cacheprovider tests/test_packaging.py
+
+# The sdist of `make package` installed into a fresh venv under build/ (pip install
+# --no-build-isolation, CPU-only build) against torch $(SDIST_TORCH), then, from outside the
+# checkout, the installed-package smoke test and the core test files against that copy.
+SDIST_TORCH ?= $(TORCH_VERSION)
+SDIST_VENV := build/sdist-torch-$(SDIST_TORCH)
+SDIST_TESTS ?= tests/test_installed_package.py tests/test_ops.py tests/test_dice_loss.py tests/test_metrics.py
+test-sdist:
+	@ls $(DIST)/fastdice-*.tar.gz >/dev/null 2>&1 || { echo "make test-sdist: no $(DIST)/fastdice-*.tar.gz; run make package first"; exit 2; }
+	rm -rf $(SDIST_VENV)
+	$(PYTHON_SYSTEM) -m venv $(SDIST_VENV)
+	$(SDIST_VENV)/bin/python -m pip install -q --upgrade pip setuptools wheel
+	$(SDIST_VENV)/bin/python -m pip install -q torch==$(SDIST_TORCH) -r requirements-core-tests.txt
+	PATH="$(CURDIR)/$(SDIST_VENV)/bin:$$PATH" FASTDICE_CUDA=0 \
+	  $(SDIST_VENV)/bin/python -m pip install -q --no-build-isolation $(DIST)/fastdice-*.tar.gz
+	cd $(SDIST_VENV) && FASTDICE_INSTALLED=1 FASTDICE_CUDA=0 TORCHINDUCTOR_CACHE_DIR=$(CURDIR)/$(SDIST_VENV)/inductor-cache \
+	  bin/python -m pytest -q -p no:cacheprovider $(addprefix $(CURDIR)/,$(SDIST_TESTS))
+
+# The documentation site (docs/, Sphinx + furo + MyST), offline: every warning is an error,
+# then no broken internal link in the HTML, then every code example of the pages and the README
+# runs (tests/test_docs.py). Output: build/docs/html/index.html.
+$(VENV)/.deps-docs: requirements-docs.txt $(VENV)/.deps
+	$(PY) -m pip install -q -r requirements-docs.txt
+	touch $@
+
+# DOCS_EXAMPLES=0 skips the examples (CI: make test has run tests/test_docs.py already).
+DOCS_EXAMPLES ?= 1
+docs: build $(VENV)/.deps-docs
+	rm -rf build/docs
+	$(PY) -m sphinx -b html -W -n --keep-going -q docs build/docs/html
+	$(PY) scripts/check_html_links.py build/docs/html
+	$(if $(filter 0,$(DOCS_EXAMPLES)),,$(PY) -m pytest -q -p no:cacheprovider tests/test_docs.py)
+
+# The README's benchmark table, rewritten from the newest committed run in benchmarks/results/.
+readme-table:
+	$(PY) scripts/readme_benchmark_table.py
 
 # The GPU cost model, a model and not a measurement: every CUDA workload of `make bench` replayed on
 # the profiling build of the emulated GPU (fastdice_dev/emulation.py, profile=True), its memory
@@ -91,3 +141,6 @@ GPU_MODEL_ARGS ?=
 .PHONY: gpu-model
 gpu-model: build
 	$(PY) -m benchmarks.gpu_model $(GPU_MODEL_ARGS)
+
+clean:
+	rm -rf build dist fastdice/_C*.so fastdice/_build_config.py

@@ -10,15 +10,46 @@ Environment:
 
 import glob
 import os
+import re
 import shutil
 import sys
 
 from setuptools import setup
 
-import torch
-from torch.utils import cpp_extension
-
 ROOT = os.path.dirname(os.path.abspath(__file__))
+
+# The torch releases CI builds and tests fastdice against (2.11, 2.13 and 2.14);
+# pyproject.toml's lower bound and the README state the same range.
+TORCH_OLDEST = (2, 11)
+TORCH_NEWEST_TESTED = (2, 14)
+
+try:
+    import torch
+    from torch.utils import cpp_extension
+except ImportError:
+    sys.exit(
+        "fastdice: building needs torch installed first: pip install torch, "
+        "then pip install --no-build-isolation fastdice"
+    )
+
+
+def _check_torch_version():
+    """One clear line for a torch outside the tested range, instead of a page of compiler errors."""
+    found = tuple(int(part) for part in re.findall(r"\d+", torch.__version__)[:2])
+    tested = "%d.%d to %d.%d" % (TORCH_OLDEST + TORCH_NEWEST_TESTED)
+    if found < TORCH_OLDEST:
+        sys.exit(f"fastdice: torch {torch.__version__} is too old to build fastdice; it needs torch {tested}")
+    if found > TORCH_NEWEST_TESTED:
+        print(f"fastdice: warning: torch {torch.__version__} is newer than the tested range ({tested})", flush=True)
+
+
+_check_torch_version()
+
+
+def _version():
+    """fastdice/_version.py, read without importing the package (which needs the extension)."""
+    with open(os.path.join(ROOT, "fastdice", "_version.py")) as f:
+        return re.search(r'^__version__ = "([^"]+)"', f.read(), re.M).group(1)
 
 
 def _find_cuda_home():
@@ -83,12 +114,8 @@ def _extension():
         f"torch={torch.__version__} sanitize={'yes' if sanitize else 'no'}",
         flush=True,
     )
-    with open(os.path.join(ROOT, "fastdice", "_build_config.py"), "w") as f:
-        f.write(
-            "# Written by setup.py at build time.\n"
-            f"CUDA = {use_cuda!r}\nCUDA_ARCH_LIST = {arch!r}\n"
-            f"TORCH_VERSION = {torch.__version__!r}\nSANITIZE = {sanitize!r}\n"
-        )
+    _BUILD_CONFIG.update(VERSION=_version(), CUDA=use_cuda, CUDA_ARCH_LIST=arch, TORCH_VERSION=torch.__version__,
+                         SANITIZE=sanitize)
     return ext_cls(
         "fastdice._C",
         sources,
@@ -99,7 +126,25 @@ def _extension():
     )
 
 
+# What fastdice.build_config() reports, decided by _extension().
+_BUILD_CONFIG = {}
+
+
+class BuildExtension(cpp_extension.BuildExtension.with_options(use_ninja=True)):
+    """torch's BuildExtension that also writes fastdice/_build_config.py beside the
+    extension it builds (in place, or in the build tree that becomes the wheel), and
+    only then: making an sdist must not rewrite the checkout's record of its build."""
+
+    def run(self):
+        package_dir = os.path.join(ROOT if self.inplace else self.build_lib, "fastdice")
+        os.makedirs(package_dir, exist_ok=True)
+        with open(os.path.join(package_dir, "_build_config.py"), "w") as f:
+            f.write("# Written by setup.py at build time.\n")
+            f.write("".join(f"{name} = {value!r}\n" for name, value in _BUILD_CONFIG.items()))
+        super().run()
+
+
 setup(
     ext_modules=[_extension()],
-    cmdclass={"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=True)},
+    cmdclass={"build_ext": BuildExtension},
 )

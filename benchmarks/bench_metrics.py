@@ -12,6 +12,9 @@ run checks that they agree:
                predictions and labels (int64), products and sums
   monai        DiceMetric(num_classes=C): the user argmaxes (MONAI takes discrete
                predictions), then a Python loop over (sample, class) of masked sums
+  fastdice.compat.torchmetrics  torchmetrics' DiceScore class with the fused update
+  fastdice.compat.monai         MONAI's DiceMetric interface, the same argmaxed input:
+               one histogram of (sample, predicted, true) labels
 """
 
 import argparse
@@ -93,11 +96,20 @@ def _torchmetrics(w):
     return _one_batch(metric)
 
 
-def _monai(w):
+def _compat_torchmetrics(w):
+    try:
+        from fastdice.compat.torchmetrics import DiceScore
+    except ImportError as e:
+        raise Skip(f"torchmetrics not installed ({e})")
+    return _one_batch(DiceScore(num_classes=w.shape[1], average="macro", input_format="mixed").to(w.device))
+
+
+def _monai(w, dice_metric=None):
     try:
         from monai.metrics import DiceMetric
     except ImportError as e:
         raise Skip(f"monai not installed ({e})")
+    DiceMetric = dice_metric or DiceMetric
     metric = DiceMetric(include_background=True, reduction="mean", ignore_empty=False, num_classes=w.shape[1])
 
     def run(x, t):
@@ -109,7 +121,14 @@ def _monai(w):
     return run
 
 
-PROVIDERS = {"fastdice": _fastdice, "torchmetrics": _torchmetrics, "monai": _monai}
+def _compat_monai(w):
+    from fastdice.compat.monai.metrics import DiceMetric
+
+    return _monai(w, DiceMetric)
+
+
+PROVIDERS = {"fastdice": _fastdice, "torchmetrics": _torchmetrics, "monai": _monai,
+             "fastdice.compat.torchmetrics": _compat_torchmetrics, "fastdice.compat.monai": _compat_monai}
 
 
 def memory_child(provider, workload_json):

@@ -14,30 +14,32 @@
 #include "dice_epilogue.h"
 
 // The options of fastdice::dice_loss_from_stats(_backward), declared once, in
-// schema order: X(kind, name) with kind Str, Bool, Float or Int (the schema's
-// str, bool, float, int). Everything that lists them is generated from this
-// list: the schema strings (FD_EPILOGUE_SCHEMA_ARGS), the C++ signatures of
-// the kernels, the autograd and prepare_epilogue (FD_EPILOGUE_PARAMS), the
-// calls between them (FD_EPILOGUE_ARGS), the typed dispatcher handles
-// (FD_EPILOGUE_TYPES), autograd's saved_data (ops/dice_loss_from_stats.cpp)
-// and the gradient count (kEpilogueOpInputs). Adding an option: one line here,
-// then its use in prepare_epilogue (and the Python side).
-#define FD_EPILOGUE_OPTIONS(X) \
-  X(Str, pooling)              \
-  X(Bool, include_background)  \
-  X(Str, form)                 \
-  X(Bool, jaccard)             \
-  X(Float, smooth_nr)          \
-  X(Float, smooth_dr)          \
-  X(Bool, log_loss)            \
-  X(Float, log_eps)            \
-  X(Str, reduction)            \
-  X(Float, lambda_dice)        \
-  X(Float, lambda_ce)          \
-  X(Str, ce_family)            \
-  X(Bool, ce_label_map)        \
-  X(Int, ce_positions)         \
-  X(Float, label_smoothing)
+// schema order: X(kind, name, default) with kind Str, Bool, Float or Int (the
+// schema's str, bool, float, int) and the default as the schema writes it.
+// Everything that lists them is generated from this list: the schema strings
+// (FD_EPILOGUE_SCHEMA_ARGS), the C++ signatures of the kernels, the autograd
+// and prepare_epilogue (FD_EPILOGUE_PARAMS), the calls between them
+// (FD_EPILOGUE_ARGS), the typed dispatcher handles (FD_EPILOGUE_TYPES),
+// autograd's saved_data (ops/dice_loss_from_stats.cpp) and the gradient count
+// (kEpilogueOpInputs); Python reads names, order, types and defaults from the
+// schema (fastdice._ops.EPILOGUE_OPTIONS). Adding an option: one line here and
+// its use in prepare_epilogue.
+#define FD_EPILOGUE_OPTIONS(X)        \
+  X(Str, pooling, "\"global\"")       \
+  X(Bool, include_background, "True") \
+  X(Str, form, "\"plain\"")           \
+  X(Bool, jaccard, "False")           \
+  X(Float, smooth_nr, "1.0")          \
+  X(Float, smooth_dr, "1.0")          \
+  X(Bool, log_loss, "False")          \
+  X(Float, log_eps, "1e-07")          \
+  X(Str, reduction, "\"mean\"")       \
+  X(Float, lambda_dice, "1.0")        \
+  X(Float, lambda_ce, "0.0")          \
+  X(Str, ce_family, "\"none\"")       \
+  X(Bool, ce_label_map, "True")       \
+  X(Int, ce_positions, "0")           \
+  X(Float, label_smoothing, "0.0")
 
 // Per kind: the C++ parameter type, the schema type, and how autograd's
 // saved_data stores and reads it back.
@@ -58,11 +60,11 @@
 #define FD_EPILOGUE_LOAD_Float(iv) (iv).toDouble()
 #define FD_EPILOGUE_LOAD_Int(iv) (iv).toInt()
 
-#define FD_EPILOGUE_PARAM_(kind, name) , FD_EPILOGUE_CPP_##kind name
-#define FD_EPILOGUE_ARG_(kind, name) , name
-#define FD_EPILOGUE_TYPE_(kind, name) , FD_EPILOGUE_CPP_##kind
-#define FD_EPILOGUE_SCHEMA_ARG_(kind, name) ", " FD_EPILOGUE_SCHEMA_##kind " " #name
-#define FD_EPILOGUE_COUNT_(kind, name) +1
+#define FD_EPILOGUE_PARAM_(kind, name, default_) , FD_EPILOGUE_CPP_##kind name
+#define FD_EPILOGUE_ARG_(kind, name, default_) , name
+#define FD_EPILOGUE_TYPE_(kind, name, default_) , FD_EPILOGUE_CPP_##kind
+#define FD_EPILOGUE_SCHEMA_ARG_(kind, name, default_) ", " FD_EPILOGUE_SCHEMA_##kind " " #name "=" default_
+#define FD_EPILOGUE_COUNT_(kind, name, default_) +1
 
 // The op's arguments (three tensors, then the options) as parameters, as
 // arguments of a call, as types, and as the schema's argument list.

@@ -36,20 +36,24 @@ enum class PixelLoss : int { kNone = 0, kCrossEntropy = 1, kBinaryCrossEntropy =
 // Layout of the last dimension of stats[B, C, kNumStats]. The first
 // kNumBasicStats are always computed; the rest only with full statistics
 // (squared denominators, soft-label intersection, valid-element count).
-enum Stat : int {
-  kTruePositive = 0,  // sum p*t
-  kSumProb = 1,       // sum p
-  kSumTarget = 2,     // sum t
-  kSumProbSq = 3,     // sum p^2
-  kSumTargetSq = 4,   // sum t^2
-  kSumAbsDiff = 5,    // sum |p - t|
-  kSumAbsProb = 6,    // sum |p|
-  kSumAbsTarget = 7,  // sum |t|
-  kValidCount = 8,    // number of elements that were not ignored
-  kPixelLoss = 9,         // sum l, the per-element (cross-entropy / focal) loss
-  kPixelLossTarget = 10,  // sum t * l
-  kNumStats = 11,
-};
+// X(enumerator, name): the one list of them, in order; the extension exports
+// the names (fastdice::constants, ops/constants.cpp), which Python reads.
+#define FD_STATS(X)                                                            \
+  X(kTruePositive, true_positive)         /* sum p*t */                        \
+  X(kSumProb, sum_prob)                   /* sum p */                          \
+  X(kSumTarget, sum_target)               /* sum t */                          \
+  X(kSumProbSq, sum_prob_sq)              /* sum p^2 */                        \
+  X(kSumTargetSq, sum_target_sq)          /* sum t^2 */                        \
+  X(kSumAbsDiff, sum_abs_diff)            /* sum |p - t| */                    \
+  X(kSumAbsProb, sum_abs_prob)            /* sum |p| */                        \
+  X(kSumAbsTarget, sum_abs_target)        /* sum |t| */                        \
+  X(kValidCount, valid_count)             /* elements that were not ignored */ \
+  X(kPixelLoss, pixel_loss)               /* sum l, the per-element loss */    \
+  X(kPixelLossTarget, pixel_loss_target)  /* sum t * l */
+
+#define FD_STAT_ENUMERATOR_(enumerator, name) enumerator,
+enum Stat : int { FD_STATS(FD_STAT_ENUMERATOR_) kNumStats };
+#undef FD_STAT_ENUMERATOR_
 constexpr int kNumBasicStats = 3;
 
 template <bool kFull>

@@ -85,6 +85,24 @@ def _same(value, default) -> bool:
         return False
 
 
+def shortest_values(tensor: torch.Tensor, dtype: Optional[torch.dtype] = None) -> list:
+    """The values of ``tensor`` as Python numbers, each the shortest decimal that is
+    the same number in ``dtype`` (a float32 weight's 0.1, not 0.10000000149011612);
+    ``dtype`` None: the values as they are."""
+    values = tensor.tolist()
+    if dtype is None or dtype == torch.float64:
+        return values
+    out = []
+    for value in values:
+        exact = torch.tensor(value, dtype=dtype)
+        out.append(next(
+            (float(f"{value:.{digits}g}") for digits in range(1, 18)
+             if torch.tensor(float(f"{value:.{digits}g}"), dtype=dtype) == exact),
+            value,
+        ))
+    return out
+
+
 def _format(value) -> str:
     if isinstance(value, torch.Tensor):
         return repr(value.tolist())

@@ -4,7 +4,6 @@ The C++ library (fastdice._C) defines the schemas, the CPU/CUDA kernels and
 the autograd of dice_stats; this module makes the ops traceable by torch.compile.
 """
 
-import re
 from typing import Optional, Sequence
 
 import torch
@@ -40,34 +39,26 @@ except ImportError as _error:  # say what to do (Python's own message blames a c
 DICE_STATS = torch.ops.fastdice.dice_stats.default
 DICE_LOSS_FROM_STATS = torch.ops.fastdice.dice_loss_from_stats.default
 
-#: Names of the statistics along the last dimension of ``dice_stats``' output.
-STAT_NAMES = (
-    "true_positive",  # sum p*t
-    "sum_prob",  # sum p
-    "sum_target",  # sum t
-    "sum_prob_sq",  # sum p^2
-    "sum_target_sq",  # sum t^2
-    "sum_abs_diff",  # sum |p - t|
-    "sum_abs_prob",  # sum |p|
-    "sum_abs_target",  # sum |t|
-    "valid_count",  # elements not ignored
-    "pixel_loss",  # sum l, the per-element loss selected by pixel_loss (cross-entropy / focal)
-    "pixel_loss_target",  # sum t*l
-)
+#: The contracts the C++ side defines, read from it once (fastdice::constants,
+#: csrc/ops/constants.cpp): the names of the statistics along the last
+#: dimension of ``dice_stats``' output, in order (FD_STATS, csrc/dice_math.h),
+#: and the limits of the region table (csrc/dice_problem.h).
+_STAT_NAMES, MAX_REGIONS, REGION_LABELS = torch.ops.fastdice.constants.default()
+STAT_NAMES = tuple(_STAT_NAMES)
 NUM_STATS = len(STAT_NAMES)
-(
-    TP,
-    SUM_P,
-    SUM_T,
-    SUM_P2,
-    SUM_T2,
-    SUM_ABS_DIFF,
-    SUM_ABS_P,
-    SUM_ABS_T,
-    VALID_COUNT,
-    PIXEL_LOSS,
-    PIXEL_LOSS_TARGET,
-) = range(NUM_STATS)
+#: The index of each statistic by name, e.g. ``STAT_INDEX["sum_target"]``.
+STAT_INDEX = {name: index for index, name in enumerate(STAT_NAMES)}
+TP = STAT_INDEX["true_positive"]  # sum p*t
+SUM_P = STAT_INDEX["sum_prob"]  # sum p
+SUM_T = STAT_INDEX["sum_target"]  # sum t
+SUM_P2 = STAT_INDEX["sum_prob_sq"]  # sum p^2
+SUM_T2 = STAT_INDEX["sum_target_sq"]  # sum t^2
+SUM_ABS_DIFF = STAT_INDEX["sum_abs_diff"]  # sum |p - t|
+SUM_ABS_P = STAT_INDEX["sum_abs_prob"]  # sum |p|
+SUM_ABS_T = STAT_INDEX["sum_abs_target"]  # sum |t|
+VALID_COUNT = STAT_INDEX["valid_count"]  # elements not ignored
+PIXEL_LOSS = STAT_INDEX["pixel_loss"]  # sum l, the per-element loss selected by pixel_loss (cross-entropy / focal)
+PIXEL_LOSS_TARGET = STAT_INDEX["pixel_loss_target"]  # sum t*l
 
 #: Values of dice_stats' pixel_loss argument.
 PIXEL_LOSSES = ("none", "cross_entropy", "binary_cross_entropy")
@@ -123,13 +114,6 @@ def _dice_stats_backward_fake(
 # the Python wrapper of torch.library.register_autograd cost ~120 us per step.
 
 
-def as_peer_activation(activation: str) -> str:
-    """The op's activation for a peer's semantics (the compat layers): without an
-    activation MONAI, smp and nnU-Net take any values, so 'none' (probabilities,
-    checked to lie in [0, 1]) becomes 'identity' (the input as it is)."""
-    return "identity" if activation == "none" else activation
-
-
 def dice_stats(
     input: torch.Tensor,
     target: torch.Tensor,
@@ -143,7 +127,8 @@ def dice_stats(
 ) -> torch.Tensor:
     """Per-(sample, class) statistics ``[B, C, NUM_STATS]`` of ``activation(input)`` and ``target``.
 
-    One fused pass; differentiable with respect to ``input`` and a dense float
+    One fused pass; a label outside its range raises :class:`fastdice.LabelOutOfRangeError`
+    (the bare op raises it as an IndexError); differentiable with respect to ``input`` and a dense float
     ``target``. See ``STAT_NAMES``. ``activation``: ``'none'`` (probabilities:
     a value outside [0, 1] raises on CPU and makes its sample NaN on CUDA),
     ``'identity'`` (the input as it is, unchecked), ``'sigmoid'``, ``'softmax'``.
@@ -159,145 +144,33 @@ def dice_stats(
     (see :func:`fastdice.options.region_bits`); channel c's target is 1 where the label is
     in region c.
     """
-    try:
-        if mask is not None or regions is not None:
-            return DICE_STATS(
-                input, target, activation, full_stats, ignore_index, pixel_loss, float(focal_gamma), mask,
-                None if regions is None else list(regions),
-            )
-        if pixel_loss == "none" and focal_gamma == 0.0:
-            return DICE_STATS(input, target, activation, full_stats, ignore_index)
-        return DICE_STATS(input, target, activation, full_stats, ignore_index, pixel_loss, float(focal_gamma))
-    except ValueError as e:
-        better = explain_target_error(str(e), input, target)
-        if better is None:
-            raise
-        raise ValueError(better) from None
-
-
-_LABEL_ERROR = re.compile(r"fastdice: target label (-?\d+) \(sample (\d+), flat position (\d+)\) is outside \[0, (\d+)\)(.*)")
-_INPUT_ERROR = re.compile(
-    r"fastdice: with activation='none' the input must hold probabilities in \[0, 1\]; got (\S+) at sample (\d+), "
-    r"class (\d+), flat position (\d+)"
-)
-_MASK_ERROR = re.compile(r"fastdice: mask values must be 0 or 1; got (\S+) at sample (\d+), flat position (\d+)")
-_DENSE_ERROR = re.compile(
-    r"fastdice: dense target values must lie in \[0, 1\]; got (\S+) at sample (\d+), class (\d+), flat position (\d+)"
-)
-
-
-def _unravel(flat: int, shape) -> tuple:
-    coords = []
-    for size in reversed(tuple(shape)):
-        coords.append(flat % size if size else 0)
-        flat = flat // size if size else 0
-    return tuple(reversed(coords))
-
-
-def _index(*parts) -> str:
-    return ", ".join(str(p) for p in parts)
-
-
-def explain_target_error(message: str, input, target):
-    """The CPU kernels' target errors (raised while they read the target)
-    name a flat position over the collapsed spatial axes; this rewrites them
-    with the sample, the spatial coordinates and the index into ``target``,
-    and for a one-channel input holding class indices says what is wrong.
-    None when ``message`` is not one of them."""
-    try:
-        spatial = tuple(input.shape[2:])
-        num_classes = input.shape[1]
-    except Exception:
-        return None
-    m = _LABEL_ERROR.search(message)
-    if m is not None:
-        label, b, flat, classes, rest = int(m[1]), int(m[2]), int(m[3]), int(m[4]), m[5].strip()
-        coords = _unravel(flat, spatial)
-        index = _index(b, 0, *coords) if target.dim() == input.dim() else _index(b, *coords)
-        text = (
-            f"fastdice: target label {label} at target[{index}] (sample {b}, spatial position {coords} of "
-            f"{spatial}) is outside [0, {classes})"
+    if mask is not None or regions is not None:
+        return DICE_STATS(
+            input, target, activation, full_stats, ignore_index, pixel_loss, float(focal_gamma), mask,
+            None if regions is None else list(regions),
         )
-        if rest:
-            text += " " + rest
-        if classes == 1:
-            text += (
-                "; the input has a single channel, so there is one class: class indices need a model with one "
-                "output channel per class (input (B, C, *spatial) with activation='softmax'), a binary task a "
-                "0/1 mask of the input's shape with activation='sigmoid'"
-            )
-        return text
-    m = _MASK_ERROR.search(message)
-    if m is not None:
-        value, b, flat = m[1], int(m[2]), int(m[3])
-        coords = _unravel(flat, spatial)
-        return (
-            f"fastdice: mask values must be 0 or 1; got {value} at sample {b}, spatial position {coords} of "
-            f"{spatial} (a 0/255 mask? compare with > 0; soft weights are not a mask)"
-        )
-    m = _INPUT_ERROR.search(message)
-    if m is not None:
-        value, b, c, flat = m[1], int(m[2]), int(m[3]), int(m[4])
-        coords = _unravel(flat, spatial)
-        return (
-            f"fastdice: with activation='none' the input must hold probabilities in [0, 1]; got {value} at "
-            f"input[{_index(b, c, *coords)}] (sample {b}, class {c}, spatial position {coords} of {spatial}). "
-            "Logits? pass activation='sigmoid' (binary / multilabel) or 'softmax' (multiclass)"
-        )
-    m = _DENSE_ERROR.search(message)
-    if m is not None:
-        value, b, c, flat = m[1], int(m[2]), int(m[3]), int(m[4])
-        coords = _unravel(flat, spatial)
-        index = _index(b, c, *coords) if target.dim() == input.dim() else _index(b, *coords)
-        text = (
-            f"fastdice: dense target values must lie in [0, 1]; got {value} at target[{index}] (sample {b}, "
-            f"class {c}, spatial position {coords} of {spatial})"
-        )
-        try:
-            integral = float(value) == int(float(value)) and float(value) > 1
-        except (ValueError, OverflowError):
-            integral = False
-        if num_classes == 1 and integral:
-            text += (
-                ". The input has a single channel (shape "
-                f"{tuple(input.shape)}), so the target is read as a binary mask; class indices 0..K-1 need a "
-                "model with K output channels (input (B, K, *spatial), activation='softmax') and the labels as "
-                "an integer tensor (B, *spatial); for a binary task pass a 0/1 mask with activation='sigmoid'"
-            )
-        else:
-            text += " (a 0/255 mask? divide by 255; class indices? pass an integer label map of shape (B, *spatial))"
-        return text
-    return None
+    if pixel_loss == "none" and focal_gamma == 0.0:
+        return DICE_STATS(input, target, activation, full_stats, ignore_index)
+    return DICE_STATS(input, target, activation, full_stats, ignore_index, pixel_loss, float(focal_gamma))
 
 
-#: The options of fastdice::dice_loss_from_stats after (stats, weight, ce_weight), in the
-#: schema's order (csrc/ops/dice_loss_from_stats.cpp), with their defaults and the Python
-#: type (numbers are converted to it; strings and bools pass as they are, for the op to
-#: check): the one list of them on the Python side. Callers name them by
-#: keyword (dice_loss_from_stats); the fake kernel reads them back by name.
-EPILOGUE_OPTIONS = (
-    ("pooling", "global", str),  # 'global' | 'batch' | 'sample'
-    ("include_background", True, bool),
-    ("form", "plain", str),  # 'plain' | 'squared' | 'soft_label': the denominator / intersection
-    ("jaccard", False, bool),
-    ("smooth_nr", 1.0, float),
-    ("smooth_dr", 1.0, float),
-    ("log_loss", False, bool),
-    ("log_eps", 1e-7, float),
-    ("reduction", "mean", str),  # 'mean' | 'sum' | 'none'
-    ("lambda_dice", 1.0, float),
-    ("lambda_ce", 0.0, float),
-    ("ce_family", "none", str),  # 'none' | 'cross_entropy' | 'binary_cross_entropy'
-    ("ce_label_map", True, bool),
-    ("ce_positions", 0, int),  # B * spatial size, the denominator for dense targets
-    ("label_smoothing", 0.0, float),
+_SCHEMA_TYPES = {"str": str, "bool": bool, "float": float, "int": int}
+
+#: The options of fastdice::dice_loss_from_stats after (stats, weight, ce_weight), as
+#: (name, default, Python type), in the order, with the defaults and types, of the op's
+#: schema (FD_EPILOGUE_OPTIONS, csrc/dice_epilogue_host.h). Numbers are converted to
+#: the type; strings and bools pass as they are, for the op to check.
+EPILOGUE_OPTIONS = tuple(
+    (argument.name, argument.default_value, _SCHEMA_TYPES[str(argument.type)])
+    for argument in DICE_LOSS_FROM_STATS._schema.arguments[3:]
 )
 EPILOGUE_OPTION_NAMES = tuple(name for name, _, _ in EPILOGUE_OPTIONS)
 
 
 def _epilogue_options(options: tuple, named: dict) -> dict:
     """The epilogue's options by name, from the op's positional arguments after ce_weight."""
-    values = dict(zip(EPILOGUE_OPTION_NAMES, options))
+    values = {name: default for name, default, _ in EPILOGUE_OPTIONS}
+    values.update(zip(EPILOGUE_OPTION_NAMES, options))
     values.update(named)
     return values
 
@@ -323,17 +196,17 @@ def _dice_loss_from_stats_backward_fake(grad, stats, *options):
     return torch.empty_like(stats, memory_format=torch.contiguous_format)
 
 
-def dice_loss_from_stats(stats, weight=None, ce_weight=None, **options):
+def dice_loss_from_stats(stats, weight=None, ce_weight=None, *, args: Optional[tuple] = None, **options):
     """The loss ``lambda_dice * Dice + lambda_ce * CE`` of statistics ``[B, C, NUM_STATS]``
     in one op (see csrc/ops/dice_loss_from_stats.cpp); differentiable with respect to stats
     (the weights are constants).
 
-    The options are keyword-only, named and defaulted as ``EPILOGUE_OPTIONS`` says
-    (``DiceOptions.epilogue_options()`` gives the Dice term's from a loss's options);
+    The options are keyword-only, named and defaulted as ``EPILOGUE_OPTIONS`` says, or
+    ``args``: the same as :func:`epilogue_args` gave them, computed once by the caller.
     ce_family follows the normalization of torch's CrossEntropyLoss / BCEWithLogitsLoss
-    (see fastdice.combined.pixel_loss_from_stats). This is the one call of the op.
+    (see fastdice.functional.pixel_loss_from_stats).
     """
-    return DICE_LOSS_FROM_STATS(stats, weight, ce_weight, *epilogue_args(**options))
+    return DICE_LOSS_FROM_STATS(stats, weight, ce_weight, *(epilogue_args(**options) if args is None else args))
 
 
 def epilogue_args(**options) -> tuple:

@@ -6,12 +6,18 @@ from typing import Literal, Optional
 
 import torch
 
-from . import _api, _ops
+from . import functional
 from ._api import native_arguments
-from .loss import NativeLoss, pool_stats, reduce_losses
-from .options import Activation, DiceOptions, Pooling, Reduction, RegionsLike, WeightLike, check_nonnegative
-
-W_TYPES = ("square", "simple", "uniform")
+from .loss import NativeLoss
+from .options import (
+    Activation,
+    Pooling,
+    Reduction,
+    RegionsLike,
+    WeightLike,
+    generalized_dice_options,
+    tversky_options,
+)
 
 
 class TverskyLoss(NativeLoss):
@@ -45,34 +51,24 @@ class TverskyLoss(NativeLoss):
         regions: RegionsLike = None,
         process_group=None,
     ) -> None:
-        opts = DiceOptions(
-            activation=activation, pooling=pooling, include_background=include_background, ignore_index=ignore_index,
-            smooth_nr=smooth_nr, smooth_dr=smooth_dr, reduction=reduction, distributed=distributed,
-            regions=regions,
+        opts, (alpha, beta, gamma) = tversky_options(
+            alpha=alpha, beta=beta, gamma=gamma, activation=activation, pooling=pooling,
+            include_background=include_background, ignore_index=ignore_index, smooth_nr=smooth_nr,
+            smooth_dr=smooth_dr, reduction=reduction, distributed=distributed, regions=regions,
         )
         super().__init__(opts, process_group, weight=weight)
-        self.alpha = check_nonnegative("alpha", alpha)
-        self.beta = check_nonnegative("beta", beta)
-        self.gamma = check_nonnegative("gamma", gamma)
+        self.alpha, self.beta, self.gamma = alpha, beta, gamma
 
     def _constructor_values(self) -> dict:
         return dict(super()._constructor_values(), alpha=self.alpha, beta=self.beta, gamma=self.gamma)
 
     def forward(self, input: torch.Tensor, target: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``mask``: see :meth:`fastdice.DiceLoss.forward`."""
-        input, _, stats = self._stats(input, target, mask=mask)
-        weight = self._class_weight("weight", input.shape[1], input)
-        s, weight = pool_stats(stats, self.opts, weight, self.process_group)
-        tp = s[..., _ops.TP]
-        fp = s[..., _ops.SUM_P] - tp
-        fn = s[..., _ops.SUM_T] - tp
-        score = (tp + self.opts.smooth_nr) / (tp + self.alpha * fp + self.beta * fn + self.opts.smooth_dr)
-        loss = 1 - score
-        if self.gamma != 1.0:
-            loss = loss.clamp_min(0).pow(self.gamma)
-        if weight is not None:
-            loss = loss * weight
-        return _api.zero_if_empty(reduce_losses(loss, self.opts.reduction), input, self.opts.distributed)
+        return functional.tversky_loss_with_options(
+            input, target, self.opts, alpha=self.alpha, beta=self.beta, gamma=self.gamma,
+            weight=self._weight_numbers["weight"], weight_buffer=self.weight, process_group=self.process_group,
+            mask=mask,
+        )
 
 
 class GeneralizedDiceLoss(NativeLoss):
@@ -107,14 +103,10 @@ class GeneralizedDiceLoss(NativeLoss):
         regions: RegionsLike = None,
         process_group=None,
     ) -> None:
-        if pooling not in ("sample", "batch"):
-            raise ValueError(f"fastdice: GeneralizedDiceLoss pooling must be 'sample' or 'batch', got {pooling!r}")
-        if w_type not in W_TYPES:
-            raise ValueError(f"fastdice: w_type must be one of {W_TYPES}, got {w_type!r}")
-        opts = DiceOptions(
-            activation=activation, pooling=pooling, include_background=include_background, ignore_index=ignore_index,
-            smooth_nr=smooth_nr, smooth_dr=smooth_dr, reduction=reduction, distributed=distributed,
-            regions=regions,
+        opts = generalized_dice_options(
+            w_type=w_type, activation=activation, pooling=pooling, include_background=include_background,
+            ignore_index=ignore_index, smooth_nr=smooth_nr, smooth_dr=smooth_dr, reduction=reduction,
+            distributed=distributed, regions=regions,
         )
         super().__init__(opts, process_group)
         self.w_type = w_type
@@ -124,27 +116,6 @@ class GeneralizedDiceLoss(NativeLoss):
 
     def forward(self, input: torch.Tensor, target: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``mask``: see :meth:`fastdice.DiceLoss.forward`."""
-        input, _, stats = self._stats(input, target, mask=mask)
-        s, _ = pool_stats(stats, self.opts, None, self.process_group)  # [B, C, K] or [C, K]
-        tp, p_sum, g_sum = s[..., _ops.TP], s[..., _ops.SUM_P], s[..., _ops.SUM_T]
-        # The weights are functions of the target volume: a target that requires
-        # grad is differentiated through them too. A class whose weight is
-        # infinite (absent, or a volume so small that it overflows) takes the
-        # largest finite weight; its division is redone on 1 so that the
-        # unselected infinite branch cannot make the gradient 0 * inf = NaN.
-        def weights(g: torch.Tensor) -> torch.Tensor:
-            if self.w_type == "square":
-                return 1.0 / (g * g)
-            if self.w_type == "simple":
-                return 1.0 / g
-            return torch.ones_like(g)
-
-        with torch.no_grad():
-            infinite = torch.isinf(weights(g_sum.detach()))
-        w = weights(torch.where(infinite, torch.ones_like(g_sum), g_sum))
-        w = torch.where(infinite, torch.zeros_like(w), w)
-        largest = w.max(dim=-1, keepdim=True).values if w.numel() else w
-        w = torch.where(infinite, largest.expand_as(w), w)
-        numerator = 2 * (w * tp).sum(-1) + self.opts.smooth_nr
-        denominator = (w * (p_sum + g_sum)).sum(-1) + self.opts.smooth_dr
-        return _api.zero_if_empty(reduce_losses(1 - numerator / denominator, self.opts.reduction), input, self.opts.distributed)
+        return functional.generalized_dice_loss_with_options(
+            input, target, self.opts, w_type=self.w_type, process_group=self.process_group, mask=mask
+        )

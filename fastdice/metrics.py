@@ -13,7 +13,10 @@ memory. Everything here is O(B*C) arithmetic on those counts.
 
 The averaging follows ``torchmetrics.segmentation.DiceScore`` (1.9) for the
 corresponding options; see docs/metrics.md for the conventions and for every
-difference from torchmetrics and MONAI.
+difference from torchmetrics and MONAI. These classes need torch only; for
+Lightning's ``self.log(name, metric)`` and ``MetricCollection``,
+``fastdice.compat.torchmetrics`` has torchmetrics' own metric classes with this
+module's fused update.
 """
 
 import math
@@ -24,6 +27,7 @@ import torch
 from torch import nn
 
 from . import _api, _ops
+from .errors import LabelOutOfRangeError
 from .options import ACTIVATIONS, check_bool, check_choice, check_ignore_index
 
 __all__ = [
@@ -441,17 +445,31 @@ class DiceScore(nn.Module):
         self._synced = False
 
     def _batch_counts(self, input, target) -> torch.Tensor:
-        if self._synced:
-            raise RuntimeError("fastdice: update() after sync(): the state holds every rank's counts; call reset() first")
-        _check_num_classes_matches(self._classes, input, inferred=self.num_classes is None)
+        """The counts [B, C, 3] of one batch, checked against the state (see ``_check_batch``)."""
         counts = _counts_op(
             _as_tensor("input", input).detach(), _as_tensor("target", target).detach(), self.mode,
             self._op_threshold, self.ignore_index,
         )
-        if self._device is not None and counts.device != self._device:
-            raise ValueError(f"fastdice: this metric's state is on {self._device}, but the input is on {counts.device}")
+        self._check_batch(input, counts)
         return counts
 
+    @torch.compiler.disable
+    def _check_batch(self, input, counts: torch.Tensor) -> None:
+        """The batch fits the state: not synced, the same classes and device as earlier updates.
+
+        Outside any compiled graph, like ``_add``: the state (None before the first update,
+        then the class count, the device, the growing list) changes between calls, and
+        guards on it would recompile ``update`` every call under ``torch.compile``; only
+        the fused count is traced."""
+        if self._synced:
+            raise RuntimeError(
+                "fastdice: update() after sync(): the state holds every rank's counts; call reset() first"
+            )
+        _check_num_classes_matches(self._classes, input, inferred=self.num_classes is None)
+        if self._device is not None and counts.device != self._device:
+            raise ValueError(f"fastdice: this metric's state is on {self._device}, but the input is on {counts.device}")
+
+    @torch.compiler.disable
     def _add(self, counts: torch.Tensor) -> None:
         self._classes = counts.shape[1]
         self._device = counts.device
@@ -613,13 +631,26 @@ def _as_tensor(name, value):
     return value
 
 
+def _check_label_map_dtype(input, target):
+    """A float or bool target shaped like a label map is refused with the fix (the loss's words):
+    MONAI's LoadImage gives float label maps, which the op would otherwise reject as a dense
+    target of the wrong shape."""
+    if (target.dtype.is_floating_point or target.dtype == torch.bool) and input.dim() >= 2 and input.shape[1] > 1:
+        b, c, *spatial = input.shape
+        if tuple(target.shape) in ((b, *spatial), (b, 1, *spatial)):
+            raise ValueError(
+                f"fastdice: target of shape {tuple(target.shape)} is shaped like a label map for input "
+                f"{tuple(input.shape)}, but its dtype is {target.dtype}: label maps must be integer tensors; pass "
+                f"target.long() (float label maps, e.g. from MONAI's LoadImage, are not read as labels: that "
+                f"would need a check of every value). A dense target must have the input's shape."
+            )
+
+
 def _counts_op(input, target, mode, threshold, ignore_index):
-    """fastdice::confusion_counts, with the CPU kernel's out-of-range label error
-    rewritten to name the target index and spatial coordinates."""
+    """fastdice::confusion_counts; a label outside its range raises LabelOutOfRangeError
+    (the extension's IndexError, its message complete)."""
+    _check_label_map_dtype(input, target)
     try:
         return torch.ops.fastdice.confusion_counts(input, target, mode, threshold, ignore_index)
-    except ValueError as e:
-        better = _ops.explain_target_error(str(e), input, target)
-        if better is None:
-            raise
-        raise ValueError(better) from None
+    except IndexError as error:
+        raise LabelOutOfRangeError(str(error)) from None

@@ -5,9 +5,11 @@ fastdice.reference, states its own on purpose)."""
 import math
 import numbers
 from dataclasses import dataclass, fields
-from typing import Literal, Optional, Sequence, Union
+from typing import Literal, NamedTuple, Optional, Sequence, Union
 
 import torch
+
+from ._ops import MAX_REGIONS, REGION_LABELS, epilogue_args
 
 ACTIVATIONS = ("none", "sigmoid", "softmax")
 POOLINGS = ("global", "batch", "sample")
@@ -18,9 +20,6 @@ LABEL_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 WeightLike = Union[None, float, Sequence[float], torch.Tensor]
 #: Regions of a region-based target: one sequence of labels per input channel.
 RegionsLike = Optional[Sequence[Sequence[int]]]
-#: Limits of the op's region table (csrc/dice_problem.h): regions per input, labels 0..63.
-MAX_REGIONS = 32
-REGION_LABELS = 64
 Activation = Literal["none", "sigmoid", "softmax"]
 Pooling = Literal["global", "batch", "sample"]
 Reduction = Literal["mean", "sum", "none"]
@@ -63,11 +62,13 @@ class DiceOptions:
         self._derive()
 
     def _derive(self) -> None:
-        """What every call passes to the ops, computed once (the options do not change)."""
-        from . import _ops  # fastdice._ops loads the compiled library; the options do not need it before
-
+        """What every call passes to the ops, computed once (the options do not change):
+        the regions' bit sets, the epilogue op's arguments, and those for statistics
+        already pooled (and all-reduced) without the background (``distributed``)."""
         object.__setattr__(self, "_region_bits", None if self.regions is None else region_bits(self.regions))
-        object.__setattr__(self, "epilogue_args", _ops.epilogue_args(**self.epilogue_options()))
+        object.__setattr__(self, "epilogue_args", epilogue_args(**self.epilogue_options()))
+        pooled = dict(self.epilogue_options(), include_background=True)
+        object.__setattr__(self, "pooled_epilogue_args", epilogue_args(**pooled))
 
     # Pickles hold the options only, so that ones written by another version load.
     def __getstate__(self) -> dict:
@@ -93,7 +94,7 @@ class DiceOptions:
         return "squared" if self.squared else "soft_label" if self.soft_label else "plain"
 
     def epilogue_options(self) -> dict:
-        """The Dice term's options of the epilogue op, by its names (fastdice._ops.EPILOGUE_OPTIONS)."""
+        """The Dice term's options of the epilogue op, by the names of its schema (fastdice._ops.EPILOGUE_OPTIONS)."""
         return dict(
             pooling=self.pooling, include_background=self.include_background, form=self.form,
             jaccard=self.jaccard, smooth_nr=self.smooth_nr, smooth_dr=self.smooth_dr, log_loss=self.log_loss,
@@ -104,6 +105,77 @@ class DiceOptions:
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         values.update(changes)
         return DiceOptions(**values)
+
+
+class CEOptions(NamedTuple):
+    """The second term of DiceCELoss / DiceFocalLoss: its weight against the Dice
+    term's, the softmax cross-entropy's label smoothing, the focal exponent (0: the
+    cross-entropy itself), and whether the loss returns its terms."""
+
+    lambda_dice: float = 1.0
+    lambda_ce: float = 1.0
+    label_smoothing: float = 0.0
+    focal_gamma: float = 0.0
+    return_terms: bool = False
+
+
+def ce_options(
+    owner: str, *, weight, ce_weight, lambda_dice, lambda_ce, label_smoothing=0.0, focal_gamma=0.0,
+    return_terms=False, gamma_name: Optional[str] = None, **dice,
+):
+    """``(DiceOptions, CEOptions)`` of DiceCELoss / DiceFocalLoss (``owner``, for the
+    messages) from their keyword arguments, checked; ``dice``: the Dice term's options.
+    ``gamma_name``: the name of the focal exponent to check first, where the loss takes one."""
+    if gamma_name is not None:
+        check_nonnegative(gamma_name, focal_gamma)
+    for name, value in (("weight", weight), ("ce_weight", ce_weight)):
+        if value is not None and not isinstance(value, (int, float)) and torch.as_tensor(value).dim() != 1:
+            raise ValueError(f"fastdice: {name} must be a number or a 1-D sequence (one entry per class)")
+        check_weight_values(value)
+    if dice.get("reduction") == "none":
+        raise ValueError(
+            "fastdice: DiceCELoss reduction must be 'mean' or 'sum', got 'none' (the two terms have different "
+            "shapes); for the terms themselves pass return_terms=True, for per-class Dice losses use "
+            "fastdice.DiceLoss(reduction='none')"
+        )
+    opts = DiceOptions(**dice)
+    if opts.activation not in ("softmax", "sigmoid"):
+        raise ValueError(
+            f"fastdice: {owner} needs activation='softmax' or 'sigmoid' (the input is logits), got {opts.activation!r}"
+        )
+    if opts.reduction not in ("mean", "sum"):
+        raise ValueError(f"fastdice: DiceCELoss reduction must be 'mean' or 'sum', got {opts.reduction!r}")
+    lambda_dice = check_nonnegative("lambda_dice", lambda_dice)
+    lambda_ce = check_nonnegative("lambda_ce", lambda_ce)
+    if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, numbers.Real) or not (
+        0.0 <= label_smoothing <= 1.0
+    ):
+        raise ValueError(f"fastdice: label_smoothing must be a number in [0, 1], got {label_smoothing!r}")
+    if label_smoothing > 0 and opts.activation != "softmax":
+        raise ValueError("fastdice: label_smoothing needs activation='softmax' (the softmax cross-entropy)")
+    focal_gamma = check_nonnegative("focal_gamma", focal_gamma)
+    if not isinstance(return_terms, bool):
+        raise TypeError(f"fastdice: return_terms must be a bool, got {return_terms!r}")
+    return opts, CEOptions(lambda_dice, lambda_ce, float(label_smoothing), focal_gamma, return_terms)
+
+
+def tversky_options(*, alpha, beta, gamma, **dice):
+    """``(DiceOptions, (alpha, beta, gamma))`` of TverskyLoss, checked."""
+    opts = DiceOptions(**dice)
+    return opts, tuple(check_nonnegative(name, value) for name, value in (("alpha", alpha), ("beta", beta), ("gamma", gamma)))
+
+
+#: Class weights of the Generalized Dice loss.
+W_TYPES = ("square", "simple", "uniform")
+
+
+def generalized_dice_options(*, w_type, **dice) -> DiceOptions:
+    """The DiceOptions of GeneralizedDiceLoss, with its own checks of pooling and w_type."""
+    if dice.get("pooling") not in ("sample", "batch"):
+        raise ValueError(f"fastdice: GeneralizedDiceLoss pooling must be 'sample' or 'batch', got {dice.get('pooling')!r}")
+    if w_type not in W_TYPES:
+        raise ValueError(f"fastdice: w_type must be one of {W_TYPES}, got {w_type!r}")
+    return DiceOptions(**dice)
 
 
 def check_choice(name: str, value, choices) -> None:

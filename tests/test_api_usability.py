@@ -1,6 +1,7 @@
 """The public API explains itself: signatures, reprs, error messages, warnings
 that point at the caller, inputs without elements, per-term values (issue 14)."""
 
+import copy
 import inspect
 import os
 import pathlib
@@ -50,10 +51,19 @@ def test_signature_is_explicit_typed_and_documented(obj):
         assert common in params
 
 
+# fastdice imported from a source checkout (not from an installed copy, where
+# pyproject.toml and setup.py do not sit beside the package).
+SOURCE_CHECKOUT = (pathlib.Path(fastdice.__file__).parent.parent / "setup.py").is_file()
+needs_source_checkout = pytest.mark.skipif(not SOURCE_CHECKOUT, reason="fastdice is an installed copy, not a checkout")
+
+
 def test_package_is_typed():
-    root = pathlib.Path(fastdice.__file__).parent
-    assert (root / "py.typed").is_file()
-    pyproject = (root.parent / "pyproject.toml").read_text()
+    assert (pathlib.Path(fastdice.__file__).parent / "py.typed").is_file()
+
+
+@needs_source_checkout
+def test_py_typed_is_package_data():
+    pyproject = (pathlib.Path(fastdice.__file__).parent.parent / "pyproject.toml").read_text()
     assert '"py.typed"' in pyproject
 
 
@@ -498,6 +508,7 @@ def test_reduction_none_names_return_terms():
 # ----------------------------------------------------------------------------
 
 
+@needs_source_checkout
 def test_unbuilt_source_checkout_says_what_to_do(tmp_path):
     root = pathlib.Path(fastdice.__file__).parent.parent
     checkout = tmp_path / "checkout"
@@ -511,3 +522,61 @@ def test_unbuilt_source_checkout_says_what_to_do(tmp_path):
     err = proc.stderr
     assert "build_ext --inplace" in err and "circular import" not in err.splitlines()[-1], err[-2000:]
     assert "another working directory" in err
+
+
+# ----------------------------------------------------------------------------
+# TorchScript, repr at the given precision, equality
+# ----------------------------------------------------------------------------
+
+NATIVE_MODULES = [
+    pytest.param(lambda: fastdice.DiceLoss(activation="softmax", weight=[1.0, 2.0]), id="DiceLoss"),
+    pytest.param(lambda: fastdice.DiceCELoss(), id="DiceCELoss"),
+    pytest.param(lambda: fastdice.DiceFocalLoss(gamma=1.5), id="DiceFocalLoss"),
+    pytest.param(lambda: fastdice.TverskyLoss(alpha=0.3, beta=0.7), id="TverskyLoss"),
+    pytest.param(lambda: fastdice.GeneralizedDiceLoss(w_type="simple"), id="GeneralizedDiceLoss"),
+]
+
+
+@pytest.mark.parametrize("make", NATIVE_MODULES)
+def test_torch_jit_script_says_to_use_compile_or_export(make):
+    """One clear error, for the loss and for a model that holds it."""
+    for scripted in (make(), torch.nn.Sequential(torch.nn.Identity(), make())):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit.script's own deprecation
+            with pytest.raises(RuntimeError, match=r"not scriptable.*torch\.compile.*torch\.export"):
+                torch.jit.script(scripted)
+
+
+@pytest.mark.parametrize(
+    "dtype, shown",
+    [(torch.float32, "[0.1, 1.0, 2.3]"), (torch.float16, "[0.1, 1.0, 2.3]"), (torch.bfloat16, "[0.1, 1.0, 2.3]"),
+     (torch.float64, "[0.1, 1.0, 2.3]")],
+)
+def test_repr_shows_a_weight_as_given(dtype, shown):
+    """A tensor weight shows the numbers the user wrote, not their float64 values."""
+    weight = torch.tensor([0.1, 1.0, 2.3], dtype=dtype)
+    assert float(weight[0].double()) != 0.1 or dtype == torch.float64  # the noise the repr must not show
+    for loss in (fastdice.DiceLoss(weight=weight), fastdice.DiceCELoss(ce_weight=weight)):
+        assert shown in repr(loss)
+        assert eval(repr(loss), {type(loss).__name__: type(loss)}) == loss
+
+
+@pytest.mark.parametrize("make", NATIVE_MODULES)
+def test_modules_with_equal_options_compare_equal(make):
+    a, b = make(), make()
+    assert a == b and not (a != b)
+    assert eval(repr(a), {type(a).__name__: type(a)}) == a
+    assert len({a, b}) == 2  # hashed by identity: both stay in sets (named_modules, optimizers)
+    other = copy.deepcopy(a)
+    other.opts = other.opts.replace(smooth_nr=0.5)
+    assert other != a
+    assert fastdice.DiceCELoss() != fastdice.DiceFocalLoss(gamma=0.0)  # another class is never equal
+
+
+def test_equality_follows_the_weight_values():
+    a = fastdice.DiceLoss(weight=[1.0, 2.0, 3.0])
+    b = fastdice.DiceLoss(weight=[1.0, 2.0, 3.0])
+    assert a == b
+    b.load_state_dict({"weight": torch.tensor([1.0, 2.0, 3.5])})
+    assert a != b and repr(b) == "DiceLoss(weight=[1.0, 2.0, 3.5])"
+    assert fastdice.DiceLoss(weight=[1.0, 2.0]) != fastdice.DiceLoss(weight=[1.0, 2.0 + 1e-12])

@@ -35,7 +35,7 @@ def _fused_focal(monkeypatch):
     """Every size takes the fused focal term here (this file's inputs are small, so
     by default their focal term would be MONAI's own PyTorch computation, see
     fastdice.compat.monai.EXACT_FOCAL_MAX_NUMEL); that path has its own test below."""
-    monkeypatch.setattr(ours, "EXACT_FOCAL_MAX_NUMEL", 0)
+    monkeypatch.setattr(ours.focal, "EXACT_FOCAL_MAX_NUMEL", 0)
 
 
 def _case(rng):
@@ -436,7 +436,7 @@ def test_small_input_focal_term_is_monais_to_the_bit(cls, device, monkeypatch):
     Dice + lambda * FocalLoss`` at rtol=1e-7, on random draws) hold with equality.
     The fused term, as accurate, missed them for ~45-65% of the draws (1-2 ulps
     of MONAI's float32 rounding). Input gradients: within float32 tolerance."""
-    monkeypatch.setattr(ours, "EXACT_FOCAL_MAX_NUMEL", EXACT_FOCAL_MAX_NUMEL)
+    monkeypatch.setattr(ours.focal, "EXACT_FOCAL_MAX_NUMEL", EXACT_FOCAL_MAX_NUMEL)
     gen = torch.Generator(device=device).manual_seed(1415)
     rng = random.Random(1415)
     shapes = [(3, 3, 5, 5), (2, 4, 7, 9), (2, 2, 4, 5, 6), (2, 1, 6, 6), (2, 3, 20, 30), (4, 1, 32, 32)]

@@ -19,6 +19,7 @@ nn_compound = pytest.importorskip("nnunetv2.training.loss.compound_losses")
 nn_ds = pytest.importorskip("nnunetv2.training.loss.deep_supervision")
 from nnunetv2.utilities.helpers import softmax_helper_dim1 as nn_softmax  # noqa: E402
 
+import fastdice._ops  # noqa: E402
 from fastdice.compat import nnunet as fnn  # noqa: E402
 
 from conftest import assert_close  # noqa: E402
@@ -323,14 +324,14 @@ def test_sweep_covers_the_configurations():
 @pytest.fixture
 def op_calls(monkeypatch):
     calls = []
-    real = fnn._ops.dice_stats
+    real = fastdice._ops.dice_stats
 
     def counting(x, y, activation, full_stats=False, ignore_index=None, pixel_loss="none", *rest):
         calls.append({"activation": activation, "ignore_index": ignore_index, "pixel_loss": pixel_loss,
                       "target_dtype": y.dtype, "target_shape": tuple(y.shape)})
         return real(x, y, activation, full_stats, ignore_index, pixel_loss, *rest)
 
-    monkeypatch.setattr(fnn._ops, "dice_stats", counting)
+    monkeypatch.setattr(fastdice._ops, "dice_stats", counting)
     return calls
 
 

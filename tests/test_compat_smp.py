@@ -527,9 +527,9 @@ def test_fused_calls(monkeypatch):
     calls = []
     real = fastdice._ops.dice_stats
 
-    def spy(input, target, activation="none", full_stats=False, ignore_index=None):
+    def spy(input, target, activation="none", full_stats=False, ignore_index=None, *rest):
         calls.append((input, target, activation, full_stats, ignore_index))
-        return real(input, target, activation, full_stats, ignore_index)
+        return real(input, target, activation, full_stats, ignore_index, *rest)
 
     monkeypatch.setattr(fastdice._ops, "dice_stats", spy)
     x = _x()

@@ -339,8 +339,8 @@ def test_losses_are_two_fused_ops():
 
 
 def test_python_option_list_matches_the_op_schema():
-    """_ops.EPILOGUE_OPTIONS (the Python side's one list) names the schema's
-    arguments after (stats, weight, ce_weight), in order and with their types."""
+    """_ops.EPILOGUE_OPTIONS (read from the schema) names the schema's arguments
+    after (stats, weight, ce_weight), in order and with their types."""
     schema = torch.ops.fastdice.dice_loss_from_stats.default._schema
     arguments = [(a.name, str(a.type)) for a in schema.arguments[3:]]
     kinds = {str: "str", bool: "bool", float: "float", int: "int"}

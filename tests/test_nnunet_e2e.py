@@ -7,7 +7,9 @@ Both runs see the same batches and start from the same weights, so the first ite
 (deep supervision over the network's outputs, as the trainer builds it) must agree to float32
 precision; the fastdice run must reach ``checkpoint_final.pth``. Three datasets: label maps
 (Dice + CE, fused), label maps with nnU-Net's ignore label (the op's ignore_index) and regions
-(Dice + BCE, fused).
+(Dice + BCE, fused). And the short variant ``nnUNetTrainerFastDice_1epoch`` trains to its final
+checkpoint, whose model folder nnU-Net's predictor (as ``nnUNetv2_predict``) loads through
+``nnUNet_extTrainer`` (about 75 s alone, with the planning).
 
 Not part of ``make test`` (about 2 minutes on 2 loaded cores, most of it nnU-Net's planning and
 preprocessing, which start worker processes): ``make test-nnunet-e2e``, or
@@ -187,3 +189,34 @@ def test_first_iteration_loss_equals_nnunets(nnunet_folders, dataset_id):
     assert checkpoint["trainer_name"] == "nnUNetTrainerFastDice" and checkpoint["current_epoch"] == 1
     assert set(checkpoint["network_weights"]) == set(stock.network.state_dict())
     assert np.isfinite(checkpoint["logging"]["train_losses"]).all()
+
+
+def test_short_variant_trains_and_its_result_predicts(nnunet_folders, monkeypatch):
+    """``-tr nnUNetTrainerFastDice_1epoch`` trains to nnU-Net's final checkpoint, and nnU-Net's
+    predictor (what nnUNetv2_predict runs) loads that model folder through nnUNet_extTrainer;
+    without the variable, nnU-Net's own 'Could not find requested nnunet trainer'."""
+    from nnunetv2.imageio.natural_image_reader_writer import NaturalImage2DIO
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    seen = _train("nnUNetTrainerFastDice_1epoch", 901)
+    trainer = seen["trainer"]
+    assert type(trainer).__name__ == "nnUNetTrainerFastDice_1epoch" and trainer.num_epochs == 1
+    checkpoint = torch.load(os.path.join(trainer.output_folder, "checkpoint_final.pth"), map_location="cpu",
+                            weights_only=False)
+    assert checkpoint["trainer_name"] == "nnUNetTrainerFastDice_1epoch"
+    assert set(checkpoint["init_args"]) == {"plans", "configuration", "fold", "dataset_json", "device"}
+
+    raw = os.path.join(str(nnunet_folders / "raw"), "Dataset901_FastDiceLabels")
+    image, properties = NaturalImage2DIO().read_images([os.path.join(raw, "imagesTr", "case00_0000.png")])
+
+    def predictor():
+        p = nnUNetPredictor(use_mirroring=False, perform_everything_on_device=False, device=torch.device("cpu"),
+                            allow_tqdm=False)
+        p.initialize_from_trained_model_folder(trainer.output_folder_base, use_folds=(0,))
+        return p
+
+    segmentation = predictor().predict_single_npy_array(image, {"spacing": properties["spacing"]})
+    assert segmentation.shape == image.shape[1:] and set(np.unique(segmentation)) <= {0, 1, 2, 3}
+    monkeypatch.delenv("nnUNet_extTrainer")
+    with pytest.raises(RuntimeError, match="Could not find requested nnunet trainer nnUNetTrainerFastDice_1epoch"):
+        predictor()

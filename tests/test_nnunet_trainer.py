@@ -140,3 +140,120 @@ def test_nnunet_finds_the_trainer_through_ext_trainer(monkeypatch):
     found = recursive_find_trainer_class_by_name("nnUNetTrainerFastDice")
     assert found.__name__ == "nnUNetTrainerFastDice" and issubclass(found, nnUNetTrainer)
     assert found._build_loss is nnUNetTrainerFastDice._build_loss
+
+
+# -- nnU-Net's run lengths --------------------------------------------------------------------------
+
+from fastdice.nnunet import trainer as fd_trainer  # noqa: E402
+
+
+def _variant_names():
+    return [name for name in fd_trainer.TRAINER_NAMES if name != "nnUNetTrainerFastDice"]
+
+
+def test_every_nnunet_epoch_variant_has_a_fastdice_twin():
+    from nnunetv2.training.nnUNetTrainer.variants.training_length import nnUNetTrainer_Xepochs as theirs
+
+    their_lengths = {name.split("_")[1] for name in vars(theirs)
+                     if name.startswith("nnUNetTrainer_") and name.count("_") == 1}
+    assert {name.split("_")[1] for name in _variant_names()} == their_lengths
+
+
+@pytest.mark.parametrize("name", _variant_names())
+def test_epoch_variant_sets_nnunets_length_with_its_signature(name, monkeypatch):
+    from nnunetv2.training.nnUNetTrainer.variants.training_length import nnUNetTrainer_Xepochs as theirs
+
+    ours = getattr(fd_trainer, name)
+    their_twin = getattr(theirs, name.replace("nnUNetTrainerFastDice_", "nnUNetTrainer_"))
+    assert issubclass(ours, nnUNetTrainerFastDice) and ours._build_loss is nnUNetTrainerFastDice._build_loss
+    # nnU-Net records the constructor arguments by the names of the signature (KeyError: 'args'
+    # for a *args / **kwargs __init__): the real __init__ gets past that with ours, and stops at
+    # the next step, reading the (here empty) plans.
+    with pytest.raises(KeyError, match="continue_training"):
+        ours({}, "2d", 0, {}, torch.device("cpu"))
+    assert list(inspect_parameters(ours.__init__)) == list(inspect_parameters(nnUNetTrainer.__init__))
+    # The run length nnU-Net's own variant of that name sets.
+    monkeypatch.setattr(nnUNetTrainer, "__init__", lambda self, *a, **k: setattr(self, "num_epochs", 1000))
+    mine, nnunets = ours.__new__(ours), their_twin.__new__(their_twin)
+    ours.__init__(mine, {}, "2d", 0, {}, torch.device("cpu"))
+    their_twin.__init__(nnunets, {}, "2d", 0, {}, torch.device("cpu"))
+    assert mine.num_epochs == nnunets.num_epochs != 1000
+
+
+def inspect_parameters(function):
+    import inspect
+
+    return inspect.signature(function).parameters
+
+
+@pytest.mark.parametrize("name", ["nnUNetTrainerFastDice_1epoch", "nnUNetTrainerFastDice_5epochs",
+                                  "nnUNetTrainerFastDice_8000epochs"])
+def test_nnunet_finds_epoch_variants_through_ext_trainer_and_install(name, monkeypatch, tmp_path):
+    from nnunetv2.utilities.find_class_by_name import recursive_find_python_class
+    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+
+    monkeypatch.setenv("nnUNet_extTrainer", fd_nnunet.EXT_TRAINER_PATH)
+    assert recursive_find_trainer_class_by_name(name) is getattr(fd_trainer, name)
+    cli.install(str(tmp_path))
+    found = recursive_find_python_class(str(tmp_path), name, None, base_folder=str(tmp_path),
+                                        cleanup_imports_from_base_folder=True)
+    assert found is getattr(fd_trainer, name)
+
+
+def _cli(*args, env=None):
+    env = dict(env or os.environ, PYTHONPATH=os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")]))
+    return subprocess.run([sys.executable, "-m", "fastdice.nnunet", *args], capture_output=True, text=True,
+                          env=env, timeout=120)
+
+
+def test_default_command_prints_the_exports_that_predict_needs(tmp_path, monkeypatch):
+    """``eval "$(python -m fastdice.nnunet)"`` in a shell, then nnU-Net's trainer lookup (the one
+    nnUNetv2_predict runs on a checkpoint's trainer name) finds fastdice's trainer."""
+    from fastdice.nnunet.__main__ import export_lines
+    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("nnUNet_")}
+    env["nnUNet_results"] = str(tmp_path)
+    lines = export_lines(env).splitlines()
+    assert f'export nnUNet_extTrainer="{fd_nnunet.EXT_TRAINER_PATH}"' in lines
+    assert f'export nnUNet_results="{tmp_path}"' in lines
+    assert any(line.startswith('# export nnUNet_raw="') for line in lines)  # unset here: shown, not exported
+    # Without nnUNet_extTrainer, nnU-Net's own error (what nnUNetv2_predict reports).
+    monkeypatch.delenv("nnUNet_extTrainer", raising=False)
+    with pytest.raises(RuntimeError, match="Could not find requested nnunet trainer"):
+        recursive_find_trainer_class_by_name("nnUNetTrainerFastDice_5epochs")
+    # With the printed lines evaluated by a shell: found (one shell, as a user runs it).
+    lookup = ("from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name as find; "
+              "import os; print(os.environ.get('nnUNet_raw')); print(find('nnUNetTrainerFastDice_5epochs').__module__)")
+    script = f'eval "$({sys.executable} -m fastdice.nnunet)" && {sys.executable} -c "{lookup}"'
+    env["PYTHONPATH"] = os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")])
+    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = done.stdout.splitlines()
+    assert out[0] == "None" and out[-1] == "fastdice.nnunet.trainer", done.stdout  # nnUNet_raw stays unset
+
+
+def test_existing_ext_trainer_folders_are_kept():
+    from fastdice.nnunet.__main__ import export_lines
+
+    lines = export_lines({"nnUNet_extTrainer": f"/mine{os.pathsep}{fd_nnunet.EXT_TRAINER_PATH}"}).splitlines()
+    assert f'export nnUNet_extTrainer="{fd_nnunet.EXT_TRAINER_PATH}{os.pathsep}/mine"' in lines
+
+
+@pytest.mark.parametrize("command", ["install-trainer", "uninstall-trainer"])
+def test_missing_target_folder_is_a_message(command, tmp_path):
+    missing = tmp_path / "no" / "such"
+    with pytest.raises(SystemExit, match=f"--target {missing} does not exist"):
+        cli.main([command, "--target", str(missing)])
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("x")
+    with pytest.raises(SystemExit, match="is not a folder"):
+        cli.main([command, "--target", str(a_file)])
+
+
+def test_missing_target_folder_from_the_shell_has_no_traceback(tmp_path):
+    missing = tmp_path / "no" / "such"
+    out = _cli("install-trainer", "--target", str(missing))
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert out.stderr.strip() == (f"fastdice.nnunet: --target {missing} does not exist; give an existing folder "
+                                  f"(nnU-Net's trainer folder is the default: leave --target out), or create it first")

@@ -48,11 +48,8 @@ void load_labels(const CountsProblem& cp, int64_t b, int64_t s0, int64_t n, int3
     if (!out_of_range) return;
     int64_t v = 0;
     const int64_t i = first_label_out_of_range(src, tv.stride_s, n, limit, pr.has_ignore, pr.ignore_index, v);
-    TORCH_CHECK_VALUE(cp.mode != CountsMode::kBinary, "fastdice: target label ", v, " (sample ", b,
-                      ", flat position ", s0 + i, ") is not 0 or 1 in binary mode",
-                      pr.has_ignore ? " and is not ignore_index" : "");
-    TORCH_CHECK_VALUE(false, "fastdice: target label ", v, " (sample ", b, ", flat position ", s0 + i,
-                      ") is outside [0, ", pr.classes, ")", pr.has_ignore ? " and is not ignore_index" : "");
+    throw BadValue(cp.mode == CountsMode::kBinary ? BadValueKind::kBinaryLabel : BadValueKind::kLabel,
+                   static_cast<double>(v), b, -1, s0 + i, pr.classes, pr.has_ignore);
   });
 }
 
@@ -116,10 +113,7 @@ bool load_dense_row(const CountsProblem& cp, int64_t b, int64_t c, int64_t s0, i
   for (int64_t c = 0; c < pr.classes; ++c) {
     for (int64_t s = s_begin; s < s_end; ++s) {
       const double v = load_target_value<double>(pr.target.data, pr.target.dtype, pr.dense_target_offset(b, c, s));
-      TORCH_CHECK_VALUE(is_binary_value(v), "fastdice: a dense target of the confusion counts must hold 0 or 1; got ",
-                        v, " at sample ", b, ", class ", c, ", flat position ", s,
-                        " (a 0/255 mask? divide by 255; soft labels? threshold them; class indices? pass an "
-                        "integer label map)");
+      if (!is_binary_value(v)) throw BadValue(BadValueKind::kBinaryDenseTarget, v, b, c, s);
     }
   }
   TORCH_CHECK(false, "fastdice: internal error locating a target value other than 0 or 1");
@@ -204,13 +198,15 @@ at::Tensor confusion_counts_cpu(const at::Tensor& input, const at::Tensor& targe
   const DiceProblem& pr = cp.base;
   at::Tensor counts = at::zeros({pr.batch, pr.classes, kNumCounts}, input.options().dtype(at::kLong));
   if (pr.batch == 0 || pr.classes == 0 || pr.spatial == 0) return counts;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "confusion_counts_cpu", [&] {
-    using acc_t = std::conditional_t<std::is_same<scalar_t, double>::value, double, float>;
-    if (cp.mode == CountsMode::kMulticlass) {
-      counts_impl<scalar_t, acc_t, true>(prepared.prepared.input, cp, counts);
-    } else {
-      counts_impl<scalar_t, acc_t, false>(prepared.prepared.input, cp, counts);
-    }
+  with_complete_errors(input, target, [&] {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "confusion_counts_cpu", [&] {
+      using acc_t = std::conditional_t<std::is_same<scalar_t, double>::value, double, float>;
+      if (cp.mode == CountsMode::kMulticlass) {
+        counts_impl<scalar_t, acc_t, true>(prepared.prepared.input, cp, counts);
+      } else {
+        counts_impl<scalar_t, acc_t, false>(prepared.prepared.input, cp, counts);
+      }
+    });
   });
   return counts;
 }

@@ -9,6 +9,7 @@
 #include <string>
 #include <tuple>
 
+#include "../bad_value.h"
 #include "dice_cpu_isa.h"
 
 namespace fastdice {
@@ -31,15 +32,14 @@ std::tuple<at::Tensor, at::Tensor> dice_stats_backward_cpu(const at::Tensor& gra
     at::Tensor grad3 = view_bcs(grad_input);
     at::Tensor grad_target3 = target_grad ? view_bcs(grad_target) : at::Tensor();
     at::Tensor* grad_target_out = target_grad ? &grad_target3 : nullptr;
+    with_complete_errors(input, target, [&] {
 #ifdef FD_HAVE_AVX2_KERNELS
-    if (use_avx2()) {
-      avx2::dice_stats_backward(grad_stats_c, prepared.input, prepared.problem, grad3, grad_target_out);
-    } else {
-      baseline::dice_stats_backward(grad_stats_c, prepared.input, prepared.problem, grad3, grad_target_out);
-    }
-#else
-    baseline::dice_stats_backward(grad_stats_c, prepared.input, prepared.problem, grad3, grad_target_out);
+      if (use_avx2()) {
+        return avx2::dice_stats_backward(grad_stats_c, prepared.input, prepared.problem, grad3, grad_target_out);
+      }
 #endif
+      baseline::dice_stats_backward(grad_stats_c, prepared.input, prepared.problem, grad3, grad_target_out);
+    });
   }
   if (target_grad) grad_target = grad_target_in_target_dtype(grad_target, target);
   return {grad_input, grad_target};

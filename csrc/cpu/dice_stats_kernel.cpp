@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <string>
 
+#include "../bad_value.h"
 #include "dice_cpu_isa.h"
 
 namespace fastdice {
@@ -40,13 +41,12 @@ at::Tensor dice_stats_cpu(const at::Tensor& input, const at::Tensor& target, c10
   at::Tensor stats =
       at::zeros({pr.batch, pr.classes, kNumStats}, input.options().dtype(stats_dtype_for(input.scalar_type())));
   if (pr.batch == 0 || pr.classes == 0 || pr.spatial == 0) return stats;
+  with_complete_errors(input, target, [&] {
 #ifdef FD_HAVE_AVX2_KERNELS
-  if (use_avx2()) {
-    avx2::dice_stats_forward(prepared.input, pr, stats);
-    return stats;
-  }
+    if (use_avx2()) return avx2::dice_stats_forward(prepared.input, pr, stats);
 #endif
-  baseline::dice_stats_forward(prepared.input, pr, stats);
+    baseline::dice_stats_forward(prepared.input, pr, stats);
+  });
   return stats;
 }
 

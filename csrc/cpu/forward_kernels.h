@@ -130,10 +130,7 @@ template <typename scalar_t>
         if (classify_label(label, pr.label_limit(), pr.has_ignore, pr.ignore_index) != LabelState::kValid) continue;
       }
       const double v = static_cast<double>(x[pr.input_offset(b, c, s)]);
-      TORCH_CHECK_VALUE(v >= 0.0 && v <= 1.0,
-                        "fastdice: with activation='none' the input must hold probabilities in [0, 1]; got ", v,
-                        " at sample ", b, ", class ", c, ", flat position ", s,
-                        " (logits? pass activation='sigmoid' or 'softmax')");
+      if (!(v >= 0.0 && v <= 1.0)) throw BadValue(BadValueKind::kProbability, v, b, c, s);
     }
   }
   TORCH_CHECK(false, "fastdice: internal error locating an input value outside [0, 1]");

@@ -13,6 +13,7 @@
 // Compiled once per instruction set: see isa_prologue.h.
 #pragma once
 
+#include "../bad_value.h"
 #include "vector_math.h"
 
 #ifndef FD_CPU_ISA_NS
@@ -278,8 +279,7 @@ inline int64_t apply_mask(const DiceProblem& pr, int64_t b, int64_t s0, int64_t 
 [[noreturn]] inline void throw_bad_mask_value(const DiceProblem& pr, int64_t b, int64_t s_begin, int64_t s_end) {
   for (int64_t s = s_begin; s < s_end; ++s) {
     const float m = pr.mask_value(b, s);
-    TORCH_CHECK_VALUE(m == 0.f || m == 1.f, "fastdice: mask values must be 0 or 1; got ", m, " at sample ", b,
-                      ", flat position ", s);
+    if (!(m == 0.f || m == 1.f)) throw BadValue(BadValueKind::kMask, m, b, -1, s);
   }
   TORCH_CHECK(false, "fastdice: internal error locating a mask value other than 0 / 1");
 }
@@ -303,9 +303,8 @@ int64_t load_labels(const DiceProblem& pr, int64_t b, int64_t s0, int64_t n, Til
         const int64_t v = static_cast<int64_t>(src[i * tv.stride_s]);
         if (classify_label(v, limit, pr.has_ignore, pr.ignore_index) != LabelState::kOutOfRange) continue;
         if (pr.has_mask() && pr.mask_value(b, s0 + i) == 0.f) continue;
-        TORCH_CHECK_VALUE(false, "fastdice: target label ", v, " (sample ", b, ", flat position ", s0 + i,
-                          ") is outside [0, ", limit, ")", pr.has_ignore ? " and is not ignore_index" : "",
-                          pr.has_regions() ? " (labels of a region target)" : "");
+        throw BadValue(BadValueKind::kLabel, static_cast<double>(v), b, -1, s0 + i, limit, pr.has_ignore,
+                       pr.has_regions());
       }
     }
     return count;
@@ -403,9 +402,7 @@ bool load_dense(const DiceProblem& pr, int64_t b, int64_t s0, int64_t n, Tile<ac
     for (int64_t s = s_begin; s < s_end; ++s) {
       if (pr.mask_value(b, s) == 0.f) continue;
       const double v = load_target_value<double>(pr.target.data, pr.target.dtype, pr.dense_target_offset(b, c, s));
-      TORCH_CHECK_VALUE(v >= 0.0 && v <= 1.0, "fastdice: dense target values must lie in [0, 1]; got ", v,
-                        " at sample ", b, ", class ", c, ", flat position ", s,
-                        " (a 0/255 mask? divide by 255; class indices? pass an integer label map)");
+      if (!(v >= 0.0 && v <= 1.0)) throw BadValue(BadValueKind::kDenseTarget, v, b, c, s);
     }
   }
   TORCH_CHECK(false, "fastdice: internal error locating a target value outside [0, 1]");

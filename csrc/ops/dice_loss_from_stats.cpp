@@ -52,8 +52,8 @@ at::Tensor call_backward(const at::Tensor& grad, FD_EPILOGUE_PARAMS) {
 
 OptionalTensor optional_of(const at::Tensor& t) { return t.defined() ? OptionalTensor(t) : OptionalTensor(); }
 
-#define FD_SAVE_OPTION_(kind, name) d[#name] = FD_EPILOGUE_SAVE_##kind(name);
-#define FD_LOAD_OPTION_(kind, name) , FD_EPILOGUE_LOAD_##kind(d[#name])
+#define FD_SAVE_OPTION_(kind, name, default_) d[#name] = FD_EPILOGUE_SAVE_##kind(name);
+#define FD_LOAD_OPTION_(kind, name, default_) , FD_EPILOGUE_LOAD_##kind(d[#name])
 
 class DiceLossFromStatsFunction : public torch::autograd::Function<DiceLossFromStatsFunction> {
  public:

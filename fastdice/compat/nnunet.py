@@ -31,26 +31,28 @@ Fused (one pass of ``fastdice::dice_stats`` forward, one backward; no one-hot
 target, no probability tensor, no N-sized temporary):
   * the Dice statistics when ``apply_nonlin`` is nnU-Net's
     ``softmax_helper_dim1`` (or ours, or ``nn.Softmax(dim=1)``), ``torch.sigmoid``
-    (``F.sigmoid``, ``torch.Tensor.sigmoid``, ``nn.Sigmoid()``) or None, and no
-    ``loss_mask`` is passed;
+    (``F.sigmoid``, ``torch.Tensor.sigmoid``, ``nn.Sigmoid()``) or None, with
+    no ``loss_mask`` or a bool one of shape (B, 1, *spatial) (or (1, 1, ...)),
+    which the op reads in place as its loss mask;
   * ``DC_and_CE_loss``: Dice and cross-entropy from the same pass
     (``pixel_loss='cross_entropy'``) with an integer or float label map
     (B, 1, ...), ``ignore_label`` as the op's ignore_index (it removes the
     position from every statistic and gives it zero gradient: exactly
     nnU-Net's mask), ``ce_kwargs`` weight / label_smoothing, reduction 'mean';
-  * ``DC_and_BCE_loss`` without ``use_ignore_label``: Dice and BCE from the
-    same pass (``pixel_loss='binary_cross_entropy'``) with dense region
-    targets (float, bool or uint8, read in place), ``bce_kwargs`` empty or
-    ``reduction='mean'``;
+  * ``DC_and_BCE_loss``: Dice and BCE from the same pass
+    (``pixel_loss='binary_cross_entropy'``) with dense region targets (float,
+    bool or uint8, read in place), ``bce_kwargs`` empty or
+    ``reduction='mean'``; with ``use_ignore_label`` the last target channel
+    is read as the op's loss mask and the BCE is averaged over it;
   * the loss from the statistics is one op (``fastdice::dice_loss_from_stats``)
     when it is exactly nnU-Net's formula there: smooth >= 1e-8, no clip_tp, no
     ddp batch Dice, non-negative weights; otherwise a few O(B*C) tensor ops.
 
 Not fused (exact eager computation, N-sized temporaries as in nnU-Net):
   * any other ``apply_nonlin`` callable;
-  * a ``loss_mask`` passed to a Dice loss by the caller, and
-    ``DC_and_BCE_loss(use_ignore_label=True)`` (the op has no per-position
-    mask yet): the masked sums are computed in torch;
+  * a ``loss_mask`` that is not bool (nnU-Net multiplies by it, so a uint8
+    0/255 or float mask weights positions): the masked sums are computed in
+    torch;
   * the cross-entropy of ``DC_and_CE_loss`` with a one-hot target (nnU-Net
     then takes ``target[:, 0]`` as the labels), with ``ce_kwargs`` the op
     cannot express (reduction other than 'mean', an ignore_index other than
@@ -87,9 +89,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import _ops
-from ..combined import pixel_loss_from_stats
-from ..loss import all_reduce_stats
+from .. import functional as fd
+from ..errors import LabelOutOfRangeError
 
 __all__ = [
     "softmax_helper_dim1",
@@ -109,11 +110,6 @@ _CLAMP = 1e-8  # nnU-Net's floor of the Dice denominator
 def softmax_helper_dim1(x: torch.Tensor) -> torch.Tensor:
     """Softmax over the channel axis (nnU-Net's helper of the same name)."""
     return torch.softmax(x, 1)
-
-
-class LabelOutOfRangeError(ValueError, RuntimeError):
-    """A label outside [0, C): nnU-Net (scatter_) raises RuntimeError, the fused
-    op raises ValueError; this is both."""
 
 
 def _nnunet_attr(module: str, name: str):
@@ -182,12 +178,7 @@ def _check_input(x, y) -> None:
 
 
 def _dice_stats(x, y, activation, ignore_index=None, pixel_loss="none", mask=None):
-    try:
-        return _ops.dice_stats(x, y, _ops.as_peer_activation(activation), False, ignore_index, pixel_loss, 0.0, mask)
-    except ValueError as e:
-        if "target label" in str(e):
-            raise LabelOutOfRangeError(str(e)) from None
-        raise
+    return fd.dice_stats(x, y, fd.peer_activation(activation), False, ignore_index, pixel_loss, 0.0, mask)
 
 
 # ---------------------------------------------------------------------------
@@ -268,7 +259,7 @@ class _NnUNetDice(nn.Module):
         if self.batch_dice:
             sums = torch.stack((tp, sum_pred, sum_gt)).sum(1)
             if self.ddp:
-                sums = all_reduce_stats(sums)
+                sums = fd.all_reduce_stats(sums)
             tp, sum_pred, sum_gt = sums.unbind(0)
         if self.clip_tp is not None:
             tp_clipped = torch.clip(tp, min=self.clip_tp)
@@ -276,20 +267,25 @@ class _NnUNetDice(nn.Module):
         else:
             tp_clipped = tp
             denominator = sum_pred + sum_gt
-        dc = (2 * tp_clipped + self.smooth) / torch.clip(denominator + self.smooth, _CLAMP)
+        dc = fd.dice_score(tp_clipped, denominator, self.smooth, self.smooth, min_denominator=_CLAMP)
         return -dc.mean()
+
+    def epilogue_args(self, **second_term) -> tuple:
+        """The epilogue op's arguments for this Dice term, mean(1 - dc) over the kept classes
+        (and samples), plus ``second_term``'s options (lambda_dice, lambda_ce, ce_family, ...).
+        nnU-Net's Dice loss is -mean(dc): the callers subtract the Dice term's weight."""
+        return fd.epilogue_args(
+            pooling="batch" if self.batch_dice else "sample", include_background=bool(self.do_bg),
+            smooth_nr=self.smooth, smooth_dr=self.smooth, **second_term,
+        )
 
     def loss_from_stats(self, stats: torch.Tensor, activation: str) -> torch.Tensor:
         """nnU-Net's loss (float32) from the op's statistics [B, C, NUM_STATS]."""
         self._check_classes(stats.shape[1])
         stats = stats.to(torch.float32)
         if self.epilogue_fusable(activation):
-            loss = _ops.dice_loss_from_stats(
-                stats, pooling="batch" if self.batch_dice else "sample", include_background=bool(self.do_bg),
-                smooth_nr=self.smooth, smooth_dr=self.smooth,
-            )
-            return loss - 1
-        return self.loss_from_sums(stats[..., _ops.TP], stats[..., _ops.SUM_P], stats[..., _ops.SUM_T])
+            return fd.dice_loss_from_stats(stats, args=self.epilogue_args()) - 1
+        return self.loss_from_sums(stats[..., fd.TP], stats[..., fd.SUM_P], stats[..., fd.SUM_T])
 
     def _keeps_target_grad(self, x: torch.Tensor, y: torch.Tensor) -> bool:
         """Whether nnU-Net's loss has a gradient in y: it builds its one-hot under
@@ -333,7 +329,7 @@ class _NnUNetDice(nn.Module):
             # sums); other masks may weight positions, so they take the eager path.
             stats = _dice_stats(x, _op_target(x, y), activation, mask=op_mask)
             if y.requires_grad and not self.differentiates_sum_gt:
-                stats = _detach_stat(stats, _ops.SUM_T)
+                stats = _detach_stat(stats, fd.SUM_T)
             return self.loss_from_stats(stats, activation)
         self._check_classes(x.shape[1])
         return self.loss_from_sums(*self.eager_sums(x, y, loss_mask))
@@ -493,19 +489,15 @@ class DC_and_CE_loss(nn.Module):
             and _weight_ok(self.weight_ce)
         ):
             # weight_ce * CE + weight_dice * mean(1 - dc) in one op; nnU-Net's Dice term is -mean(dc).
-            loss = _ops.dice_loss_from_stats(
-                stats, None, ce_weight,
-                pooling="batch" if dice.batch_dice else "sample", include_background=bool(dice.do_bg),
-                smooth_nr=dice.smooth, smooth_dr=dice.smooth,
-                lambda_dice=float(self.weight_dice), lambda_ce=float(self.weight_ce),
-                ce_family="cross_entropy", ce_label_map=True, ce_positions=0,
-                label_smoothing=self.ce.label_smoothing,
-            )
+            loss = fd.dice_loss_from_stats(stats, None, ce_weight, args=dice.epilogue_args(
+                lambda_dice=float(self.weight_dice), lambda_ce=float(self.weight_ce), ce_family="cross_entropy",
+                ce_label_map=True, ce_positions=0, label_smoothing=self.ce.label_smoothing,
+            ))
             return loss - self.weight_dice if self.weight_dice != 0 else loss
 
         dc_loss = dice.loss_from_stats(stats, "softmax") if self.weight_dice != 0 else 0
         if fuse_ce:
-            ce_loss = pixel_loss_from_stats(
+            ce_loss = fd.pixel_loss_from_stats(
                 stats, family="cross_entropy", label_map=True, positions=0, weight=ce_weight,
                 label_smoothing=self.ce.label_smoothing,
             )
@@ -575,7 +567,7 @@ class DC_and_BCE_loss(nn.Module):
         dice._check_classes(net_output.shape[1])
         dc_loss = dice.loss_from_stats(stats, "sigmoid")
         if fuse_ce:
-            ce_sum = stats[..., _ops.PIXEL_LOSS].sum(dtype=torch.float32)
+            ce_sum = stats[..., fd.PIXEL_LOSS].sum(dtype=torch.float32)
             ce_loss = ce_sum / torch.clip(mask.sum(), min=1e-8)
         else:
             ce_loss = (self.ce(net_output, target_regions.float()) * mask).sum() / torch.clip(mask.sum(), min=1e-8)
@@ -601,18 +593,15 @@ class DC_and_BCE_loss(nn.Module):
         dice._check_classes(net_output.shape[1])
         positions = math.prod(net_output.shape[2:]) * net_output.shape[0]
         if fuse_ce and dice.epilogue_fusable("sigmoid") and _weight_ok(self.weight_dice) and _weight_ok(self.weight_ce):
-            loss = _ops.dice_loss_from_stats(
-                stats, None, None,
-                pooling="batch" if dice.batch_dice else "sample", include_background=bool(dice.do_bg),
-                smooth_nr=dice.smooth, smooth_dr=dice.smooth,
+            loss = fd.dice_loss_from_stats(stats, args=dice.epilogue_args(
                 lambda_dice=float(self.weight_dice), lambda_ce=float(self.weight_ce),
                 ce_family="binary_cross_entropy", ce_label_map=False, ce_positions=positions,
-            )
+            ))
             # nnU-Net's BCE of (logits, target.float()) is float32 (torch returns the target's dtype).
             return (loss - self.weight_dice if self.weight_dice != 0 else loss).to(torch.float32)
         dc_loss = dice.loss_from_stats(stats, "sigmoid")
         if fuse_ce:
-            ce_loss = pixel_loss_from_stats(
+            ce_loss = fd.pixel_loss_from_stats(
                 stats, family="binary_cross_entropy", label_map=False, positions=positions
             ).to(torch.float32)
         else:

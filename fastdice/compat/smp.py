@@ -75,7 +75,8 @@ import torch
 import torch.nn.functional as F
 from torch.nn.modules.loss import _Loss
 
-from .. import _ops
+from .. import functional as fd
+from ..errors import LabelOutOfRangeError
 from ..options import LABEL_DTYPES
 
 __all__ = ["BINARY_MODE", "MULTICLASS_MODE", "MULTILABEL_MODE", "DiceLoss", "JaccardLoss", "TverskyLoss"]
@@ -85,11 +86,6 @@ MULTICLASS_MODE: str = "multiclass"
 MULTILABEL_MODE: str = "multilabel"
 _MODES = (BINARY_MODE, MULTILABEL_MODE, MULTICLASS_MODE)
 
-
-
-class LabelOutOfRangeError(ValueError, RuntimeError):
-    """A multiclass label outside [0, C): smp (F.one_hot) raises RuntimeError,
-    the fused op raises ValueError; this is both."""
 
 
 def _to_tensor(x, dtype: torch.dtype, name: str) -> torch.Tensor:
@@ -212,11 +208,11 @@ class _SmpSoftTverskyLoss(_Loss):
         target = y_true if y_true.shape == inp.shape else y_true.reshape(inp.shape)
         if self.ignore_index is None:
             activation = "sigmoid" if self.from_logits else "none"
-            return _ops.dice_stats(inp, target, _ops.as_peer_activation(activation), True, None)
+            return fd.dice_stats(inp, target, fd.peer_activation(activation), True, None)
         # Not fused: smp masks the dense target elementwise.
         p = F.logsigmoid(inp).exp() if self.from_logits else inp
         mask = target != self.ignore_index
-        return _ops.dice_stats(p * mask, target * mask, "identity", True, None)
+        return fd.dice_stats(p * mask, target * mask, "identity", True, None)
 
     def _multiclass_stats(self, y_pred, y_true, bs, num_classes):
         # smp: y_pred viewed as (B, C, N), y_true as (B, N) labels.
@@ -247,23 +243,14 @@ class _SmpSoftTverskyLoss(_Loss):
             labels = converted.masked_fill(~mask, -1)
             op_ignore = -1
         activation = "softmax" if self.from_logits else "none"
-        try:
-            return _ops.dice_stats(inp, labels, _ops.as_peer_activation(activation), True, op_ignore)
-        except ValueError as e:
-            if "target label" in str(e):
-                raise LabelOutOfRangeError(str(e)) from None
-            raise
+        return fd.dice_stats(inp, labels, fd.peer_activation(activation), True, op_ignore)
 
     def score_from_stats(self, s: torch.Tensor) -> torch.Tensor:
         """smp's soft_tversky_score from pooled statistics s[C, NUM_STATS]."""
         alpha, beta = self._fp_fn_weights()
-        output_sum = s[..., _ops.SUM_P]
-        target_sum = s[..., _ops.SUM_T]
-        difference = s[..., _ops.SUM_ABS_DIFF]
-        intersection = (output_sum + target_sum - difference) / 2
-        fp = output_sum - intersection
-        fn = target_sum - intersection
-        return (intersection + self.smooth) / (intersection + alpha * fp + beta * fn + self.smooth).clamp_min(self.eps)
+        # smp's soft intersection (sum p + sum t - sum |p - t|) / 2, from the sums of p and t as they are.
+        tp, fp, fn = fd.tp_fp_fn(s, "difference")
+        return fd.tversky_score(tp, fp, fn, alpha, beta, self.smooth, self.smooth, min_denominator=self.eps)
 
     def aggregate_loss(self, loss: torch.Tensor) -> torch.Tensor:
         """Aggregate per-class losses into a single scalar (smp's rule)."""
@@ -282,7 +269,7 @@ class _SmpSoftTverskyLoss(_Loss):
         else:
             loss = 1.0 - scores
         # smp: channels without true pixels contribute zero.
-        loss = loss * (s[..., _ops.SUM_T] > 0).to(loss.dtype)
+        loss = loss * (s[..., fd.SUM_T] > 0).to(loss.dtype)
         if self.classes is not None:
             loss = loss[self.classes]
         out = self.aggregate_loss(loss)

@@ -9,6 +9,10 @@ of the ``nnUNet_extTrainer`` environment variable). Either::
 
 or ``python -m fastdice.nnunet install-trainer`` (writes a one-line module into nnU-Net's
 trainer folder; ``python -m fastdice.nnunet uninstall-trainer`` removes it).
+``nnUNetv2_predict`` of a fastdice-trained model looks the trainer up the same way: export
+``nnUNet_extTrainer`` for it too (``python -m fastdice.nnunet`` prints the lines to export).
+Shorter runs: ``-tr nnUNetTrainerFastDice_5epochs`` (and nnU-Net's other lengths, see
+``fastdice.nnunet.trainer``).
 """
 
 import os
