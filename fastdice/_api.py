@@ -152,3 +152,18 @@ def zero_if_empty(loss: torch.Tensor, input: torch.Tensor, distributed: bool = F
     if distributed or input.numel() != 0:
         return loss
     return loss.nan_to_num(0.0, 0.0, 0.0) * 0
+
+
+def refuse_float_label_map(input: torch.Tensor, target: torch.Tensor) -> None:
+    """A float or bool target shaped like a label map of ``input`` (B, C > 1, *spatial) is refused with
+    the fix: MONAI's LoadImage gives float label maps, which would otherwise be rejected as a dense
+    target of the wrong shape, or need a check of every value to be read as labels."""
+    if (target.dtype.is_floating_point or target.dtype == torch.bool) and input.dim() >= 2 and input.shape[1] > 1:
+        b, c, *spatial = input.shape
+        if tuple(target.shape) in ((b, *spatial), (b, 1, *spatial)):
+            raise ValueError(
+                f"fastdice: target of shape {tuple(target.shape)} is shaped like a label map for input "
+                f"{tuple(input.shape)}, but its dtype is {target.dtype}: label maps must be integer tensors; pass "
+                f"target.long() (float label maps, e.g. from MONAI's LoadImage, are not read as labels: that "
+                f"would need a check of every value). A dense target must have the input's shape."
+            )

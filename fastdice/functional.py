@@ -342,15 +342,7 @@ def align_shapes(input: torch.Tensor, target: torch.Tensor, opts: DiceOptions, h
             )
         input = input.reshape(1, 1, -1)
         is_label = False
-    if (target.dtype.is_floating_point or target.dtype == torch.bool) and input.shape[1] > 1:
-        b, c, *spatial = input.shape
-        if tuple(target.shape) in ((b, *spatial), (b, 1, *spatial)):
-            raise ValueError(
-                f"fastdice: target of shape {tuple(target.shape)} is shaped like a label map for input "
-                f"{tuple(input.shape)}, but its dtype is {target.dtype}: label maps must be integer tensors; pass "
-                f"target.long() (float label maps, e.g. from MONAI's LoadImage, are not read as labels: that "
-                f"would need a check of every value). A dense target must have the input's shape."
-            )
+    _api.refuse_float_label_map(input, target)
     dense_target = target.dtype.is_floating_point or target.dtype == torch.bool or not is_label
     if dense_target and target.shape != input.shape and target.numel() == input.numel():
         if class_free or input.shape[1] == 1:

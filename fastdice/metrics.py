@@ -631,25 +631,10 @@ def _as_tensor(name, value):
     return value
 
 
-def _check_label_map_dtype(input, target):
-    """A float or bool target shaped like a label map is refused with the fix (the loss's words):
-    MONAI's LoadImage gives float label maps, which the op would otherwise reject as a dense
-    target of the wrong shape."""
-    if (target.dtype.is_floating_point or target.dtype == torch.bool) and input.dim() >= 2 and input.shape[1] > 1:
-        b, c, *spatial = input.shape
-        if tuple(target.shape) in ((b, *spatial), (b, 1, *spatial)):
-            raise ValueError(
-                f"fastdice: target of shape {tuple(target.shape)} is shaped like a label map for input "
-                f"{tuple(input.shape)}, but its dtype is {target.dtype}: label maps must be integer tensors; pass "
-                f"target.long() (float label maps, e.g. from MONAI's LoadImage, are not read as labels: that "
-                f"would need a check of every value). A dense target must have the input's shape."
-            )
-
-
 def _counts_op(input, target, mode, threshold, ignore_index):
     """fastdice::confusion_counts; a label outside its range raises LabelOutOfRangeError
     (the extension's IndexError, its message complete)."""
-    _check_label_map_dtype(input, target)
+    _api.refuse_float_label_map(input, target)
     try:
         return torch.ops.fastdice.confusion_counts(input, target, mode, threshold, ignore_index)
     except IndexError as error:
