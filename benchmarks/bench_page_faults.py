@@ -1,5 +1,5 @@
 """What glibc's allocator costs a CPU training step of fastdice.DiceLoss: first-touch
-page faults of the fresh gradient, and the heap given back to the OS (#18 item 4).
+page faults of the fresh gradient, and the heap given back to the OS.
 
     python -m benchmarks.bench_page_faults [--out DIR] [--reps N]
 

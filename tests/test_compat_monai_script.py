@@ -1,4 +1,4 @@
-"""torch.jit.script of fastdice.compat.monai's classes (issue #14).
+"""torch.jit.script of fastdice.compat.monai's classes.
 
 TorchScript cannot compile the fused path's Python, so each class's
 ``__prepare_scriptable__`` hands torch.jit.script MONAI's own module built with
